@@ -1,0 +1,137 @@
+//! Arrow objects: RecordBatches stored as Arrow IPC (file format) in shared memory and decoded in
+//! place.
+//!
+//! Objects are written with 64-byte buffer alignment and start 64-byte aligned, so the decoder
+//! runs with `require_alignment = true`: every buffer of the returned batches points into the
+//! shared mapping (nothing is copied), and a misaligned object is an error rather than a silent
+//! copy. The batches keep the object pinned for as long as any of their buffers lives.
+
+use crate::client::{Client, ObjectRef};
+use crate::error::{Error, Result};
+use crate::proto::PUT_ARROW;
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::{read_footer_length, FileDecoder};
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow_schema::{Schema, SchemaRef};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// An Arrow object read zero-copy from shared memory.
+///
+/// `batches` (and any array sliced from them) reference the shared mapping directly and keep the
+/// object pinned until the last buffer is dropped.
+#[derive(Debug, Clone)]
+pub struct ArrowObject {
+    /// The schema stored in the IPC footer.
+    pub schema: SchemaRef,
+    /// The record batches, in order.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Encodes `batches` (all of `schema`) as an Arrow IPC file with 64-byte alignment.
+pub fn encode_ipc_file(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let opts = IpcWriteOptions::try_new(64, false, arrow_ipc::MetadataVersion::V5)?;
+    let mut out = Vec::with_capacity(
+        batches
+            .iter()
+            .map(|b| b.get_array_memory_size())
+            .sum::<usize>()
+            + 1024,
+    );
+    let mut w = FileWriter::try_new_with_options(&mut out, schema, opts)?;
+    for b in batches {
+        if b.schema().as_ref() != schema {
+            return Err(Error::InvalidArgument(
+                "all record batches of an Arrow object must share one schema".into(),
+            ));
+        }
+        w.write(b)?;
+    }
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+/// Decodes an Arrow IPC file held in `buf` without copying, with `require_alignment = true`.
+pub fn decode_ipc_file(buf: &Buffer) -> Result<ArrowObject> {
+    let n = buf.len();
+    if n < 10 + 8 {
+        return Err(Error::Arrow(
+            "object is too short to be an Arrow IPC file".into(),
+        ));
+    }
+    let footer_len = read_footer_length(buf[n - 10..].try_into().expect("10 bytes"))?;
+    let footer_start = (n - 10)
+        .checked_sub(footer_len)
+        .ok_or_else(|| Error::Arrow("IPC footer length exceeds the object".into()))?;
+    let footer = arrow_ipc::root_as_footer(&buf[footer_start..n - 10])
+        .map_err(|e| Error::Arrow(format!("malformed IPC footer: {e}")))?;
+    let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(
+        footer
+            .schema()
+            .ok_or_else(|| Error::Arrow("IPC footer has no schema".into()))?,
+    )?);
+    let mut decoder =
+        FileDecoder::new(schema.clone(), footer.version()).with_require_alignment(true);
+    let block_buf = |b: &arrow_ipc::Block| -> Result<Buffer> {
+        let off = usize::try_from(b.offset())
+            .map_err(|_| Error::Arrow("negative block offset".into()))?;
+        let len = (b.metaDataLength() as i64)
+            .checked_add(b.bodyLength())
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or_else(|| Error::Arrow("invalid block length".into()))?;
+        if off.checked_add(len).is_none_or(|e| e > footer_start) {
+            return Err(Error::Arrow("IPC block lies outside the object".into()));
+        }
+        Ok(buf.slice_with_length(off, len))
+    };
+    for block in footer.dictionaries().iter().flatten() {
+        decoder.read_dictionary(block, &block_buf(block)?)?;
+    }
+    let mut batches = Vec::new();
+    if let Some(blocks) = footer.recordBatches() {
+        for block in blocks {
+            if let Some(b) = decoder.read_record_batch(block, &block_buf(block)?)? {
+                batches.push(b);
+            }
+        }
+    }
+    Ok(ArrowObject { schema, batches })
+}
+
+impl Client {
+    /// Stores `batches` under `key` as an Arrow IPC file. `schema` is needed so that an empty
+    /// table keeps its columns.
+    pub fn put_arrow(&self, key: &[u8], schema: &Schema, batches: &[RecordBatch]) -> Result<()> {
+        let bytes = encode_ipc_file(schema, batches)?;
+        self.put_flags(key, &bytes, &[], PUT_ARROW)
+    }
+
+    /// Reads the Arrow object `key` zero-copy. `None` when the key is missing. An object that
+    /// was not stored as Arrow is an error.
+    pub fn get_arrow(&self, key: &[u8]) -> Result<Option<ArrowObject>> {
+        let Some(obj) = self.get(key)? else {
+            return Ok(None);
+        };
+        arrow_from_object(obj).map(Some)
+    }
+}
+
+/// Decodes a pinned object as Arrow; the pin moves into the buffers.
+pub fn arrow_from_object(obj: ObjectRef) -> Result<ArrowObject> {
+    if !obj.is_arrow() {
+        return Err(Error::InvalidArgument(format!(
+            "{} was not stored as an Arrow object; use get()",
+            obj.key()
+        )));
+    }
+    let len = obj.data().len();
+    let ptr = NonNull::new(obj.data().as_ptr() as *mut u8)
+        .ok_or_else(|| Error::Internal("null object pointer".into()))?;
+    let owner: Arc<ObjectRef> = Arc::new(obj);
+    // SAFETY: ptr..ptr+len is the object's data, which stays mapped and immutable while the
+    // ObjectRef (now owned by the buffer through `owner`) is alive.
+    let buf = unsafe { Buffer::from_custom_allocation(ptr, len, owner) };
+    decode_ipc_file(&buf)
+}

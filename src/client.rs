@@ -1,0 +1,1179 @@
+//! The Rust client.
+//!
+//! A [`Client`] is one connection to a coordinator plus the client's mappings of the store's
+//! shared memory. Hits are served from shared memory without a system call or a lock: a seqlock
+//! read of the index, a pin in the client's own lease page, a fence, a re-check. Misses, writes
+//! and control calls are requests over the socket; many may be in flight at once from several
+//! threads (replies are matched to requests by id).
+//!
+//! `Client` is `Send + Sync` and cheap to clone (it is a handle). Objects returned by gets
+//! ([`ObjectRef`]) keep the connection and the mapping they point into alive, and keep the object
+//! pinned, until they are dropped.
+
+use crate::error::{Code, Error, Result};
+use crate::index::{IndexRef, Slot, FLAG_ARROW};
+use crate::key::Key;
+use crate::layout::{self, hdr, Header, SegTable};
+use crate::pins::{self, Lease};
+use crate::proto::{self, HelloInfo, ListEntry, PutItem, Request, Response, Status, HEADER_LEN};
+use crate::shm::{self, Access, Mapping};
+use crate::sync::AtomicU64;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How to reach a store and in which role.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    socket: PathBuf,
+    writer: bool,
+}
+
+impl ConnectOptions {
+    /// The store named `store` at its default socket path.
+    pub fn store(store: &str) -> ConnectOptions {
+        ConnectOptions {
+            socket: crate::config::default_socket(store),
+            writer: true,
+        }
+    }
+    /// The store listening on `socket`.
+    pub fn socket(socket: impl AsRef<Path>) -> ConnectOptions {
+        ConnectOptions {
+            socket: socket.as_ref().to_path_buf(),
+            writer: true,
+        }
+    }
+    /// Read-only role: data segments are mapped without write permission and creates are
+    /// refused. Hits work exactly as for writers.
+    pub fn read_only(mut self) -> ConnectOptions {
+        self.writer = false;
+        self
+    }
+}
+
+/// Options of a put.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutOptions<'a> {
+    /// Metadata stored after the data (returned by [`ObjectRef::metadata`]).
+    pub metadata: &'a [u8],
+    /// Drop instead of demoting to a lower tier when evicted.
+    pub ephemeral: bool,
+    /// Have the coordinator check that the data hashes to the key (a sha2-256 CID) at seal.
+    pub verify_cid: bool,
+}
+
+impl PutOptions<'_> {
+    fn flags(&self) -> u32 {
+        (if self.ephemeral {
+            proto::PUT_EPHEMERAL
+        } else {
+            0
+        }) | (if self.verify_cid {
+            proto::PUT_VERIFY_CID
+        } else {
+            0
+        })
+    }
+}
+
+enum Waiter {
+    Sync(std::sync::mpsc::SyncSender<Result<Response>>),
+    Async(tokio::sync::oneshot::Sender<Result<Response>>),
+}
+
+impl Waiter {
+    fn send(self, r: Result<Response>) {
+        match self {
+            Waiter::Sync(s) => {
+                let _ = s.send(r);
+            }
+            Waiter::Async(s) => {
+                let _ = s.send(r);
+            }
+        }
+    }
+}
+
+/// The socket side: request ids, the writer, and the replies awaited.
+struct Conn {
+    writer: Mutex<UnixStream>,
+    pending: Mutex<HashMap<u64, Waiter>>,
+    next_id: std::sync::atomic::AtomicU64,
+    dead: AtomicBool,
+}
+
+fn disconnected() -> Error {
+    Error::Disconnected(
+        "the coordinator closed the connection (it stopped or restarted); connect again".into(),
+    )
+}
+
+impl Conn {
+    fn fail_all(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, w) in pending {
+            w.send(Err(disconnected()));
+        }
+    }
+
+    fn reader_loop(self: Arc<Self>, mut stream: UnixStream) {
+        let mut hdr_buf = [0u8; HEADER_LEN];
+        loop {
+            if stream.read_exact(&mut hdr_buf).is_err() {
+                break;
+            }
+            let h = match proto::Header::parse(&hdr_buf) {
+                Ok(h) => h,
+                Err(_) => break,
+            };
+            let mut body = vec![0u8; h.body_len as usize];
+            if stream.read_exact(&mut body).is_err() {
+                break;
+            }
+            let resp = Response::decode(h.msg_type, &body);
+            let w = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&h.request_id);
+            if let Some(w) = w {
+                w.send(resp);
+            }
+        }
+        self.fail_all();
+    }
+
+    fn send(&self, frame: &[u8], id: u64, w: Waiter) -> Result<()> {
+        if self.dead.load(Ordering::Relaxed) {
+            return Err(disconnected());
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, w);
+        let mut s = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if s.write_all(frame).is_err() {
+            drop(s);
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(disconnected());
+        }
+        Ok(())
+    }
+
+    fn call(&self, req: &Request<'_>) -> Result<Response> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(&req.encode(id), id, Waiter::Sync(tx))?;
+        rx.recv().map_err(|_| disconnected())?
+    }
+
+    async fn call_async(&self, req: &Request<'_>) -> Result<Response> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(&req.encode(id), id, Waiter::Async(tx))?;
+        rx.await.map_err(|_| disconnected())?
+    }
+}
+
+/// This client's cached mapping of one segment-table position.
+///
+/// Hits read `id` and `base` without a lock; `users` counts live objects using the mapping so
+/// that a retired segment is unmapped only when none does (the slow path, under `slow`, sets
+/// `id` to 0 first and then checks `users`; a hit increments `users` first and then checks `id`;
+/// both with SeqCst, so one of them sees the other).
+struct SegCache {
+    id: std::sync::atomic::AtomicU64,
+    base: AtomicPtr<u8>,
+    len: AtomicUsize,
+    users: AtomicUsize,
+    slow: Mutex<Option<Mapping>>,
+}
+
+/// Where a found object's bytes are mapped, kept alive by the holder.
+enum Backing {
+    Cached(usize),
+    // Held only to keep the mapping alive while the object is in use.
+    Owned(#[allow(dead_code)] Arc<Mapping>),
+}
+
+struct Inner {
+    conn: Arc<Conn>,
+    info: HelloInfo,
+    shm_dir: PathBuf,
+    writer: bool,
+    // Views below point into `ctl` and `lease`, declared after them so they are dropped first
+    // (they are plain references; Inner never hands them out beyond its own lifetime).
+    header: Header<'static>,
+    segtable: SegTable<'static>,
+    index: IndexRef<'static>,
+    lease: Lease<'static>,
+    segs: Box<[SegCache]>,
+    pin_hint: AtomicUsize,
+    _ctl: Mapping,
+    _lease: Mapping,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the socket ends the lease; the reader thread sees EOF and exits.
+        if let Ok(s) = self.conn.writer.lock() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A handle to a store. Cloning is cheap and shares the connection.
+///
+/// Thread safety: `Send + Sync`; every method may be called from any thread concurrently.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// A pinned, sealed object in shared memory.
+///
+/// The bytes stay valid and unchanged for the life of this value, whatever other processes do:
+/// the coordinator will not reuse the memory while the pin exists. Dropping it unpins (one store
+/// to the lease page, no system call). `Send + Sync`.
+pub struct ObjectRef {
+    inner: Arc<Inner>,
+    pin: usize,
+    backing: Backing,
+    ptr: *const u8,
+    data_len: usize,
+    meta_len: usize,
+    flags: u64,
+    key: Key,
+}
+
+// SAFETY: the pointed-to bytes are sealed (immutable) shared memory kept mapped by `backing` and
+// kept from reuse by the pin; reading them from any thread is sound.
+unsafe impl Send for ObjectRef {}
+// SAFETY: see above; ObjectRef only hands out shared references.
+unsafe impl Sync for ObjectRef {}
+
+impl ObjectRef {
+    /// The object's data bytes (zero-copy view into shared memory).
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+data_len was bounds-checked against the mapping at get time; the
+        // mapping is kept alive by `backing` and the bytes are immutable while pinned.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.data_len) }
+    }
+    /// The object's metadata bytes.
+    pub fn metadata(&self) -> &[u8] {
+        // SAFETY: as for `data`; metadata follows the data inside the checked range.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(self.data_len), self.meta_len) }
+    }
+    /// The key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+    /// Whether the object was stored as Arrow IPC.
+    pub fn is_arrow(&self) -> bool {
+        self.flags & FLAG_ARROW != 0
+    }
+}
+
+impl std::ops::Deref for ObjectRef {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
+impl AsRef<[u8]> for ObjectRef {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
+impl std::fmt::Debug for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectRef")
+            .field("key", &self.key)
+            .field("data_len", &self.data_len)
+            .field("meta_len", &self.meta_len)
+            .finish()
+    }
+}
+
+impl Drop for ObjectRef {
+    fn drop(&mut self) {
+        self.inner.lease.unpin(self.pin);
+        if let Backing::Cached(pos) = self.backing {
+            self.inner.segs[pos].users.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+/// An object being written: fill [`WriteObject::data_mut`] and [`WriteObject::metadata_mut`],
+/// then [`WriteObject::seal`]. Dropped without sealing, it is aborted.
+pub struct WriteObject {
+    inner: Arc<Inner>,
+    key: Key,
+    backing: Backing,
+    ptr: *mut u8,
+    data_len: usize,
+    meta_len: usize,
+    done: bool,
+}
+
+// SAFETY: the range is owned by this creator until seal; no other process writes it.
+unsafe impl Send for WriteObject {}
+
+impl WriteObject {
+    /// Writable data bytes.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the coordinator allocated this range for us alone; it is inside a writable
+        // mapping kept alive by `backing` and nobody reads it before seal.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.data_len) }
+    }
+    /// Writable metadata bytes.
+    pub fn metadata_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `data_mut`; metadata follows the data inside the allocation.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.data_len), self.meta_len) }
+    }
+    /// The key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+    /// Publishes the object; afterwards it is immutable and visible to every client.
+    pub fn seal(mut self) -> Result<()> {
+        self.done = true;
+        expect_done(self.inner.conn.call(&Request::Seal { key: self.key })?)
+    }
+    /// Async [`WriteObject::seal`].
+    pub async fn seal_async(mut self) -> Result<()> {
+        self.done = true;
+        expect_done(
+            self.inner
+                .conn
+                .call_async(&Request::Seal { key: self.key })
+                .await?,
+        )
+    }
+    /// Abandons the object and frees its memory.
+    pub fn abort(mut self) -> Result<()> {
+        self.done = true;
+        expect_done(self.inner.conn.call(&Request::Abort { key: self.key })?)
+    }
+}
+
+impl Drop for WriteObject {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.inner.conn.call(&Request::Abort { key: self.key });
+        }
+        if let Backing::Cached(pos) = self.backing {
+            self.inner.segs[pos].users.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+fn expect_done(r: Response) -> Result<()> {
+    match r {
+        Response::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(r: Response) -> Error {
+    match r {
+        Response::Error { code, message } => Error::from_code(code, message),
+        other => Error::Protocol(format!("unexpected reply {other:?}")),
+    }
+}
+
+fn status_to_result(s: Status) -> Result<()> {
+    s.map_err(|(c, m)| Error::from_code(c, m))
+}
+
+/// Retries of the miss path when an object is evicted between the coordinator's answer and our
+/// lock-free read (rare; bounded so a pathological churn cannot loop forever).
+const MISS_RETRIES: usize = 8;
+
+impl Client {
+    /// Connects to the store named `store` (default socket path).
+    pub fn connect(store: &str) -> Result<Client> {
+        Client::connect_with(ConnectOptions::store(store))
+    }
+
+    /// Connects to the store listening on `socket`.
+    pub fn connect_socket(socket: impl AsRef<Path>) -> Result<Client> {
+        Client::connect_with(ConnectOptions::socket(socket))
+    }
+
+    /// Connects with explicit options.
+    pub fn connect_with(opts: ConnectOptions) -> Result<Client> {
+        let stream = UnixStream::connect(&opts.socket).map_err(|e| {
+            Error::Disconnected(format!(
+                "cannot connect to {} ({e}); is cidcached running for this store?",
+                opts.socket.display()
+            ))
+        })?;
+        let reader = stream
+            .try_clone()
+            .map_err(|e| Error::io("cannot clone the socket", e))?;
+        let conn = Arc::new(Conn {
+            writer: Mutex::new(stream),
+            pending: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            dead: AtomicBool::new(false),
+        });
+        {
+            let c = conn.clone();
+            std::thread::Builder::new()
+                .name("cidcache-client".into())
+                .spawn(move || c.reader_loop(reader))
+                .map_err(|e| Error::io("cannot start the client reader thread", e))?;
+        }
+        let hello = conn.call(&Request::Hello {
+            version: proto::VERSION,
+            pid: std::process::id(),
+            writer: opts.writer,
+        })?;
+        let info = match hello {
+            Response::Hello(h) => h,
+            other => return Err(unexpected(other)),
+        };
+        let shm_dir = PathBuf::from(&info.shm_dir);
+
+        let (ctl_fd, ctl_len) =
+            shm::open_segment(&shm_dir, &shm::ctl_name(&info.store), Access::ReadOnly)?;
+        if ctl_len < layout::HEADER_BYTES as u64 {
+            return Err(Error::Incompatible("control segment is too small".into()));
+        }
+        let ctl = Mapping::map(&ctl_fd, ctl_len as usize, Access::ReadOnly, true)?;
+        // SAFETY: the mapping is at least HEADER_BYTES long and page-aligned; the header words
+        // are 8-byte aligned atomics that the coordinator writes and we only load.
+        let header: Header<'static> = Header::new(unsafe {
+            std::slice::from_raw_parts(ctl.as_ptr() as *const AtomicU64, hdr::COUNT)
+        });
+        if header.get(hdr::MAGIC) != layout::MAGIC {
+            return Err(Error::Incompatible(
+                "control segment has no cidcache magic (not initialised, or not a cidcache store)"
+                    .into(),
+            ));
+        }
+        if header.get(hdr::VERSION) != layout::LAYOUT_VERSION {
+            return Err(Error::Incompatible(format!(
+                "control segment layout version {} is not {}; use a client library matching the daemon",
+                header.get(hdr::VERSION),
+                layout::LAYOUT_VERSION
+            )));
+        }
+        if header.get(hdr::BOOT_ID) != info.boot_id {
+            return Err(Error::Incompatible(
+                "control segment belongs to another coordinator boot; retry".into(),
+            ));
+        }
+        let cap = header.get(hdr::INDEX_CAPACITY);
+        let idx_off = header.get(hdr::INDEX_OFFSET);
+        let seg_off = header.get(hdr::SEG_OFFSET);
+        let seg_len = header.get(hdr::SEG_LEN);
+        let fits = |off: u64, bytes: u64| off.checked_add(bytes).is_some_and(|e| e <= ctl_len);
+        if !cap.is_power_of_two()
+            || !seg_len.is_power_of_two()
+            || idx_off % 64 != 0
+            || seg_off % 8 != 0
+            || !fits(idx_off, cap.saturating_mul(crate::index::SLOT_BYTES as u64))
+            || !fits(
+                seg_off,
+                seg_len.saturating_mul(layout::SEG_ENTRY_BYTES as u64),
+            )
+            || header.get(hdr::HASH_SEED) != layout::HASH_SEED
+        {
+            return Err(Error::Incompatible(
+                "control segment header is inconsistent".into(),
+            ));
+        }
+        // SAFETY: offsets and sizes were checked against the mapping just above; alignment of
+        // slots (64) and words (8) was checked too. The views live in Inner next to `ctl`.
+        let (segtable, index) = unsafe {
+            let base = ctl.as_ptr();
+            let segtable = SegTable::new(std::slice::from_raw_parts(
+                base.add(seg_off as usize) as *const AtomicU64,
+                seg_len as usize * 4,
+            ));
+            let slots: &'static [Slot] =
+                std::slice::from_raw_parts(base.add(idx_off as usize) as *const Slot, cap as usize);
+            let max_probe: &'static AtomicU64 =
+                &*(base.add(hdr::MAX_PROBE * 8) as *const AtomicU64);
+            (segtable, IndexRef::new(slots, max_probe))
+        };
+
+        let (lease_fd, lease_len) =
+            shm::open_segment(&shm_dir, &info.lease_name, Access::ReadWrite)?;
+        let lease_map = Mapping::map(&lease_fd, lease_len as usize, Access::ReadWrite, true)?;
+        // SAFETY: the lease mapping is page-aligned, `lease_len / 8` words long, and ours to
+        // write; other processes only read it.
+        let lease = Lease::new(unsafe {
+            std::slice::from_raw_parts(
+                lease_map.as_ptr() as *const AtomicU64,
+                lease_len as usize / 8,
+            )
+        })
+        .filter(|l| l.magic() == pins::LEASE_MAGIC)
+        .ok_or_else(|| Error::Incompatible("lease page is malformed".into()))?;
+
+        let segs = (0..seg_len)
+            .map(|_| SegCache {
+                id: std::sync::atomic::AtomicU64::new(0),
+                base: AtomicPtr::new(std::ptr::null_mut()),
+                len: AtomicUsize::new(0),
+                users: AtomicUsize::new(0),
+                slow: Mutex::new(None),
+            })
+            .collect();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                conn,
+                info,
+                shm_dir,
+                writer: opts.writer,
+                header,
+                segtable,
+                index,
+                lease,
+                segs,
+                pin_hint: AtomicUsize::new(0),
+                _ctl: ctl,
+                _lease: lease_map,
+            }),
+        })
+    }
+
+    /// This connection's client id (as the coordinator knows it).
+    pub fn client_id(&self) -> u64 {
+        self.inner.info.client_id
+    }
+
+    /// Name of the store.
+    pub fn store_name(&self) -> &str {
+        &self.inner.info.store
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if self.inner.conn.dead.load(Ordering::Relaxed)
+            || self.inner.header.get(hdr::STATE) != layout::STATE_RUNNING
+        {
+            return Err(disconnected());
+        }
+        Ok(())
+    }
+
+    /// Resolves segment `seg` to a mapping usable by one more object. Fast when cached.
+    fn segment(&self, seg: u64) -> Result<(Backing, *mut u8, usize)> {
+        let inner = &self.inner;
+        let pos = inner.segtable.position(seg);
+        let c = &inner.segs[pos];
+        c.users.fetch_add(1, Ordering::SeqCst);
+        if c.id.load(Ordering::SeqCst) == seg {
+            let base = c.base.load(Ordering::Acquire);
+            if !base.is_null() {
+                return Ok((Backing::Cached(pos), base, c.len.load(Ordering::Relaxed)));
+            }
+        }
+        c.users.fetch_sub(1, Ordering::Release);
+        self.map_segment(pos, seg)
+    }
+
+    /// Slow path: map a segment (and unmap this position's stale mapping if nobody uses it).
+    #[cold]
+    fn map_segment(&self, pos: usize, seg: u64) -> Result<(Backing, *mut u8, usize)> {
+        let inner = &self.inner;
+        let e = inner.segtable.get(pos);
+        if e.id != seg {
+            return Err(Error::NotFound(format!("segment {seg} is gone")));
+        }
+        let access = if inner.writer {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        };
+        let (fd, flen) = shm::open_segment(
+            &inner.shm_dir,
+            &shm::data_name(&inner.info.store, seg),
+            access,
+        )?;
+        if flen < e.size || e.size == 0 {
+            return Err(Error::Incompatible(format!(
+                "segment {seg} is {flen} bytes, the table says {}",
+                e.size
+            )));
+        }
+        let m = Mapping::map(&fd, e.size as usize, access, true)?;
+        let c = &inner.segs[pos];
+        let mut slot = c.slow.lock().unwrap_or_else(|p| p.into_inner());
+        if c.id.load(Ordering::SeqCst) == seg && !c.base.load(Ordering::Acquire).is_null() {
+            // Another thread mapped it meanwhile; use theirs.
+            drop(m);
+            c.users.fetch_add(1, Ordering::SeqCst);
+            return Ok((
+                Backing::Cached(pos),
+                c.base.load(Ordering::Acquire),
+                c.len.load(Ordering::Relaxed),
+            ));
+        }
+        // The table position now holds `seg`, so whatever is cached here is a retired segment:
+        // stop new users of it, then replace it if nobody still reads through it.
+        c.id.store(0, Ordering::SeqCst);
+        if c.users.load(Ordering::SeqCst) == 0 {
+            let base = m.as_ptr();
+            let len = m.len();
+            *slot = Some(m); // unmaps the retired mapping, if any
+            c.base.store(base, Ordering::Release);
+            c.len.store(len, Ordering::Relaxed);
+            c.users.fetch_add(1, Ordering::SeqCst);
+            c.id.store(seg, Ordering::SeqCst);
+            Ok((Backing::Cached(pos), base, len))
+        } else {
+            // Objects of the retired segment are still in use: this object gets a mapping of
+            // its own; the position is reclaimed by a later slow path.
+            let m = Arc::new(m);
+            let base = m.as_ptr();
+            let len = m.len();
+            Ok((Backing::Owned(m), base, len))
+        }
+    }
+
+    /// The lock-free hit path. `Ok(None)` is a possible miss.
+    #[inline]
+    fn try_hit(&self, key: &Key, hash: u64) -> Result<Option<ObjectRef>> {
+        let inner = &self.inner;
+        if inner.conn.dead.load(Ordering::Relaxed) {
+            return Err(disconnected());
+        }
+        for _ in 0..64 {
+            let Some(f) = inner.index.lookup(key, hash) else {
+                return Ok(None);
+            };
+            let hint = inner.pin_hint.load(Ordering::Relaxed);
+            let pin = match pins::pin_snapshot(inner.index, inner.lease, f.slot, f.seq, hint) {
+                Ok(p) => p,
+                Err(true) => continue,
+                Err(false) => {
+                    return Err(Error::PinsExhausted(format!(
+                        "this client already pins {} objects; drop some ObjectRefs",
+                        inner.lease.capacity()
+                    )))
+                }
+            };
+            inner.pin_hint.store(pin + 1, Ordering::Relaxed);
+            let (backing, base, len) = match self.segment(f.entry.seg) {
+                Ok(b) => b,
+                Err(e) => {
+                    inner.lease.unpin(pin);
+                    return Err(e);
+                }
+            };
+            let end = f
+                .entry
+                .offset
+                .checked_add(f.entry.data_len)
+                .and_then(|v| v.checked_add(f.entry.meta_len));
+            if end.is_none_or(|e| e > len as u64) {
+                inner.lease.unpin(pin);
+                if let Backing::Cached(pos) = backing {
+                    inner.segs[pos].users.fetch_sub(1, Ordering::Release);
+                }
+                return Err(Error::Incompatible(format!(
+                    "index entry for {key} points outside its segment"
+                )));
+            }
+            inner.lease.record_hit(f.entry.object_id);
+            return Ok(Some(ObjectRef {
+                inner: inner.clone(),
+                pin,
+                backing,
+                // SAFETY: offset + lengths were checked against the mapping length above.
+                ptr: unsafe { base.add(f.entry.offset as usize) },
+                data_len: f.entry.data_len as usize,
+                meta_len: f.entry.meta_len as usize,
+                flags: f.entry.flags,
+                key: *key,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Gets `key` if it is sealed now. A hit takes no lock and makes no system call; a miss asks
+    /// the coordinator (which may promote the object from a lower tier).
+    pub fn get(&self, key: &[u8]) -> Result<Option<ObjectRef>> {
+        self.get_wait(key, 0)
+    }
+
+    /// Gets `key`, waiting up to `timeout` for it to be sealed. `None` when it did not appear.
+    pub fn get_timeout(&self, key: &[u8], timeout: Duration) -> Result<Option<ObjectRef>> {
+        self.get_wait(key, timeout.as_millis().min(i64::MAX as u128) as i64)
+    }
+
+    /// Gets `key`, waiting for it as long as it takes.
+    pub fn get_blocking(&self, key: &[u8]) -> Result<ObjectRef> {
+        self.get_wait(key, -1)?
+            .ok_or_else(|| Error::Internal("an unbounded wait returned nothing".into()))
+    }
+
+    fn get_wait(&self, key: &[u8], timeout_ms: i64) -> Result<Option<ObjectRef>> {
+        let key = Key::new(key)?;
+        let hash = key.hash();
+        if let Some(o) = self.try_hit(&key, hash)? {
+            return Ok(Some(o));
+        }
+        self.check_alive()?;
+        for _ in 0..MISS_RETRIES {
+            match self.inner.conn.call(&Request::Get { key, timeout_ms })? {
+                Response::Bool(true) => {
+                    if let Some(o) = self.try_hit(&key, hash)? {
+                        return Ok(Some(o));
+                    }
+                }
+                Response::Bool(false) => return Ok(None),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Async [`Client::get_timeout`] (`None` timeout = wait forever).
+    pub async fn get_async(
+        &self,
+        key: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Option<ObjectRef>> {
+        let key = Key::new(key)?;
+        let hash = key.hash();
+        if let Some(o) = self.try_hit(&key, hash)? {
+            return Ok(Some(o));
+        }
+        self.check_alive()?;
+        let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i64::MAX as u128) as i64);
+        for _ in 0..MISS_RETRIES {
+            match self
+                .inner
+                .conn
+                .call_async(&Request::Get { key, timeout_ms })
+                .await?
+            {
+                Response::Bool(true) => {
+                    if let Some(o) = self.try_hit(&key, hash)? {
+                        return Ok(Some(o));
+                    }
+                }
+                Response::Bool(false) => return Ok(None),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gets many keys: hits are served locally, the misses in one round trip (waiting up to
+    /// `timeout` for them). One result per key, in order: `Ok(None)` for a key still missing.
+    pub fn get_many(&self, keys: &[&[u8]], timeout: Duration) -> Vec<Result<Option<ObjectRef>>> {
+        let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        let (mut out, missing) = self.get_many_local(keys);
+        if missing.is_empty() {
+            return out;
+        }
+        let req = Request::GetMany {
+            keys: missing.iter().map(|&(_, k)| k).collect(),
+            timeout_ms,
+        };
+        let resp = self.inner.conn.call(&req);
+        self.get_many_finish(&mut out, &missing, resp);
+        out
+    }
+
+    /// Async [`Client::get_many`].
+    pub async fn get_many_async(
+        &self,
+        keys: &[&[u8]],
+        timeout: Duration,
+    ) -> Vec<Result<Option<ObjectRef>>> {
+        let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        let (mut out, missing) = self.get_many_local(keys);
+        if missing.is_empty() {
+            return out;
+        }
+        let req = Request::GetMany {
+            keys: missing.iter().map(|&(_, k)| k).collect(),
+            timeout_ms,
+        };
+        let resp = self.inner.conn.call_async(&req).await;
+        self.get_many_finish(&mut out, &missing, resp);
+        out
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn get_many_local(
+        &self,
+        keys: &[&[u8]],
+    ) -> (Vec<Result<Option<ObjectRef>>>, Vec<(usize, Key)>) {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            match Key::new(k) {
+                Err(e) => out.push(Err(e)),
+                Ok(key) => match self.try_hit(&key, key.hash()) {
+                    Ok(Some(o)) => out.push(Ok(Some(o))),
+                    Ok(None) => {
+                        out.push(Ok(None));
+                        missing.push((i, key));
+                    }
+                    Err(e) => out.push(Err(e)),
+                },
+            }
+        }
+        (out, missing)
+    }
+
+    fn get_many_finish(
+        &self,
+        out: &mut [Result<Option<ObjectRef>>],
+        missing: &[(usize, Key)],
+        resp: Result<Response>,
+    ) {
+        match resp {
+            Ok(Response::Statuses(st)) if st.len() == missing.len() => {
+                for (&(i, key), s) in missing.iter().zip(st) {
+                    out[i] = match s {
+                        Ok(()) => self.try_hit(&key, key.hash()),
+                        Err((Code::NotFound, _)) => Ok(None),
+                        Err((c, m)) => Err(Error::from_code(c, m)),
+                    };
+                }
+            }
+            Ok(other) => {
+                let msg = format!("{:?}", unexpected(other));
+                for &(i, _) in missing {
+                    out[i] = Err(Error::Protocol(msg.clone()));
+                }
+            }
+            Err(e) => {
+                let (c, m) = (e.code(), e.message());
+                for &(i, _) in missing {
+                    out[i] = Err(Error::from_code(c, m.clone()));
+                }
+            }
+        }
+    }
+
+    /// Creates an object of `data_len + meta_len` bytes to be written in place and sealed.
+    pub fn create(&self, key: &[u8], data_len: usize, meta_len: usize) -> Result<WriteObject> {
+        self.create_with(key, data_len, meta_len, 0)
+    }
+
+    fn create_with(
+        &self,
+        key: &[u8],
+        data_len: usize,
+        meta_len: usize,
+        flags: u32,
+    ) -> Result<WriteObject> {
+        let key = Key::new(key)?;
+        let resp = self.inner.conn.call(&Request::Create {
+            key,
+            data_len: data_len as u64,
+            meta_len: meta_len as u64,
+            flags,
+        })?;
+        self.finish_create(key, data_len, meta_len, resp)
+    }
+
+    fn finish_create(
+        &self,
+        key: Key,
+        data_len: usize,
+        meta_len: usize,
+        resp: Response,
+    ) -> Result<WriteObject> {
+        let Response::Created { seg, offset, .. } = resp else {
+            return Err(unexpected(resp));
+        };
+        let abort = |e: Error| {
+            let _ = self.inner.conn.call(&Request::Abort { key });
+            e
+        };
+        if !self.inner.writer {
+            return Err(abort(Error::PermissionDenied("read-only client".into())));
+        }
+        let (backing, base, len) = self.segment(seg).map_err(abort)?;
+        let end = offset as usize + data_len + meta_len;
+        if end > len {
+            if let Backing::Cached(pos) = backing {
+                self.inner.segs[pos].users.fetch_sub(1, Ordering::Release);
+            }
+            return Err(abort(Error::Incompatible(
+                "create location outside its segment".into(),
+            )));
+        }
+        Ok(WriteObject {
+            inner: self.inner.clone(),
+            key,
+            backing,
+            // SAFETY: offset + lengths checked against the mapping above.
+            ptr: unsafe { base.add(offset as usize) },
+            data_len,
+            meta_len,
+            done: false,
+        })
+    }
+
+    /// Stores `data` under `key`: inline in one round trip when small, else create, write in
+    /// place, seal.
+    pub fn put(&self, key: &[u8], data: &[u8]) -> Result<()> {
+        self.put_with(key, data, PutOptions::default())
+    }
+
+    /// [`Client::put`] with metadata and flags.
+    pub fn put_with(&self, key: &[u8], data: &[u8], opts: PutOptions<'_>) -> Result<()> {
+        self.put_flags(key, data, opts.metadata, opts.flags())
+    }
+
+    pub(crate) fn put_flags(&self, key: &[u8], data: &[u8], meta: &[u8], flags: u32) -> Result<()> {
+        let k = Key::new(key)?;
+        if data.len() + meta.len() <= self.inner.info.inline_max as usize {
+            let r = self.inner.conn.call(&Request::Put(PutItem {
+                key: k,
+                flags,
+                meta,
+                data,
+            }))?;
+            return expect_done(r);
+        }
+        let mut w = self.create_with(key, data.len(), meta.len(), flags)?;
+        w.data_mut().copy_from_slice(data);
+        w.metadata_mut().copy_from_slice(meta);
+        w.seal()
+    }
+
+    /// Async [`Client::put_with`]. Large objects are written on the calling thread.
+    pub async fn put_async(&self, key: &[u8], data: &[u8], opts: PutOptions<'_>) -> Result<()> {
+        let k = Key::new(key)?;
+        let flags = opts.flags();
+        let meta = opts.metadata;
+        if data.len() + meta.len() <= self.inner.info.inline_max as usize {
+            let r = self
+                .inner
+                .conn
+                .call_async(&Request::Put(PutItem {
+                    key: k,
+                    flags,
+                    meta,
+                    data,
+                }))
+                .await?;
+            return expect_done(r);
+        }
+        let resp = self
+            .inner
+            .conn
+            .call_async(&Request::Create {
+                key: k,
+                data_len: data.len() as u64,
+                meta_len: meta.len() as u64,
+                flags,
+            })
+            .await?;
+        let mut w = self.finish_create(k, data.len(), meta.len(), resp)?;
+        w.data_mut().copy_from_slice(data);
+        w.metadata_mut().copy_from_slice(meta);
+        w.seal_async().await
+    }
+
+    /// Stores many objects. Small ones travel inline, batched into as few round trips as the
+    /// frame limit allows; large ones go through create/seal. One result per item: partial
+    /// success is normal.
+    pub fn put_many(&self, items: &[(&[u8], &[u8])]) -> Vec<Result<()>> {
+        let mut out: Vec<Option<Result<()>>> = (0..items.len()).map(|_| None).collect();
+        for (batch, idx) in self.plan_batches(items, &mut out) {
+            match self.inner.conn.call(&Request::PutMany(batch)) {
+                Ok(r) => self.fill_statuses(&mut out, &idx, r),
+                Err(e) => fill_err(&mut out, &idx, &e),
+            }
+        }
+        self.finish_put_many(items, out)
+    }
+
+    /// Async [`Client::put_many`].
+    pub async fn put_many_async(&self, items: &[(&[u8], &[u8])]) -> Vec<Result<()>> {
+        let mut out: Vec<Option<Result<()>>> = (0..items.len()).map(|_| None).collect();
+        for (batch, idx) in self.plan_batches(items, &mut out) {
+            match self.inner.conn.call_async(&Request::PutMany(batch)).await {
+                Ok(r) => self.fill_statuses(&mut out, &idx, r),
+                Err(e) => fill_err(&mut out, &idx, &e),
+            }
+        }
+        self.finish_put_many(items, out)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn plan_batches<'a>(
+        &self,
+        items: &[(&'a [u8], &'a [u8])],
+        out: &mut [Option<Result<()>>],
+    ) -> Vec<(Vec<PutItem<'a>>, Vec<usize>)> {
+        let budget = proto::MAX_BODY as usize / 2;
+        let inline_max = self.inner.info.inline_max as usize;
+        let mut batches = Vec::new();
+        let (mut cur, mut idx, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+        for (i, (k, d)) in items.iter().enumerate() {
+            if d.len() > inline_max {
+                continue; // put individually below
+            }
+            let key = match Key::new(k) {
+                Ok(k) => k,
+                Err(e) => {
+                    out[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            if bytes + d.len() + 80 > budget && !cur.is_empty() {
+                batches.push((std::mem::take(&mut cur), std::mem::take(&mut idx)));
+                bytes = 0;
+            }
+            bytes += d.len() + 80;
+            cur.push(PutItem {
+                key,
+                flags: 0,
+                meta: &[],
+                data: d,
+            });
+            idx.push(i);
+        }
+        if !cur.is_empty() {
+            batches.push((cur, idx));
+        }
+        batches
+    }
+
+    fn fill_statuses(&self, out: &mut [Option<Result<()>>], idx: &[usize], r: Response) {
+        match r {
+            Response::Statuses(st) if st.len() == idx.len() => {
+                for (&i, s) in idx.iter().zip(st) {
+                    out[i] = Some(status_to_result(s));
+                }
+            }
+            other => fill_err(out, idx, &unexpected(other)),
+        }
+    }
+
+    fn finish_put_many(
+        &self,
+        items: &[(&[u8], &[u8])],
+        out: Vec<Option<Result<()>>>,
+    ) -> Vec<Result<()>> {
+        out.into_iter()
+            .zip(items)
+            .map(|(r, (k, d))| r.unwrap_or_else(|| self.put(k, d)))
+            .collect()
+    }
+
+    /// Stores `data` under its CIDv1 (raw codec, sha2-256) and returns the binary CID. Storing
+    /// content that is already present is a success.
+    pub fn put_content(&self, data: &[u8]) -> Result<Vec<u8>> {
+        let cid = crate::cid::cid_v1_raw(data);
+        match self.put(&cid, data) {
+            Ok(()) | Err(Error::AlreadyExists(_)) => Ok(cid),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a sealed object is stored under `key` (in any tier).
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        let key = Key::new(key)?;
+        if self.inner.index.lookup(&key, key.hash()).is_some() {
+            return Ok(true);
+        }
+        match self.inner.conn.call(&Request::Contains { key })? {
+            Response::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes `key`. New gets miss at once; the memory is reused when the last pin goes.
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let key = Key::new(key)?;
+        expect_done(self.inner.conn.call(&Request::Delete { key })?)
+    }
+
+    /// Async [`Client::delete`].
+    pub async fn delete_async(&self, key: &[u8]) -> Result<()> {
+        let key = Key::new(key)?;
+        expect_done(self.inner.conn.call_async(&Request::Delete { key }).await?)
+    }
+
+    /// Lists every sealed object in the hot tier.
+    pub fn list(&self) -> Result<Vec<ListEntry>> {
+        let mut all = Vec::new();
+        let mut cursor = 0;
+        loop {
+            match self.inner.conn.call(&Request::List {
+                cursor,
+                limit: 4096,
+            })? {
+                Response::List { entries, next } => {
+                    all.extend(entries);
+                    if next == 0 {
+                        return Ok(all);
+                    }
+                    cursor = next;
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    /// Named counters of the store (see `docs/operations.md`).
+    pub fn stats(&self) -> Result<Vec<(String, u64)>> {
+        match self.inner.conn.call(&Request::Stats)? {
+            Response::Stats(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Async [`Client::stats`].
+    pub async fn stats_async(&self) -> Result<Vec<(String, u64)>> {
+        match self.inner.conn.call_async(&Request::Stats).await? {
+            Response::Stats(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Async [`Client::contains`].
+    pub async fn contains_async(&self, key: &[u8]) -> Result<bool> {
+        let key = Key::new(key)?;
+        if self.inner.index.lookup(&key, key.hash()).is_some() {
+            return Ok(true);
+        }
+        match self
+            .inner
+            .conn
+            .call_async(&Request::Contains { key })
+            .await?
+        {
+            Response::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Number of pins this client holds (live [`ObjectRef`]s).
+    pub fn pinned(&self) -> usize {
+        self.inner.lease.pinned()
+    }
+}
+
+fn fill_err(out: &mut [Option<Result<()>>], idx: &[usize], e: &Error) {
+    for &i in idx {
+        out[i] = Some(Err(Error::from_code(e.code(), e.message())));
+    }
+}

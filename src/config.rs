@@ -1,0 +1,108 @@
+//! Where a store lives (socket, shared memory, data) and the coordinator's limits, with the
+//! embedded defaults of DESIGN.md.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Default store name.
+pub const DEFAULT_STORE: &str = "default";
+
+/// Checks a store name: it becomes part of file names, so only `[A-Za-z0-9_-]`, 1..=64 chars.
+pub fn validate_store_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Error::InvalidArgument(format!(
+            "store name {name:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+/// Directory holding sockets and lock files: `$XDG_RUNTIME_DIR/cidcache`, else
+/// `/tmp/cidcache-$UID`.
+pub fn runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => Path::new(&d).join("cidcache"),
+        _ => PathBuf::from(format!("/tmp/cidcache-{}", uid())),
+    }
+}
+
+/// Default socket path of `store`.
+pub fn default_socket(store: &str) -> PathBuf {
+    runtime_dir().join(format!("{store}.sock"))
+}
+
+/// Default warm-tier directory of `store`: `$XDG_DATA_HOME/cidcache/STORE`, else
+/// `~/.local/share/cidcache/STORE`.
+pub fn default_data_dir(store: &str) -> PathBuf {
+    let base = match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+            Path::new(&home).join(".local/share")
+        }
+    };
+    base.join("cidcache").join(store)
+}
+
+/// Default shared-memory directory.
+pub fn default_shm_dir() -> PathBuf {
+    PathBuf::from("/dev/shm")
+}
+
+/// Coordinator settings. Every field has a sensible default ([`Config::for_store`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Store name.
+    pub store: String,
+    /// Unix socket the coordinator listens on.
+    pub socket: PathBuf,
+    /// Directory for shared-memory segments (a tmpfs).
+    pub shm_dir: PathBuf,
+    /// Warm-tier directory.
+    pub data_dir: PathBuf,
+    /// Hot-tier memory limit in bytes; `None` = a quarter of the free space in `shm_dir`.
+    pub memory_limit: Option<u64>,
+    /// Index slots (rounded up to a power of two).
+    pub index_capacity: u64,
+    /// Size of one data arena segment; objects above half of it get a segment of their own.
+    pub arena_size: u64,
+    /// Pins per client lease page.
+    pub pins_per_client: usize,
+    /// Entries in each client's hit ring.
+    pub hit_ring: usize,
+    /// Puts up to this size travel inline in the request.
+    pub inline_max: u32,
+    /// Eviction policy name.
+    pub policy: String,
+    /// File mode of sockets and segments (0o600; 0o660 for a group store).
+    pub mode: u32,
+}
+
+impl Config {
+    /// Defaults for `store`.
+    pub fn for_store(store: &str) -> Config {
+        Config {
+            store: store.to_string(),
+            socket: default_socket(store),
+            shm_dir: default_shm_dir(),
+            data_dir: default_data_dir(store),
+            memory_limit: None,
+            index_capacity: 1 << 18,
+            arena_size: 256 << 20,
+            pins_per_client: 4096,
+            hit_ring: 1024,
+            inline_max: 64 << 10,
+            policy: "clock".into(),
+            mode: 0o600,
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The hot tier's memory: data segments (arenas and dedicated segments), their reservation
+//! against the memory limit, and their entries in the shared segment table.
+//!
+//! Reservation: every segment is `fallocate`d when it is created, and the sum of all segment
+//! sizes never exceeds the memory limit. Objects up to half an arena go into arenas (best fit);
+//! larger ones get a dedicated segment, and freed dedicated segments are kept in a small pool so
+//! that a later large object of similar size reuses the memory (and the clients' existing
+//! mappings) instead of paying for a new file.
+
+use crate::arena::{alloc_size, Arena};
+use crate::error::{Error, Result};
+use crate::layout::{SegEntry, SegTable, SEG_KIND_ARENA, SEG_KIND_DEDICATED};
+use crate::shm::{self, human_bytes, Access, Mapping};
+use rustix::fd::OwnedFd;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where an object's bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Alloc {
+    pub seg: u64,
+    pub offset: u64,
+    /// Requested length (data + metadata).
+    pub len: u64,
+}
+
+enum Kind {
+    Arena(Arena),
+    Dedicated { in_use: bool },
+}
+
+struct Segment {
+    size: u64,
+    kind: Kind,
+    // Kept open so Plasma clients can be handed the descriptor.
+    #[allow(dead_code)]
+    fd: OwnedFd,
+    map: Mapping,
+}
+
+/// Why an allocation failed.
+pub(crate) enum AllocError {
+    /// Not enough reserved memory: evict and retry.
+    NeedSpace,
+    /// Cannot succeed (too large, or the shared-memory filesystem refused).
+    Fatal(Error),
+}
+
+/// Segments and allocation. Owned by the coordinator's store; not thread-safe by itself.
+pub(crate) struct Memory {
+    dir: PathBuf,
+    store: String,
+    mode: u32,
+    limit: u64,
+    arena_size: u64,
+    reserved: u64,
+    used: u64,
+    segs: BTreeMap<u64, Segment>,
+    pool: Vec<u64>,
+    next_id: u64,
+    table: SegTable<'static>,
+}
+
+const DEDICATED_GRANULE: u64 = 1 << 21;
+
+impl Memory {
+    pub(crate) fn new(
+        dir: PathBuf,
+        store: String,
+        mode: u32,
+        limit: u64,
+        arena_size: u64,
+        table: SegTable<'static>,
+    ) -> Memory {
+        Memory {
+            dir,
+            store,
+            mode,
+            limit,
+            arena_size: arena_size.min(limit).max(4096) / 4096 * 4096,
+            reserved: 0,
+            used: 0,
+            segs: BTreeMap::new(),
+            pool: Vec::new(),
+            next_id: 1,
+            table,
+        }
+    }
+
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved
+    }
+    /// Bytes handed to objects (rounded to the allocation granularity).
+    pub(crate) fn used(&self) -> u64 {
+        self.used
+    }
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// Creates the first arena so that a store too large for `/dev/shm` fails at start.
+    pub(crate) fn reserve_first_arena(&mut self) -> Result<()> {
+        self.new_segment(self.arena_size, true).map(|_| ())
+    }
+
+    fn new_segment(&mut self, size: u64, arena: bool) -> Result<u64> {
+        // Segment ids are never reused; skip ids whose table position is taken.
+        let mut id = self.next_id;
+        let mut tries = 0;
+        while self.table.get(self.table.position(id)).id != 0 {
+            id += 1;
+            tries += 1;
+            if tries > self.table.len() {
+                return Err(Error::StoreFull(format!(
+                    "all {} segment-table entries are in use; raise the arena size so fewer segments are needed",
+                    self.table.len()
+                )));
+            }
+        }
+        self.next_id = id + 1;
+        let name = shm::data_name(&self.store, id);
+        let fd = shm::create_segment(&self.dir, &name, size, self.mode)?;
+        let map = match Mapping::map(&fd, size as usize, Access::ReadWrite, false) {
+            Ok(m) => m,
+            Err(e) => {
+                shm::unlink_segment(&self.dir, &name);
+                return Err(e);
+            }
+        };
+        let kind = if arena {
+            Kind::Arena(Arena::new(size))
+        } else {
+            Kind::Dedicated { in_use: false }
+        };
+        self.segs.insert(
+            id,
+            Segment {
+                size,
+                kind,
+                fd,
+                map,
+            },
+        );
+        self.reserved += size;
+        self.table.set(
+            self.table.position(id),
+            SegEntry {
+                id,
+                size,
+                kind: if arena {
+                    SEG_KIND_ARENA
+                } else {
+                    SEG_KIND_DEDICATED
+                },
+            },
+        );
+        Ok(id)
+    }
+
+    fn drop_segment(&mut self, id: u64) {
+        if let Some(s) = self.segs.remove(&id) {
+            self.table.clear(self.table.position(id));
+            self.reserved -= s.size;
+            shm::unlink_segment(&self.dir, &shm::data_name(&self.store, id));
+        }
+    }
+
+    /// Allocates `len` bytes, 64-byte aligned.
+    pub(crate) fn alloc(&mut self, len: u64) -> std::result::Result<Alloc, AllocError> {
+        if len > self.limit {
+            return Err(AllocError::Fatal(Error::StoreFull(format!(
+                "an object of {} can never fit in a hot tier of {}; raise --memory",
+                human_bytes(len),
+                human_bytes(self.limit)
+            ))));
+        }
+        if alloc_size(len) <= self.arena_size / 2 {
+            for (&id, s) in self.segs.iter_mut() {
+                if let Kind::Arena(a) = &mut s.kind {
+                    if let Some(off) = a.alloc(len) {
+                        self.used += alloc_size(len);
+                        return Ok(Alloc {
+                            seg: id,
+                            offset: off,
+                            len,
+                        });
+                    }
+                }
+            }
+            if self.reserved + self.arena_size > self.limit {
+                return Err(AllocError::NeedSpace);
+            }
+            let id = self
+                .new_segment(self.arena_size, true)
+                .map_err(AllocError::Fatal)?;
+            let Some(Segment {
+                kind: Kind::Arena(a),
+                ..
+            }) = self.segs.get_mut(&id)
+            else {
+                unreachable!("segment just created as an arena");
+            };
+            let off = a.alloc(len).ok_or_else(|| {
+                AllocError::Fatal(Error::Internal(
+                    "fresh arena cannot hold a small object".into(),
+                ))
+            })?;
+            self.used += alloc_size(len);
+            return Ok(Alloc {
+                seg: id,
+                offset: off,
+                len,
+            });
+        }
+        // Dedicated segment: reuse a pooled one of similar size first.
+        let want = len.max(1).next_multiple_of(DEDICATED_GRANULE);
+        if let Some(pos) = self.pool.iter().position(|id| {
+            let s = self.segs[id].size;
+            s >= want && s <= want.saturating_mul(2)
+        }) {
+            let id = self.pool.swap_remove(pos);
+            if let Some(Segment {
+                kind: Kind::Dedicated { in_use },
+                ..
+            }) = self.segs.get_mut(&id)
+            {
+                *in_use = true;
+            }
+            self.used += alloc_size(len);
+            return Ok(Alloc {
+                seg: id,
+                offset: 0,
+                len,
+            });
+        }
+        while self.reserved + want > self.limit {
+            let Some(id) = self.pool.pop() else {
+                return Err(AllocError::NeedSpace);
+            };
+            self.drop_segment(id);
+        }
+        let id = self.new_segment(want, false).map_err(AllocError::Fatal)?;
+        if let Some(Segment {
+            kind: Kind::Dedicated { in_use },
+            ..
+        }) = self.segs.get_mut(&id)
+        {
+            *in_use = true;
+        }
+        self.used += alloc_size(len);
+        Ok(Alloc {
+            seg: id,
+            offset: 0,
+            len,
+        })
+    }
+
+    /// Returns an allocation. The caller guarantees no client still pins it.
+    pub(crate) fn free(&mut self, a: Alloc) {
+        self.used -= alloc_size(a.len);
+        match self.segs.get_mut(&a.seg).map(|s| &mut s.kind) {
+            Some(Kind::Arena(ar)) => ar.free(a.offset, a.len),
+            Some(Kind::Dedicated { in_use }) => {
+                *in_use = false;
+                self.pool.push(a.seg);
+                // Keep the pool small: it is reserved memory nobody uses.
+                if self.pool.len() > 4 {
+                    let id = self.pool.remove(0);
+                    self.drop_segment(id);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Releases empty arenas and pooled segments, so that their reservation can serve a
+    /// dedicated segment. Returns the bytes released.
+    pub(crate) fn release_unused(&mut self) -> u64 {
+        let before = self.reserved;
+        for id in std::mem::take(&mut self.pool) {
+            self.drop_segment(id);
+        }
+        let empty: Vec<u64> = self
+            .segs
+            .iter()
+            .filter(|(_, s)| matches!(&s.kind, Kind::Arena(a) if a.is_empty()))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in empty {
+            self.drop_segment(id);
+        }
+        before - self.reserved
+    }
+
+    /// Whether an allocation of `len` could succeed without creating a segment.
+    pub(crate) fn would_need_reservation(&self, len: u64) -> bool {
+        alloc_size(len) > self.arena_size / 2
+    }
+
+    /// Mutable bytes of an allocation (coordinator writes inline puts).
+    pub(crate) fn bytes_mut(&mut self, a: Alloc) -> &mut [u8] {
+        let s = &self.segs[&a.seg];
+        debug_assert!(a.offset + a.len <= s.size);
+        // SAFETY: the allocation lies inside the segment's mapping (the allocator only hands out
+        // in-bounds ranges), it is not sealed yet, so no client reads it, and `&mut self`
+        // guarantees this is the only reference the coordinator holds.
+        unsafe {
+            std::slice::from_raw_parts_mut(s.map.as_ptr().add(a.offset as usize), a.len as usize)
+        }
+    }
+
+    /// Bytes of an allocation (to verify a CID at seal).
+    pub(crate) fn bytes(&self, a: Alloc) -> &[u8] {
+        let s = &self.segs[&a.seg];
+        // SAFETY: in bounds as above; sealed or creator-owned bytes are only read here.
+        unsafe { std::slice::from_raw_parts(s.map.as_ptr().add(a.offset as usize), a.len as usize) }
+    }
+
+    /// Size of segment `id`.
+    pub(crate) fn seg_size(&self, id: u64) -> Option<u64> {
+        self.segs.get(&id).map(|s| s.size)
+    }
+
+    /// Removes every segment (shutdown).
+    pub(crate) fn remove_all(&mut self) {
+        let ids: Vec<u64> = self.segs.keys().copied().collect();
+        for id in ids {
+            self.drop_segment(id);
+        }
+    }
+
+    /// Bytes lost to alignment and arena slack: reserved minus requested.
+    pub(crate) fn alignment_waste(&self, requested: u64) -> u64 {
+        self.used.saturating_sub(requested)
+    }
+}

@@ -1,0 +1,298 @@
+//! The coordinator daemon: owns the store's shared memory, the index and the tiers, and serves
+//! clients over a Unix socket.
+//!
+//! Start-up order matters for the guarantees of DESIGN.md: take the store's lock file (a second
+//! coordinator fails here), remove segments a dead coordinator left, check `/dev/shm` against the
+//! memory limit, create and reserve the control segment and the first arena, and only then bind
+//! the socket, so a client that can connect always finds a complete store.
+
+mod memory;
+mod session;
+mod store;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::index::{IndexRef, IndexWriter, Slot};
+use crate::layout::{self, hdr, Geometry, Header, SegTable};
+use crate::shm::{self, human_bytes, Access, Mapping};
+use crate::sync::AtomicU64;
+use rustix::fd::OwnedFd;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A prepared coordinator: lock held, shared memory created, socket bound. [`Coordinator::run`]
+/// serves until SIGTERM / SIGINT, then removes the store's segments and socket.
+pub struct Coordinator {
+    cfg: Config,
+    limit: u64,
+    _lock: OwnedFd,
+    lock_path: std::path::PathBuf,
+    ctl_name: String,
+    // Dropped after the store (field order), which holds views into it.
+    store: Arc<Mutex<store::Store>>,
+    _ctl: Mapping,
+    listener: std::os::unix::net::UnixListener,
+}
+
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+fn take_lock(path: &Path) -> Result<OwnedFd> {
+    use rustix::fs::{flock, FlockOperation, Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| Error::io(format!("cannot open lock file {}", path.display()), e))?;
+    if flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+        let pid = std::fs::read_to_string(path).unwrap_or_default();
+        return Err(Error::AlreadyRunning(format!(
+            "another cidcached (pid {}) already serves this store (lock {}); stop it first or choose another --store",
+            pid.trim(),
+            path.display()
+        )));
+    }
+    let mut f = std::fs::File::from(fd.try_clone().map_err(|e| Error::io("dup", e))?);
+    let _ = f.set_len(0);
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(fd)
+}
+
+fn boot_id() -> u64 {
+    let mut b = [0u8; 8];
+    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
+    }
+    u64::from_le_bytes(b) | 1
+}
+
+impl Coordinator {
+    /// Prepares a coordinator for `cfg`: everything up to and including binding the socket.
+    pub fn prepare(cfg: Config) -> Result<Coordinator> {
+        crate::config::validate_store_name(&cfg.store)?;
+        let sock_dir = cfg
+            .socket
+            .parent()
+            .ok_or_else(|| Error::InvalidArgument("socket path has no directory".into()))?
+            .to_path_buf();
+        ensure_private_dir(&sock_dir)?;
+        let lock_path = sock_dir.join(format!("{}.lock", cfg.store));
+        let lock = take_lock(&lock_path)?;
+
+        let stale = shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+        if !stale.is_empty() {
+            tracing::warn!(
+                "removed {} segment(s) left by a coordinator of store {:?} that did not stop cleanly",
+                stale.len(),
+                cfg.store
+            );
+        }
+
+        let free = shm::free_bytes(&cfg.shm_dir)?;
+        let geometry = Geometry {
+            index_capacity: cfg.index_capacity.max(8).next_power_of_two(),
+            seg_len: 1024,
+        };
+        let ctl_size = geometry.total_size();
+        let limit = match cfg.memory_limit {
+            Some(l) => l,
+            None => free.saturating_sub(ctl_size) / 4,
+        };
+        if limit < 1 << 20 {
+            return Err(Error::StoreFull(format!(
+                "a memory limit of {} is too small (at least 1 MiB)",
+                human_bytes(limit)
+            )));
+        }
+        if limit + ctl_size > free {
+            return Err(Error::StoreFull(format!(
+                "{} has {} free but the store needs {} ({} of objects + {} of index); free space in it, lower --memory, or pass --shm-dir",
+                cfg.shm_dir.display(),
+                human_bytes(free),
+                human_bytes(limit + ctl_size),
+                human_bytes(limit),
+                human_bytes(ctl_size)
+            )));
+        }
+
+        let ctl_name = shm::ctl_name(&cfg.store);
+        let ctl_fd = shm::create_segment(&cfg.shm_dir, &ctl_name, ctl_size, cfg.mode)?;
+        let ctl = Mapping::map(&ctl_fd, ctl_size as usize, Access::ReadWrite, true)?;
+        // SAFETY: the control mapping lives in the Coordinator, which owns the Store that uses
+        // these views and drops it first (field order); the layout offsets come from
+        // `geometry`, which sized the mapping, so every view is in bounds and 8-byte aligned
+        // (slots 64-byte aligned: the index offset is page-aligned).
+        let (header, segtable, slots, max_probe) = unsafe {
+            let base = ctl.as_ptr();
+            let words = |off: u64, n: usize| -> &'static [AtomicU64] {
+                std::slice::from_raw_parts(base.add(off as usize) as *const AtomicU64, n)
+            };
+            let header = Header::new(words(0, hdr::COUNT));
+            let segtable =
+                SegTable::new(words(geometry.seg_offset(), geometry.seg_len as usize * 4));
+            let slots: &'static [Slot] = std::slice::from_raw_parts(
+                base.add(geometry.index_offset() as usize) as *const Slot,
+                geometry.index_capacity as usize,
+            );
+            let max_probe: &'static AtomicU64 =
+                &*(base.add(hdr::MAX_PROBE * 8) as *const AtomicU64);
+            (header, segtable, slots, max_probe)
+        };
+        let boot = boot_id();
+        header.set(hdr::VERSION, layout::LAYOUT_VERSION);
+        header.set(hdr::PID, std::process::id() as u64);
+        header.set(hdr::BOOT_ID, boot);
+        header.set(hdr::INDEX_OFFSET, geometry.index_offset());
+        header.set(hdr::INDEX_CAPACITY, geometry.index_capacity);
+        header.set(hdr::SEG_OFFSET, geometry.seg_offset());
+        header.set(hdr::SEG_LEN, geometry.seg_len);
+        header.set(hdr::TOTAL_SIZE, ctl_size);
+        header.set(hdr::HASH_SEED, layout::HASH_SEED);
+        header.set(hdr::MEMORY_LIMIT, limit);
+        header.set(hdr::STATE, layout::STATE_RUNNING);
+
+        let index = IndexWriter::new(
+            IndexRef::new(slots, max_probe),
+            (geometry.index_capacity - geometry.index_capacity / 8) as usize,
+        );
+        let mut memory = memory::Memory::new(
+            cfg.shm_dir.clone(),
+            cfg.store.clone(),
+            cfg.mode,
+            limit,
+            cfg.arena_size,
+            segtable,
+        );
+        if let Err(e) = memory.reserve_first_arena() {
+            shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+            return Err(e);
+        }
+        let policy = crate::policy::by_name(&cfg.policy).map_err(Error::InvalidArgument)?;
+        let store = store::Store::new(
+            cfg.store.clone(),
+            cfg.shm_dir.clone(),
+            boot,
+            &cfg,
+            header,
+            index,
+            memory,
+            policy,
+        );
+        // Published last: a client that sees the magic sees a complete header.
+        header.set(hdr::MAGIC, layout::MAGIC);
+
+        // We hold the lock, so any socket file at the path is stale.
+        let _ = std::fs::remove_file(&cfg.socket);
+        let listener = std::os::unix::net::UnixListener::bind(&cfg.socket).map_err(|e| {
+            shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+            Error::io(format!("cannot bind {}", cfg.socket.display()), e)
+        })?;
+        let _ = std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(cfg.mode));
+        Ok(Coordinator {
+            cfg,
+            limit,
+            _lock: lock,
+            lock_path,
+            ctl_name,
+            store: Arc::new(Mutex::new(store)),
+            _ctl: ctl,
+            listener,
+        })
+    }
+
+    /// Name of the eviction policy in use.
+    pub fn policy_name(&self) -> &'static str {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .policy_name()
+    }
+
+    /// The memory limit chosen (explicit or derived from `/dev/shm`).
+    pub fn memory_limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Serves until SIGTERM or SIGINT, then cleans up. Returns when the store is gone.
+    pub fn run(self) -> Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("cidcached")
+            .build()
+            .map_err(|e| Error::io("cannot start the async runtime", e))?;
+        let store = self.store.clone();
+        let listener = self
+            .listener
+            .try_clone()
+            .map_err(|e| Error::io("cannot clone the listener", e))?;
+        let uid = rustix::process::getuid();
+        let group_mode = self.cfg.mode & 0o070 != 0;
+        let gid = rustix::process::getgid();
+        rt.block_on(async move {
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| Error::io("set_nonblocking", e))?;
+            let listener = tokio::net::UnixListener::from_std(listener)
+                .map_err(|e| Error::io("cannot register the listener", e))?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
+            let maint_store = store.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(5));
+                loop {
+                    tick.tick().await;
+                    maint_store.lock().unwrap_or_else(|p| p.into_inner()).maintain();
+                }
+            });
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { tracing::info!("SIGTERM received, shutting down"); break; }
+                    _ = int.recv() => { tracing::info!("SIGINT received, shutting down"); break; }
+                    acc = listener.accept() => {
+                        let Ok((stream, _)) = acc else { continue };
+                        // Peers are identified by SO_PEERCRED: same user (or root), or the same
+                        // group for a store started for a group.
+                        match stream.peer_cred() {
+                            Ok(c) if c.uid() == uid.as_raw() || c.uid() == 0
+                                || (group_mode && c.gid() == gid.as_raw()) => {}
+                            _ => { tracing::warn!("refused a connection from another user"); continue; }
+                        }
+                        tokio::spawn(session::serve(store.clone(), stream));
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        })?;
+        rt.shutdown_timeout(Duration::from_millis(200));
+        self.cleanup();
+        Ok(())
+    }
+
+    fn cleanup(&self) {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shutdown();
+        shm::unlink_segment(&self.cfg.shm_dir, &self.ctl_name);
+        let _ = std::fs::remove_file(&self.cfg.socket);
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}

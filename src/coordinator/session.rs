@@ -1,0 +1,256 @@
+//! One client connection: frame I/O, dispatch to the store, deferred replies for waiting gets.
+//!
+//! The connection is the client's lease: when it closes for any reason (the process exited or
+//! died), the client's lease page and pins are dropped and its unsealed objects freed.
+
+use super::store::{Lookup, Store};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::proto::{self, Header, HelloInfo, Request, Response, HEADER_LEN};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, Notify};
+
+pub(crate) type Shared = Arc<Mutex<Store>>;
+
+fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
+    // A panic while holding the lock is a bug; keep serving with the state as it is rather than
+    // cascading the panic into every connection.
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves one connection until it closes.
+pub(crate) async fn serve(store: Shared, stream: UnixStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut client: Option<u64> = None;
+    // Waiting gets of this connection; aborted when it closes.
+    let mut waits = tokio::task::JoinSet::new();
+    let mut hdr = [0u8; HEADER_LEN];
+    loop {
+        if rd.read_exact(&mut hdr).await.is_err() {
+            break;
+        }
+        let h = match Header::parse(&hdr) {
+            Ok(h) => h,
+            Err(e) => {
+                // Framing is lost: answer once and close.
+                tracing::warn!("closing connection after a bad frame header: {e}");
+                let _ = tx.send(
+                    Response::error(&e)
+                        .encode(u64::from_le_bytes(hdr[8..16].try_into().expect("8 bytes"))),
+                );
+                break;
+            }
+        };
+        let mut body = vec![0u8; h.body_len as usize];
+        if rd.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        let req = match Request::decode(h.msg_type, &body) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Response::error(&e).encode(h.request_id));
+                continue;
+            }
+        };
+        let Some(cid) = client else {
+            match req {
+                Request::Hello {
+                    version, writer, ..
+                } => {
+                    if version != proto::VERSION {
+                        let e = Error::Protocol(format!(
+                            "client speaks protocol {version}, this coordinator {}",
+                            proto::VERSION
+                        ));
+                        let _ = tx.send(Response::error(&e).encode(h.request_id));
+                        break;
+                    }
+                    let mut st = lock(&store);
+                    match st.connect(writer) {
+                        Ok((id, lease_name)) => {
+                            client = Some(id);
+                            let info = HelloInfo {
+                                client_id: id,
+                                boot_id: st.boot_id,
+                                store: st.store.clone(),
+                                shm_dir: st.shm_dir.display().to_string(),
+                                lease_name,
+                                inline_max: st.inline_max,
+                            };
+                            let _ = tx.send(Response::Hello(info).encode(h.request_id));
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Response::error(&e).encode(h.request_id));
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    let e =
+                        Error::Protocol("the first message on a connection must be Hello".into());
+                    let _ = tx.send(Response::error(&e).encode(h.request_id));
+                    break;
+                }
+            }
+            continue;
+        };
+        match req {
+            Request::Get { key, timeout_ms } => {
+                if let Some(resp) = try_get(&store, &[key], timeout_ms, false) {
+                    let _ = tx.send(resp.encode(h.request_id));
+                } else {
+                    let (store, tx) = (store.clone(), tx.clone());
+                    waits.spawn(async move {
+                        let r = wait_get(store, vec![key], timeout_ms, false).await;
+                        let _ = tx.send(r.encode(h.request_id));
+                    });
+                }
+            }
+            Request::GetMany { keys, timeout_ms } => {
+                if let Some(resp) = try_get(&store, &keys, timeout_ms, true) {
+                    let _ = tx.send(resp.encode(h.request_id));
+                } else {
+                    let (store, tx) = (store.clone(), tx.clone());
+                    waits.spawn(async move {
+                        let r = wait_get(store, keys, timeout_ms, true).await;
+                        let _ = tx.send(r.encode(h.request_id));
+                    });
+                }
+            }
+            other => {
+                let resp = handle(&mut lock(&store), cid, other);
+                let _ = tx.send(resp.encode(h.request_id));
+            }
+        }
+    }
+    waits.abort_all();
+    while waits.join_next().await.is_some() {}
+    if let Some(id) = client {
+        lock(&store).disconnect(id);
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
+    let r: Result<Response> = match req {
+        Request::Hello { .. } => Err(Error::Protocol("Hello sent twice".into())),
+        Request::Create {
+            key,
+            data_len,
+            meta_len,
+            flags,
+        } => st
+            .create(client, key, data_len, meta_len, flags)
+            .map(|(seg, offset, seg_size)| Response::Created {
+                seg,
+                offset,
+                seg_size,
+            }),
+        Request::Seal { key } => st.seal(client, key).map(|_| Response::Done),
+        Request::Abort { key } => st.abort(client, key).map(|_| Response::Done),
+        Request::Put(it) => st.put(client, &it).map(|_| Response::Done),
+        Request::PutMany(items) => Ok(Response::Statuses(st.put_many(client, &items))),
+        Request::Contains { key } => Ok(Response::Bool(matches!(st.lookup(&key), Lookup::Present))),
+        Request::Delete { key } => st.delete(client, key).map(|_| Response::Done),
+        Request::List { cursor, limit } => {
+            let (entries, next) = st.list(cursor, limit);
+            Ok(Response::List { entries, next })
+        }
+        Request::Stats => Ok(Response::Stats(st.stats())),
+        Request::Get { .. } | Request::GetMany { .. } => {
+            Err(Error::Internal("gets are dispatched separately".into()))
+        }
+    };
+    r.unwrap_or_else(|e| Response::error(&e))
+}
+
+fn statuses(st: &mut Store, keys: &[Key]) -> (Vec<bool>, usize) {
+    let present: Vec<bool> = keys
+        .iter()
+        .map(|k| matches!(st.lookup(k), Lookup::Present))
+        .collect();
+    let missing = present.iter().filter(|p| !**p).count();
+    (present, missing)
+}
+
+fn reply(present: Vec<bool>, many: bool) -> Response {
+    if many {
+        Response::Statuses(
+            present
+                .into_iter()
+                .map(|p| {
+                    if p {
+                        Ok(())
+                    } else {
+                        Err((crate::error::Code::NotFound, String::new()))
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        Response::Bool(present[0])
+    }
+}
+
+/// Answers at once when every key is present or the caller does not want to wait.
+fn try_get(store: &Shared, keys: &[Key], timeout_ms: i64, many: bool) -> Option<Response> {
+    let mut st = lock(store);
+    let (present, missing) = statuses(&mut st, keys);
+    if missing == 0 || timeout_ms == 0 {
+        st.counters.misses += missing as u64;
+        return Some(reply(present, many));
+    }
+    None
+}
+
+/// Waits until every key is sealed or the timeout passes (negative = forever).
+async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) -> Response {
+    let deadline = (timeout_ms >= 0)
+        .then(|| tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64));
+    let notify = Arc::new(Notify::new());
+    // Unregisters on every exit, including the task being aborted with its connection.
+    struct Unwait<'a>(&'a Shared, &'a [Key], &'a Arc<Notify>);
+    impl Drop for Unwait<'_> {
+        fn drop(&mut self) {
+            lock(self.0).unwait(self.1, self.2);
+        }
+    }
+    let _unwait = Unwait(&store, &keys, &notify);
+    loop {
+        {
+            let mut st = lock(&store);
+            let (present, missing) = statuses(&mut st, &keys);
+            let expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+            if missing == 0 || expired {
+                st.counters.misses += missing as u64;
+                return reply(present, many);
+            }
+            // Registered under the same lock as the check: a seal cannot slip in between.
+            st.unwait(&keys, &notify);
+            for (k, p) in keys.iter().zip(&present) {
+                if !p {
+                    st.wait_for(*k, &notify);
+                }
+            }
+        }
+        match deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout_at(d, notify.notified()).await;
+            }
+            None => notify.notified().await,
+        }
+    }
+}

@@ -1,0 +1,675 @@
+//! The coordinator's state: object table, index writer, memory, clients, eviction and deferred
+//! reclamation. One `Store` per coordinator, behind a mutex held only for the duration of one
+//! request (never across an await), which makes the coordinator the index's single writer.
+
+use super::memory::{Alloc, AllocError, Memory};
+use crate::error::{Error, Result};
+use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW};
+use crate::key::Key;
+use crate::layout::{hdr, Header};
+use crate::pins::{self, Lease};
+use crate::policy::EvictionPolicy;
+use crate::proto::{ListEntry, PutItem, Status, PUT_ARROW, PUT_EPHEMERAL, PUT_VERIFY_CID};
+use crate::shm::{self, human_bytes, Mapping};
+use crate::sync::AtomicU64;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+enum State {
+    /// Allocated, being written by its creator; invisible to readers.
+    Created { owner: u64 },
+    /// Sealed and published in the index at `slot`.
+    Sealed { slot: u32 },
+}
+
+struct Object {
+    key: Key,
+    alloc: Alloc,
+    data_len: u64,
+    meta_len: u64,
+    flags: u32,
+    state: State,
+}
+
+/// An object whose slot is retired but whose memory may still be pinned.
+struct Retired {
+    alloc: Alloc,
+    pin: u64,
+}
+
+struct ClientState {
+    lease_name: String,
+    lease_map: Mapping,
+    hits_seen: u64,
+    writer: bool,
+    creating: HashSet<Key>,
+}
+
+impl ClientState {
+    fn lease(&self) -> Lease<'_> {
+        // SAFETY: the mapping is the whole lease page (page-aligned, a multiple of 8 bytes),
+        // initialised by `Lease::init` at connect and alive as long as `self`.
+        let words = unsafe {
+            std::slice::from_raw_parts(
+                self.lease_map.as_ptr() as *const AtomicU64,
+                self.lease_map.len() / 8,
+            )
+        };
+        Lease::new(words).expect("lease page initialised at connect")
+    }
+}
+
+/// Counters reported by `stats`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub hits: u64,
+    pub misses: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub evictions: u64,
+    pub evicted_bytes: u64,
+    pub deferred_frees: u64,
+    pub aborted: u64,
+    pub store_full: u64,
+}
+
+/// Outcome of a get on the coordinator.
+pub(crate) enum Lookup {
+    Present,
+    Missing,
+}
+
+pub(crate) struct Store {
+    pub(crate) store: String,
+    pub(crate) shm_dir: PathBuf,
+    pub(crate) boot_id: u64,
+    pub(crate) inline_max: u32,
+    mode: u32,
+    pins_per_client: usize,
+    hit_ring: usize,
+    header: Header<'static>,
+    index: IndexWriter<'static>,
+    memory: Memory,
+    keys: HashMap<Key, u64>,
+    objects: HashMap<u64, Object>,
+    next_object: u64,
+    retired: Vec<Retired>,
+    clients: HashMap<u64, ClientState>,
+    next_client: u64,
+    waiters: HashMap<Key, Vec<Arc<Notify>>>,
+    policy: Box<dyn EvictionPolicy>,
+    live_bytes: u64,
+    pub(crate) counters: Counters,
+}
+
+impl Store {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: String,
+        shm_dir: PathBuf,
+        boot_id: u64,
+        cfg: &crate::config::Config,
+        header: Header<'static>,
+        index: IndexWriter<'static>,
+        memory: Memory,
+        policy: Box<dyn EvictionPolicy>,
+    ) -> Store {
+        Store {
+            store,
+            shm_dir,
+            boot_id,
+            inline_max: cfg.inline_max,
+            mode: cfg.mode,
+            pins_per_client: cfg.pins_per_client,
+            hit_ring: cfg.hit_ring,
+            header,
+            index,
+            memory,
+            keys: HashMap::new(),
+            objects: HashMap::new(),
+            next_object: 1,
+            retired: Vec::new(),
+            clients: HashMap::new(),
+            next_client: 1,
+            waiters: HashMap::new(),
+            policy,
+            live_bytes: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    // ----- clients -------------------------------------------------------------------------
+
+    /// Registers a connection: creates and maps its lease page. Returns (client id, lease name).
+    pub(crate) fn connect(&mut self, writer: bool) -> Result<(u64, String)> {
+        let id = self.next_client;
+        self.next_client += 1;
+        let name = shm::lease_name(&self.store, id);
+        let bytes = pins::lease_bytes(self.pins_per_client, self.hit_ring);
+        let fd = shm::create_segment(&self.shm_dir, &name, bytes as u64, self.mode)?;
+        let map = match Mapping::map(&fd, bytes, shm::Access::ReadWrite, true) {
+            Ok(m) => m,
+            Err(e) => {
+                shm::unlink_segment(&self.shm_dir, &name);
+                return Err(e);
+            }
+        };
+        // SAFETY: fresh, zeroed, page-aligned mapping of `bytes` bytes, alive while `map` is.
+        let words =
+            unsafe { std::slice::from_raw_parts(map.as_ptr() as *const AtomicU64, bytes / 8) };
+        Lease::init(words, id, self.pins_per_client, self.hit_ring);
+        self.clients.insert(
+            id,
+            ClientState {
+                lease_name: name.clone(),
+                lease_map: map,
+                hits_seen: 0,
+                writer,
+                creating: HashSet::new(),
+            },
+        );
+        Ok((id, name))
+    }
+
+    /// The connection closed: its pins are dropped with its lease page, and what it created
+    /// but never sealed is freed.
+    pub(crate) fn disconnect(&mut self, client: u64) {
+        let Some(c) = self.clients.remove(&client) else {
+            return;
+        };
+        let mut seen = c.hits_seen;
+        let policy = &mut self.policy;
+        c.lease().drain_hits(&mut seen, |id| policy.on_hit(id));
+        for key in &c.creating {
+            if let Some(id) = self.keys.remove(key) {
+                if let Some(o) = self.objects.remove(&id) {
+                    self.memory.free(o.alloc);
+                    self.counters.aborted += 1;
+                }
+            }
+        }
+        shm::unlink_segment(&self.shm_dir, &c.lease_name);
+        drop(c);
+        self.reclaim();
+    }
+
+    // ----- writes --------------------------------------------------------------------------
+
+    fn check_writer(&self, client: u64) -> Result<()> {
+        match self.clients.get(&client) {
+            Some(c) if c.writer => Ok(()),
+            Some(_) => Err(Error::PermissionDenied(
+                "this client connected read-only; connect as a writer to create objects".into(),
+            )),
+            None => Err(Error::Disconnected("unknown client".into())),
+        }
+    }
+
+    /// Allocates, evicting as needed.
+    fn allocate(&mut self, len: u64) -> Result<Alloc> {
+        loop {
+            match self.memory.alloc(len) {
+                Ok(a) => return Ok(a),
+                Err(AllocError::Fatal(e)) => {
+                    if matches!(e, Error::StoreFull(_)) {
+                        self.counters.store_full += 1;
+                    }
+                    return Err(e);
+                }
+                Err(AllocError::NeedSpace) => {
+                    if self.reclaim() > 0 {
+                        continue;
+                    }
+                    if self.memory.would_need_reservation(len) && self.memory.release_unused() > 0 {
+                        continue;
+                    }
+                    if self.evict_one()? {
+                        continue;
+                    }
+                    if self.memory.release_unused() > 0 {
+                        continue;
+                    }
+                    self.counters.store_full += 1;
+                    return Err(Error::StoreFull(format!(
+                        "no room for {} in the hot tier ({} used of {}, everything left is pinned or being written); release objects or raise --memory",
+                        human_bytes(len),
+                        human_bytes(self.memory.used()),
+                        human_bytes(self.memory.limit())
+                    )));
+                }
+            }
+        }
+    }
+
+    fn new_object(
+        &mut self,
+        key: Key,
+        data_len: u64,
+        meta_len: u64,
+        flags: u32,
+        owner: u64,
+    ) -> Result<u64> {
+        if self.keys.contains_key(&key) {
+            return Err(Error::AlreadyExists(format!(
+                "{key} is already stored or being created"
+            )));
+        }
+        let len = data_len
+            .checked_add(meta_len)
+            .ok_or_else(|| Error::InvalidArgument("object size overflows".into()))?;
+        let alloc = self.allocate(len)?;
+        let id = self.next_object;
+        self.next_object += 1;
+        self.keys.insert(key, id);
+        self.objects.insert(
+            id,
+            Object {
+                key,
+                alloc,
+                data_len,
+                meta_len,
+                flags,
+                state: State::Created { owner },
+            },
+        );
+        Ok(id)
+    }
+
+    /// Create: allocate and hand out a writable location.
+    pub(crate) fn create(
+        &mut self,
+        client: u64,
+        key: Key,
+        data_len: u64,
+        meta_len: u64,
+        flags: u32,
+    ) -> Result<(u64, u64, u64)> {
+        self.check_writer(client)?;
+        let id = self.new_object(key, data_len, meta_len, flags, client)?;
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.creating.insert(key);
+        }
+        let a = self.objects[&id].alloc;
+        let size = self.memory.seg_size(a.seg).unwrap_or(0);
+        Ok((a.seg, a.offset, size))
+    }
+
+    /// Seal an object the client created: publish it in the index.
+    pub(crate) fn seal(&mut self, client: u64, key: Key) -> Result<()> {
+        let id = *self
+            .keys
+            .get(&key)
+            .ok_or_else(|| Error::NotFound(format!("{key} was never created (or was aborted)")))?;
+        let o = &self.objects[&id];
+        match o.state {
+            State::Created { owner } if owner == client => {}
+            State::Created { .. } => {
+                return Err(Error::PermissionDenied(format!(
+                    "{key} was created by another client"
+                )))
+            }
+            State::Sealed { .. } => {
+                return Err(Error::AlreadyExists(format!("{key} is already sealed")))
+            }
+        }
+        if o.flags & PUT_VERIFY_CID != 0 {
+            let data = &self.memory.bytes(o.alloc)[..o.data_len as usize];
+            if let Err(e) = crate::cid::verify(key.as_bytes(), data) {
+                // The creator may abort or overwrite; the object stays unsealed.
+                return Err(e);
+            }
+        }
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.creating.remove(&key);
+        }
+        self.publish(id)
+    }
+
+    fn publish(&mut self, id: u64) -> Result<()> {
+        let (key, entry, size) = {
+            let o = &self.objects[&id];
+            (
+                o.key,
+                Entry {
+                    seg: o.alloc.seg,
+                    offset: o.alloc.offset,
+                    data_len: o.data_len,
+                    meta_len: o.meta_len,
+                    flags: if o.flags & PUT_ARROW != 0 {
+                        FLAG_ARROW
+                    } else {
+                        0
+                    },
+                    object_id: id,
+                },
+                o.alloc.len,
+            )
+        };
+        let slot = loop {
+            match self.index.insert(&key, entry) {
+                Ok(slot) => break slot,
+                Err(InsertError::Full) => {
+                    if !self.evict_one()? {
+                        // Undo: the object cannot be published.
+                        let o = self.objects.remove(&id).expect("object exists");
+                        self.keys.remove(&key);
+                        self.memory.free(o.alloc);
+                        return Err(Error::IndexFull(format!(
+                            "the index holds {} objects and none can be evicted; restart with a larger --index-capacity",
+                            self.index.live()
+                        )));
+                    }
+                }
+            }
+        };
+        if let Some(o) = self.objects.get_mut(&id) {
+            o.state = State::Sealed { slot };
+        }
+        self.live_bytes += size;
+        self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
+        self.header.set(hdr::LIVE_BYTES, self.live_bytes);
+        self.policy.on_insert(id, size);
+        self.counters.puts += 1;
+        if let Some(ws) = self.waiters.remove(&key) {
+            for w in ws {
+                w.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Abort an unsealed object this client created.
+    pub(crate) fn abort(&mut self, client: u64, key: Key) -> Result<()> {
+        let id = *self
+            .keys
+            .get(&key)
+            .ok_or_else(|| Error::NotFound(format!("{key} is not being created")))?;
+        match self.objects[&id].state {
+            State::Created { owner } if owner == client => {}
+            State::Created { .. } => {
+                return Err(Error::PermissionDenied(format!(
+                    "{key} was created by another client"
+                )))
+            }
+            State::Sealed { .. } => {
+                return Err(Error::AlreadyExists(format!(
+                    "{key} is sealed; delete it instead"
+                )))
+            }
+        }
+        let o = self.objects.remove(&id).expect("object exists");
+        self.keys.remove(&key);
+        self.memory.free(o.alloc);
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.creating.remove(&key);
+        }
+        self.counters.aborted += 1;
+        Ok(())
+    }
+
+    /// Inline put: create, copy, seal.
+    pub(crate) fn put(&mut self, client: u64, it: &PutItem<'_>) -> Result<()> {
+        self.check_writer(client)?;
+        if it.flags & PUT_VERIFY_CID != 0 {
+            crate::cid::verify(it.key.as_bytes(), it.data)?;
+        }
+        let id = self.new_object(
+            it.key,
+            it.data.len() as u64,
+            it.meta.len() as u64,
+            it.flags & !PUT_VERIFY_CID,
+            client,
+        )?;
+        let a = self.objects[&id].alloc;
+        let dst = self.memory.bytes_mut(a);
+        dst[..it.data.len()].copy_from_slice(it.data);
+        dst[it.data.len()..].copy_from_slice(it.meta);
+        self.publish(id)
+    }
+
+    /// Batch put: one status per item; failures do not stop the batch.
+    pub(crate) fn put_many(&mut self, client: u64, items: &[PutItem<'_>]) -> Vec<Status> {
+        items
+            .iter()
+            .map(|it| self.put(client, it).map_err(|e| (e.code(), e.message())))
+            .collect()
+    }
+
+    // ----- reads ---------------------------------------------------------------------------
+
+    /// Whether a sealed object is stored under `key`.
+    pub(crate) fn lookup(&mut self, key: &Key) -> Lookup {
+        match self.keys.get(key).and_then(|id| self.objects.get(id)) {
+            Some(Object {
+                state: State::Sealed { .. },
+                ..
+            }) => Lookup::Present,
+            _ => Lookup::Missing,
+        }
+    }
+
+    /// Registers `n` to be notified when `key` is sealed.
+    pub(crate) fn wait_for(&mut self, key: Key, n: &Arc<Notify>) {
+        self.waiters.entry(key).or_default().push(n.clone());
+    }
+
+    /// Drops `n`'s registrations (a wait timed out).
+    pub(crate) fn unwait(&mut self, keys: &[Key], n: &Arc<Notify>) {
+        for k in keys {
+            if let Some(v) = self.waiters.get_mut(k) {
+                v.retain(|w| !Arc::ptr_eq(w, n));
+                if v.is_empty() {
+                    self.waiters.remove(k);
+                }
+            }
+        }
+    }
+
+    /// Delete: retire the key now; its memory is reused once no pin remains.
+    pub(crate) fn delete(&mut self, client: u64, key: Key) -> Result<()> {
+        let id = *self
+            .keys
+            .get(&key)
+            .ok_or_else(|| Error::NotFound(format!("{key} is not stored")))?;
+        match self.objects[&id].state {
+            State::Sealed { .. } => {}
+            State::Created { owner } if owner == client => return self.abort(client, key),
+            State::Created { .. } => {
+                return Err(Error::NotSealed(format!(
+                    "{key} is still being written by another client"
+                )))
+            }
+        }
+        self.retire(id);
+        self.policy.on_remove(id);
+        self.counters.deletes += 1;
+        self.reclaim();
+        Ok(())
+    }
+
+    /// Removes a sealed object from the index and queues its memory for reuse.
+    fn retire(&mut self, id: u64) {
+        let o = self.objects.remove(&id).expect("object exists");
+        self.keys.remove(&o.key);
+        let State::Sealed { slot } = o.state else {
+            unreachable!("only sealed objects are retired");
+        };
+        let seq = self.index.remove(slot);
+        self.live_bytes -= o.alloc.len;
+        self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
+        self.header.set(hdr::LIVE_BYTES, self.live_bytes);
+        self.retired.push(Retired {
+            alloc: o.alloc,
+            pin: pins::pin_word(slot, seq),
+        });
+    }
+
+    fn pinned_words(&self) -> HashSet<u64> {
+        let mut v = Vec::new();
+        for c in self.clients.values() {
+            c.lease().collect_pins(&mut v);
+        }
+        v.into_iter().collect()
+    }
+
+    /// Frees retired objects no client pins any more. Returns how many were freed.
+    pub(crate) fn reclaim(&mut self) -> usize {
+        if self.retired.is_empty() {
+            return 0;
+        }
+        pins::retire_fence();
+        let pinned = self.pinned_words();
+        let mut freed = 0;
+        let mut keep = Vec::new();
+        for r in std::mem::take(&mut self.retired) {
+            if pinned.contains(&r.pin) {
+                keep.push(r);
+            } else {
+                self.memory.free(r.alloc);
+                freed += 1;
+            }
+        }
+        self.counters.deferred_frees += keep.len() as u64 * (freed == 0) as u64;
+        self.retired = keep;
+        freed
+    }
+
+    /// Evicts one unpinned sealed object chosen by the policy. Returns false when nothing is
+    /// evictable.
+    fn evict_one(&mut self) -> Result<bool> {
+        self.harvest_hits();
+        pins::retire_fence();
+        let pinned = self.pinned_words();
+        let objects = &self.objects;
+        let index = self.index.reader();
+        let victim = self.policy.victim(&mut |id| match objects.get(&id) {
+            Some(Object {
+                state: State::Sealed { slot },
+                ..
+            }) => !pinned.contains(&pins::pin_word(*slot, index.seq(*slot))),
+            _ => false,
+        });
+        let Some(id) = victim else {
+            return Ok(false);
+        };
+        let len = self.objects[&id].alloc.len;
+        // (The Parquet warm tier will demote here instead of dropping non-ephemeral objects.)
+        let _ephemeral = self.objects[&id].flags & PUT_EPHEMERAL != 0;
+        self.retire(id);
+        self.counters.evictions += 1;
+        self.counters.evicted_bytes += len;
+        self.reclaim();
+        Ok(true)
+    }
+
+    /// Feeds the clients' hit rings to the policy.
+    pub(crate) fn harvest_hits(&mut self) {
+        let policy = &mut self.policy;
+        let mut n = 0;
+        for c in self.clients.values_mut() {
+            let mut seen = c.hits_seen;
+            c.lease().drain_hits(&mut seen, |id| {
+                policy.on_hit(id);
+                n += 1;
+            });
+            c.hits_seen = seen;
+        }
+        self.counters.hits += n;
+    }
+
+    /// Periodic work: hits and deferred frees.
+    pub(crate) fn maintain(&mut self) {
+        self.harvest_hits();
+        self.reclaim();
+    }
+
+    // ----- queries -------------------------------------------------------------------------
+
+    pub(crate) fn list(&self, cursor: u64, limit: u32) -> (Vec<ListEntry>, u64) {
+        let r: IndexRef<'_> = self.index.reader();
+        let (items, next) = r.scan(cursor as usize, limit.clamp(1, 10_000) as usize);
+        let entries = items
+            .into_iter()
+            .map(|(key, e)| ListEntry {
+                key,
+                data_len: e.data_len,
+                meta_len: e.meta_len,
+                flags: e.flags,
+            })
+            .collect();
+        (entries, next.map_or(0, |n| n as u64))
+    }
+
+    pub(crate) fn stats(&self) -> Vec<(String, u64)> {
+        let live = self.index.live() as u64;
+        let cap = self.index.reader().capacity() as u64;
+        let requested: u64 = self.live_bytes
+            + self
+                .objects
+                .values()
+                .filter(|o| matches!(o.state, State::Created { .. }))
+                .map(|o| o.alloc.len)
+                .sum::<u64>();
+        let c = &self.counters;
+        let v = vec![
+            ("hot.objects", live),
+            ("hot.bytes", self.live_bytes),
+            ("hot.memory_limit", self.memory.limit()),
+            ("hot.memory_reserved", self.memory.reserved()),
+            ("hot.memory_allocated", self.memory.used()),
+            (
+                "hot.alignment_waste_bytes",
+                self.memory.alignment_waste(requested),
+            ),
+            ("hot.segments", self.memory.segment_count() as u64),
+            ("hot.hits", c.hits),
+            ("hot.misses", c.misses),
+            ("hot.puts", c.puts),
+            ("hot.deletes", c.deletes),
+            ("hot.evictions", c.evictions),
+            ("hot.evicted_bytes", c.evicted_bytes),
+            ("hot.aborted", c.aborted),
+            ("hot.store_full_errors", c.store_full),
+            ("hot.deferred_frees_pending", self.retired.len() as u64),
+            ("index.capacity", cap),
+            ("index.max_live", self.index.max_live() as u64),
+            ("index.tombstones", self.index.tombstones() as u64),
+            ("index.load_factor_permille", live * 1000 / cap.max(1)),
+            ("index.bytes", cap * crate::index::SLOT_BYTES as u64),
+            (
+                "index.bytes_per_object",
+                if live == 0 {
+                    0
+                } else {
+                    cap * crate::index::SLOT_BYTES as u64 / live
+                },
+            ),
+            ("clients", self.clients.len() as u64),
+            (
+                "pins",
+                self.clients
+                    .values()
+                    .map(|c| c.lease().pinned() as u64)
+                    .sum(),
+            ),
+        ];
+        v.into_iter().map(|(k, n)| (k.to_string(), n)).collect()
+    }
+
+    /// Name of the eviction policy.
+    pub(crate) fn policy_name(&self) -> &'static str {
+        self.policy.name()
+    }
+
+    /// Shutdown: tell clients through the header and remove every segment.
+    pub(crate) fn shutdown(&mut self) {
+        self.header.set(hdr::STATE, crate::layout::STATE_STOPPED);
+        for c in self.clients.values() {
+            shm::unlink_segment(&self.shm_dir, &c.lease_name);
+        }
+        self.clients.clear();
+        self.memory.remove_all();
+    }
+}

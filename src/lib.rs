@@ -1,0 +1,31 @@
+//! # cidcache
+//!
+//! A shared-memory, cross-process cache for content-addressed data (IPFS CIDs) and Arrow
+//! datasets. A coordinator daemon (`cidcached`) owns the storage tiers and publishes objects in
+//! named shared-memory segments, indexed by a lock-free hash table; any local process maps those
+//! segments and reads hot objects zero-copy, with no system call and no lock on a hit.
+//!
+//! Start with [`Client`]. The shared layouts are described in `docs/layout.md` and the wire
+//! protocol in `docs/protocol.md`.
+
+#![warn(missing_docs)]
+
+pub mod arena;
+pub mod arrow;
+pub mod cid;
+mod client;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod index;
+pub mod key;
+pub mod layout;
+pub mod pins;
+pub(crate) mod policy;
+pub mod proto;
+pub mod shm;
+pub(crate) mod sync;
+
+pub use client::{Client, ConnectOptions, ObjectRef, PutOptions, WriteObject};
+pub use error::{Code, Error, Result};
+pub use key::Key;
