@@ -32,9 +32,9 @@ pub(crate) const STATE_TOMB: u64 = 2;
 pub const FLAG_ARROW: u64 = 1 << 8;
 
 /// How long a reader waits for an odd `seq` before treating the slot as unreadable.
-#[cfg(not(loom))]
+#[cfg(not(cidcache_loom))]
 const MAX_SPINS: u32 = 1 << 16;
-#[cfg(loom)]
+#[cfg(cidcache_loom)]
 const MAX_SPINS: u32 = 2;
 
 /// One index slot: 16 naturally aligned 64-bit words, cache-line aligned.
@@ -60,7 +60,7 @@ pub struct Slot {
     pub(crate) object_id: AtomicU64,
 }
 
-#[cfg(not(loom))]
+#[cfg(not(cidcache_loom))]
 const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_BYTES);
 
 /// A consistent snapshot of a live slot.
@@ -244,6 +244,14 @@ impl<'a> IndexWriter<'a> {
         }
     }
 
+    /// A second writer handle over an index that already holds `live` entries (model tests
+    /// hand the writer to another thread this way).
+    #[cfg(cidcache_loom)]
+    pub(crate) fn with_live(mut self, live: usize) -> Self {
+        self.live = live;
+        self
+    }
+
     /// Read view of the same index.
     pub fn reader(&self) -> IndexRef<'a> {
         self.r
@@ -351,7 +359,7 @@ impl<'a> IndexWriter<'a> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(cidcache_loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -475,7 +483,7 @@ mod tests {
     }
 }
 
-#[cfg(loom)]
+#[cfg(cidcache_loom)]
 mod loom_tests {
     use super::*;
     use loom::sync::Arc;
@@ -526,8 +534,7 @@ mod loom_tests {
             };
             let (s2, mp2) = (slots.clone(), mp.clone());
             let writer = loom::thread::spawn(move || {
-                let mut w = IndexWriter::new(IndexRef::new(&s2, &mp2), 2);
-                w.live = 1;
+                let mut w = IndexWriter::new(IndexRef::new(&s2, &mp2), 2).with_live(1);
                 w.remove(slot);
                 w.insert(&key, b).unwrap();
             });

@@ -205,7 +205,7 @@ pub fn retire_fence() {
     fence(Ordering::SeqCst);
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(cidcache_loom)))]
 mod tests {
     use super::*;
 
@@ -250,7 +250,7 @@ mod tests {
     }
 }
 
-#[cfg(loom)]
+#[cfg(cidcache_loom)]
 mod loom_tests {
     use super::*;
     use crate::index::{Entry, IndexWriter, Slot};
@@ -307,8 +307,7 @@ mod loom_tests {
                 memory_reused.clone(),
             );
             let coordinator = loom::thread::spawn(move || {
-                let mut w = IndexWriter::new(IndexRef::new(&s2, &mp2), 2);
-                w.live = 1;
+                let mut w = IndexWriter::new(IndexRef::new(&s2, &mp2), 2).with_live(1);
                 let seq = w.remove(slot);
                 retire_fence();
                 let mut pins = Vec::new();

@@ -1,0 +1,503 @@
+//! End-to-end tests of the spine against a real daemon: the client API, eviction, pins,
+//! Arrow objects, the CLI, and what happens on a second coordinator and a restart.
+
+mod common;
+
+use cidcache::{Client, Error, PutOptions};
+use common::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn put_get_inline_and_large_with_metadata() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    c.put(b"small", b"hello").unwrap();
+    let big = content(7, 3 << 20); // above the inline limit: create / write / seal
+    c.put_with(
+        b"big",
+        &big,
+        PutOptions {
+            metadata: b"meta!",
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.get(b"small").unwrap().unwrap().data(), b"hello");
+    let o = c.get(b"big").unwrap().unwrap();
+    assert_eq!(o.data(), &big[..]);
+    assert_eq!(o.metadata(), b"meta!");
+    assert_eq!(
+        o.data().as_ptr() as usize % 64,
+        0,
+        "objects start 64-byte aligned"
+    );
+    assert!(c.get(b"absent").unwrap().is_none());
+    assert!(matches!(
+        c.put(b"small", b"x"),
+        Err(Error::AlreadyExists(_))
+    ));
+    // Zero-length objects are valid.
+    c.put(b"empty", b"").unwrap();
+    assert_eq!(c.get(b"empty").unwrap().unwrap().data().len(), 0);
+}
+
+#[test]
+fn keys_are_validated() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    assert!(matches!(c.put(&[1u8; 64], b"x"), Err(Error::InvalidKey(_))));
+    assert!(matches!(c.get(&[]), Err(Error::InvalidKey(_))));
+    c.put(&[2u8; 63], b"max").unwrap();
+    assert_eq!(c.get(&[2u8; 63]).unwrap().unwrap().data(), b"max");
+}
+
+#[test]
+fn create_seal_abort_and_drop() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let mut w = c.create(b"k", 1000, 3).unwrap();
+    w.data_mut().fill(9);
+    w.metadata_mut().copy_from_slice(b"abc");
+    // Unsealed objects are invisible.
+    assert!(c.get(b"k").unwrap().is_none());
+    assert!(!c.contains(b"k").unwrap());
+    w.seal().unwrap();
+    let o = c.get(b"k").unwrap().unwrap();
+    assert!(o.data().iter().all(|&b| b == 9));
+    assert_eq!(o.metadata(), b"abc");
+
+    let w = c.create(b"aborted", 100, 0).unwrap();
+    w.abort().unwrap();
+    assert!(c.get(b"aborted").unwrap().is_none());
+    {
+        let _w = c.create(b"dropped", 100, 0).unwrap();
+    }
+    // Dropping unsealed aborts: the key can be created again.
+    c.create(b"dropped", 10, 0).unwrap().seal().unwrap();
+    assert_eq!(stat(&c, "hot.aborted"), 2);
+}
+
+#[test]
+fn get_with_timeout_waits_for_seal() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let c2 = d.client();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        c2.put(b"later", b"arrived").unwrap();
+    });
+    let start = Instant::now();
+    let o = c
+        .get_timeout(b"later", Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.data(), b"arrived");
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    t.join().unwrap();
+
+    let start = Instant::now();
+    assert!(c
+        .get_timeout(b"never", Duration::from_millis(300))
+        .unwrap()
+        .is_none());
+    let el = start.elapsed();
+    assert!(el >= Duration::from_millis(290), "{el:?}");
+}
+
+#[test]
+fn batches_report_per_item() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    c.put(b"dup", b"first").unwrap();
+    let big = content(3, 200 << 10);
+    let items: Vec<(&[u8], &[u8])> = vec![
+        (b"a", b"1"),
+        (b"dup", b"2"),
+        (&[0u8; 70], b"3"),
+        (b"b", b"4"),
+        (b"large", &big),
+    ];
+    let r = c.put_many(&items);
+    assert!(r[0].is_ok());
+    assert!(matches!(r[1], Err(Error::AlreadyExists(_))));
+    assert!(matches!(r[2], Err(Error::InvalidKey(_))));
+    assert!(r[3].is_ok());
+    assert!(r[4].is_ok());
+    let got = c.get_many(
+        &[b"a", b"missing", b"b", b"large"],
+        Duration::from_millis(50),
+    );
+    assert_eq!(got[0].as_ref().unwrap().as_ref().unwrap().data(), b"1");
+    assert!(got[1].as_ref().unwrap().is_none());
+    assert_eq!(got[2].as_ref().unwrap().as_ref().unwrap().data(), b"4");
+    assert_eq!(got[3].as_ref().unwrap().as_ref().unwrap().data(), &big[..]);
+}
+
+#[test]
+fn delete_is_deferred_while_pinned() {
+    let d = Daemon::start(&["-m", "4M", "--arena-size", "4M"]);
+    let c = d.client();
+    let v = content(11, 1 << 20);
+    c.put(b"victim", &v).unwrap();
+    let held = c.get(b"victim").unwrap().unwrap();
+    assert_eq!(stat(&c, "pins"), 1);
+    c.delete(b"victim").unwrap();
+    assert!(
+        c.get(b"victim").unwrap().is_none(),
+        "deleted keys miss at once"
+    );
+    assert!(matches!(c.delete(b"victim"), Err(Error::NotFound(_))));
+    assert_eq!(stat(&c, "hot.deferred_frees_pending"), 1);
+    // Churn enough to reuse the memory if it were freed.
+    for i in 0..12u64 {
+        let _ = c.put(format!("churn{i}").as_bytes(), &content(100 + i, 1 << 20));
+    }
+    assert_eq!(
+        check_content(held.data()).unwrap(),
+        11,
+        "pinned bytes never change"
+    );
+    drop(held);
+    assert!(eventually(Duration::from_secs(5), || stat(
+        &c,
+        "hot.deferred_frees_pending"
+    ) == 0));
+}
+
+#[test]
+fn eviction_skips_pinned_and_reports_store_full() {
+    let d = Daemon::start(&["-m", "4M", "--arena-size", "4M"]);
+    let c = d.client();
+    for i in 0..3u64 {
+        c.put(format!("k{i}").as_bytes(), &content(i, 1 << 20))
+            .unwrap();
+    }
+    let pinned = c.get(b"k0").unwrap().unwrap();
+    for i in 3..10u64 {
+        c.put(format!("k{i}").as_bytes(), &content(i, 1 << 20))
+            .unwrap();
+    }
+    assert!(stat(&c, "hot.evictions") >= 6);
+    assert!(
+        c.get(b"k0").unwrap().is_some(),
+        "a pinned object is never evicted"
+    );
+    assert!(c.get(b"k9").unwrap().is_some());
+    // Pin everything that is left, then a put cannot fit.
+    let held: Vec<_> = c
+        .list()
+        .unwrap()
+        .iter()
+        .filter_map(|e| c.get(e.key.as_bytes()).unwrap())
+        .collect();
+    let r = c.put(b"nope", &content(99, 2 << 20));
+    assert!(matches!(r, Err(Error::StoreFull(_))), "{r:?}");
+    assert!(matches!(
+        c.put(b"huge", &vec![0u8; 8 << 20]),
+        Err(Error::StoreFull(_))
+    ));
+    drop(held);
+    drop(pinned);
+    c.put(b"fits-now", &content(98, 2 << 20)).unwrap();
+}
+
+#[test]
+fn full_index_evicts_then_errors() {
+    let d = Daemon::start(&["--index-capacity", "16"]);
+    let c = d.client();
+    for i in 0..40u32 {
+        c.put(&i.to_le_bytes(), b"v").unwrap();
+    }
+    assert!(stat(&c, "hot.objects") <= 14);
+    assert!(stat(&c, "hot.evictions") >= 26);
+    let keys: Vec<_> = c.list().unwrap().into_iter().map(|e| e.key).collect();
+    let _held: Vec<_> = keys
+        .iter()
+        .map(|k| c.get(k.as_bytes()).unwrap().unwrap())
+        .collect();
+    assert!(matches!(c.put(b"one-more", b"v"), Err(Error::IndexFull(_))));
+}
+
+#[test]
+fn put_content_and_cid_verification() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let cid = c.put_content(b"hello world").unwrap();
+    assert_eq!(
+        cidcache::cid::format(&cid).unwrap(),
+        "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+    );
+    assert_eq!(c.put_content(b"hello world").unwrap(), cid, "idempotent");
+    assert_eq!(c.get(&cid).unwrap().unwrap().data(), b"hello world");
+    let wrong = cidcache::cid::cid_v1_raw(b"other");
+    let r = c.put_with(
+        &wrong,
+        b"not other",
+        PutOptions {
+            verify_cid: true,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(r, Err(Error::CidMismatch(_))), "{r:?}");
+    // Large objects are verified at seal.
+    let big = content(5, 1 << 20);
+    let r = c.put_with(
+        &wrong,
+        &big,
+        PutOptions {
+            verify_cid: true,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(r, Err(Error::CidMismatch(_))), "{r:?}");
+    let good = cidcache::cid::cid_v1_raw(&big);
+    c.put_with(
+        &good,
+        &big,
+        PutOptions {
+            verify_cid: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn list_and_stats() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    for i in 0..100u32 {
+        c.put(&i.to_be_bytes(), &[i as u8; 100]).unwrap();
+    }
+    let l = c.list().unwrap();
+    assert_eq!(l.len(), 100);
+    assert!(l.iter().all(|e| e.data_len == 100));
+    assert_eq!(stat(&c, "hot.objects"), 100);
+    assert_eq!(stat(&c, "hot.bytes"), 100 * 100);
+    assert_eq!(stat(&c, "index.bytes_per_object"), 4096 * 128 / 100);
+    assert_eq!(stat(&c, "hot.alignment_waste_bytes"), 100 * 28);
+    for i in 0..10u32 {
+        let _ = c.get(&i.to_be_bytes()).unwrap().unwrap();
+    }
+    assert!(eventually(Duration::from_secs(2), || stat(&c, "hot.hits") >= 10));
+}
+
+#[test]
+fn arrow_objects_are_zero_copy() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let ids = Int64Array::from_iter_values(0..10_000);
+    let names = StringArray::from_iter((0..10_000).map(|i| {
+        if i % 7 == 0 {
+            None
+        } else {
+            Some(format!("n{i}"))
+        }
+    }));
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(ids) as ArrayRef),
+        ("name", Arc::new(names) as ArrayRef),
+    ])
+    .unwrap();
+    c.put_arrow(
+        b"table",
+        &batch.schema(),
+        &[batch.clone(), batch.slice(10, 100)],
+    )
+    .unwrap();
+    let raw = c.get(b"table").unwrap().unwrap();
+    let range = raw.data().as_ptr() as usize..raw.data().as_ptr() as usize + raw.data().len();
+    let obj = c.get_arrow(b"table").unwrap().unwrap();
+    assert_eq!(obj.batches.len(), 2);
+    assert_eq!(obj.batches[0], batch);
+    assert_eq!(obj.batches[1], batch.slice(10, 100));
+    for col in obj.batches[0].columns() {
+        for buf in col.to_data().buffers() {
+            let p = buf.as_ptr() as usize;
+            assert!(
+                range.contains(&p),
+                "buffer at {p:#x} is not inside the shared object"
+            );
+        }
+    }
+    let pins_with_batches = stat(&c, "pins");
+    drop(raw);
+    let cols = obj.batches[0].column(0).clone();
+    drop(obj);
+    // The column still pins the object.
+    assert_eq!(stat(&c, "pins"), pins_with_batches - 1);
+    drop(cols);
+    assert_eq!(stat(&c, "pins"), 0);
+    assert!(c.get_arrow(b"missing").unwrap().is_none());
+    c.put(b"notarrow", b"xyz").unwrap();
+    assert!(c.get_arrow(b"notarrow").is_err());
+}
+
+#[test]
+fn async_api() {
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move {
+            c2.get_async(b"async", Some(Duration::from_secs(10)))
+                .await
+                .map(|o| o.map(|o| o.data().to_vec()))
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.put_async(b"async", b"value", PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(waiter.await.unwrap().unwrap().unwrap(), b"value");
+        let r = c.put_many_async(&[(b"x", b"1"), (b"y", b"2")]).await;
+        assert!(r.iter().all(|r| r.is_ok()));
+        let g = c.get_many_async(&[b"x", b"y", b"z"], Duration::ZERO).await;
+        assert!(g[2].as_ref().unwrap().is_none());
+        assert!(c.contains_async(b"x").await.unwrap());
+        c.delete_async(b"x").await.unwrap();
+        assert!(!c.contains_async(b"x").await.unwrap());
+        assert!(c.stats_async().await.unwrap().len() > 5);
+    });
+}
+
+#[test]
+fn second_coordinator_is_refused() {
+    let d = Daemon::start(&[]);
+    let out = std::process::Command::new(daemon_bin())
+        .args(&d.args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already serves this store"), "{err}");
+    // The first one is unaffected.
+    d.client().put(b"still", b"serving").unwrap();
+}
+
+#[test]
+fn clean_shutdown_removes_segments() {
+    let mut d = Daemon::start(&[]);
+    let c = d.client();
+    c.put(b"k", b"v").unwrap();
+    assert!(!d.shm_files().is_empty());
+    let st = d.stop();
+    assert!(st.success(), "{st:?}");
+    assert!(d.shm_files().is_empty(), "left: {:?}", d.shm_files());
+    assert!(matches!(c.get(b"nope"), Err(Error::Disconnected(_))));
+}
+
+#[test]
+fn restart_gives_clear_error_then_reconnect_works() {
+    let mut d = Daemon::start(&[]);
+    let c = d.client();
+    c.put(b"before", b"1").unwrap();
+    d.kill9();
+    // A new coordinator cleans the dead one's segments and serves again.
+    d.spawn();
+    let e = c.put(b"after", b"2").unwrap_err();
+    assert!(matches!(e, Error::Disconnected(_)), "{e}");
+    assert!(e.to_string().contains("connect again"));
+    assert!(matches!(c.get(b"nope"), Err(Error::Disconnected(_))));
+    let c2 = Client::connect_socket(&d.socket).unwrap();
+    c2.put(b"after", b"2").unwrap();
+    assert_eq!(c2.get(b"after").unwrap().unwrap().data(), b"2");
+}
+
+#[test]
+fn cli_round_trip_and_errors() {
+    let d = Daemon::start(&[]);
+    let cli = env!("CARGO_BIN_EXE_cidcache");
+    let sock = d.socket.display().to_string();
+    let file = d.dir.path().join("f.bin");
+    std::fs::write(&file, b"cli content").unwrap();
+    let out = std::process::Command::new(cli)
+        .args(["--socket", &sock, "put"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(cid.starts_with("bafkrei"), "{cid}");
+    let out = std::process::Command::new(cli)
+        .args(["--socket", &sock, "get", &cid])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"cli content");
+    let out = std::process::Command::new(cli)
+        .args(["--socket", &sock, "ls"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&cid));
+    let out = std::process::Command::new(cli)
+        .args(["--socket", &sock, "stat", &cid])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("size:      11"));
+    // A CIDv0 key given explicitly, and its verification.
+    let v0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+    let out = std::process::Command::new(cli)
+        .args(["--socket", &sock, "put", "--key", v0])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CID mismatch"));
+    for bad in ["Qmnope", "bafy!", "hello"] {
+        let out = std::process::Command::new(cli)
+            .args(["--socket", &sock, "get", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid CID"));
+    }
+    let out = std::process::Command::new(cli)
+        .args(["--socket", &sock, "rm", &cid])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = std::process::Command::new(cli)
+        .args(["--socket", &sock, "get", &cid])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(cli)
+        .args(["--socket", &sock, "stats"])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("index.bytes_per_object") && s.contains("hot.alignment_waste_bytes"),
+        "{s}"
+    );
+}
+
+#[test]
+fn too_small_shm_fails_at_start() {
+    let out = std::process::Command::new(daemon_bin())
+        .args([
+            "--store",
+            &unique_store(),
+            "--socket",
+            "/tmp/never.sock",
+            "-m",
+            "100000G",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("free") && err.contains("lower --memory"),
+        "{err}"
+    );
+}
