@@ -101,7 +101,7 @@ impl Config {
             pins_per_client: 4096,
             hit_ring: 1024,
             inline_max: 64 << 10,
-            policy: "clock".into(),
+            policy: "s3fifo".into(),
             mode: 0o600,
         }
     }

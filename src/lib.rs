@@ -21,9 +21,10 @@ pub mod index;
 pub mod key;
 pub mod layout;
 pub mod pins;
-pub(crate) mod policy;
+pub mod policy;
 pub mod proto;
 pub mod shm;
+pub mod sketch;
 pub(crate) mod sync;
 
 pub use client::{Client, ConnectOptions, ObjectRef, PutOptions, WriteObject};

@@ -36,8 +36,8 @@ struct Args {
     /// Pins each client may hold at once.
     #[arg(long, default_value_t = 4096)]
     pins_per_client: usize,
-    /// Eviction policy.
-    #[arg(long, default_value = "clock")]
+    /// Eviction policy: s3fifo, clock, lru, arc or wtinylfu.
+    #[arg(long, default_value = "s3fifo")]
     policy: String,
     /// Let members of the daemon's group connect (mode 0660 instead of 0600).
     #[arg(long)]

@@ -182,7 +182,17 @@ impl Coordinator {
             shm::remove_store_files(&cfg.shm_dir, &cfg.store);
             return Err(e);
         }
-        let policy = crate::policy::by_name(&cfg.policy).map_err(Error::InvalidArgument)?;
+        let kind: crate::policy::PolicyKind = cfg
+            .policy
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("{e}")))?;
+        let policy = crate::policy::new_policy(
+            kind,
+            crate::policy::PolicyConfig {
+                capacity_bytes: limit,
+                expected_objects: geometry.index_capacity,
+            },
+        );
         let store = store::Store::new(
             cfg.store.clone(),
             cfg.shm_dir.clone(),

@@ -260,8 +260,13 @@ impl Store {
             .checked_add(meta_len)
             .ok_or_else(|| Error::InvalidArgument("object size overflows".into()))?;
         let alloc = self.allocate(len)?;
-        let id = self.next_object;
-        self.next_object += 1;
+        // Ids derived from the key stay the same when a key is stored again, which is what
+        // the policies' ghost histories need; a (2^-64) collision falls back to a counter.
+        let mut id = key.hash() & !(1 << 63);
+        if id == 0 || self.objects.contains_key(&id) {
+            id = (1 << 63) | self.next_object;
+            self.next_object += 1;
+        }
         self.keys.insert(key, id);
         self.objects.insert(
             id,
@@ -316,10 +321,8 @@ impl Store {
         }
         if o.flags & PUT_VERIFY_CID != 0 {
             let data = &self.memory.bytes(o.alloc)[..o.data_len as usize];
-            if let Err(e) = crate::cid::verify(key.as_bytes(), data) {
-                // The creator may abort or overwrite; the object stays unsealed.
-                return Err(e);
-            }
+            // On a mismatch the object stays unsealed: the creator may abort or rewrite it.
+            crate::cid::verify(key.as_bytes(), data)?;
         }
         if let Some(c) = self.clients.get_mut(&client) {
             c.creating.remove(&key);
@@ -544,22 +547,32 @@ impl Store {
         let pinned = self.pinned_words();
         let objects = &self.objects;
         let index = self.index.reader();
-        let victim = self.policy.victim(&mut |id| match objects.get(&id) {
-            Some(Object {
-                state: State::Sealed { slot },
-                ..
-            }) => !pinned.contains(&pins::pin_word(*slot, index.seq(*slot))),
-            _ => false,
-        });
-        let Some(id) = victim else {
+        let mut victims = Vec::new();
+        self.policy.evict_into(
+            1,
+            &mut |id| match objects.get(&id) {
+                Some(Object {
+                    state: State::Sealed { slot },
+                    ..
+                }) => !pinned.contains(&pins::pin_word(*slot, index.seq(*slot))),
+                _ => false,
+            },
+            &mut victims,
+        );
+        if victims.is_empty() {
             return Ok(false);
-        };
-        let len = self.objects[&id].alloc.len;
-        // (The Parquet warm tier will demote here instead of dropping non-ephemeral objects.)
-        let _ephemeral = self.objects[&id].flags & PUT_EPHEMERAL != 0;
-        self.retire(id);
-        self.counters.evictions += 1;
-        self.counters.evicted_bytes += len;
+        }
+        for id in victims {
+            let Some(o) = self.objects.get(&id) else {
+                continue;
+            };
+            let len = o.alloc.len;
+            // (The Parquet warm tier will demote here instead of dropping non-ephemeral objects.)
+            let _ephemeral = o.flags & PUT_EPHEMERAL != 0;
+            self.retire(id);
+            self.counters.evictions += 1;
+            self.counters.evicted_bytes += len;
+        }
         self.reclaim();
         Ok(true)
     }
@@ -640,11 +653,9 @@ impl Store {
             ("index.bytes", cap * crate::index::SLOT_BYTES as u64),
             (
                 "index.bytes_per_object",
-                if live == 0 {
-                    0
-                } else {
-                    cap * crate::index::SLOT_BYTES as u64 / live
-                },
+                (cap * crate::index::SLOT_BYTES as u64)
+                    .checked_div(live)
+                    .unwrap_or(0),
             ),
             ("clients", self.clients.len() as u64),
             (
@@ -660,7 +671,7 @@ impl Store {
 
     /// Name of the eviction policy.
     pub(crate) fn policy_name(&self) -> &'static str {
-        self.policy.name()
+        self.policy.kind().as_str()
     }
 
     /// Shutdown: tell clients through the header and remove every segment.

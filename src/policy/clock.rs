@@ -1,78 +1,108 @@
-//! CLOCK (second chance): a FIFO ring with one reference bit per object.
+//! CLOCK (second chance).
 
-use super::EvictionPolicy;
-use std::collections::{HashMap, VecDeque};
+use super::list::{id_map, Arena, IdMap, List, ScanBudget, NIL};
+use super::{EvictionPolicy, PolicyConfig, PolicyKind};
 
-/// CLOCK over object handles. O(1) amortized per operation.
-#[derive(Default)]
-pub(crate) struct Clock {
-    ring: VecDeque<u64>,
-    referenced: HashMap<u64, bool>,
+/// CLOCK with one reference bit per object.
+///
+/// The clock is a FIFO ring: the hand sits at the tail, new objects enter at the head
+/// (just behind the hand). A hit only sets the reference bit (no list movement, which is
+/// the point of CLOCK: hits are a single store). Eviction inspects the tail: a set bit is
+/// cleared and the object goes round again; a clear bit makes it the victim. Pinned
+/// candidates go round again as if referenced. O(1) amortized; single-threaded.
+#[derive(Debug)]
+pub struct Clock {
+    arena: Arena<bool>,
+    map: IdMap,
+    ring: List,
+}
+
+impl Clock {
+    /// Creates an empty CLOCK; `config` only sizes preallocation.
+    pub fn new(config: PolicyConfig) -> Self {
+        let n = config.prealloc();
+        Clock {
+            arena: Arena::with_capacity(n),
+            map: id_map(n),
+            ring: List::default(),
+        }
+    }
 }
 
 impl EvictionPolicy for Clock {
-    fn on_insert(&mut self, id: u64, _size: u64) {
-        if self.referenced.insert(id, false).is_none() {
-            self.ring.push_back(id);
+    fn on_insert(&mut self, id: u64, size: u64) {
+        if let Some(&idx) = self.map.get(&id) {
+            self.arena.unlink(&mut self.ring, idx);
+            let n = self.arena.get_mut(idx);
+            n.size = size;
+            n.data = true;
+            self.arena.push_head(&mut self.ring, idx);
+            return;
         }
+        let idx = self.arena.alloc(id, size, false);
+        self.arena.push_head(&mut self.ring, idx);
+        self.map.insert(id, idx);
     }
 
     fn on_hit(&mut self, id: u64) {
-        if let Some(r) = self.referenced.get_mut(&id) {
-            *r = true;
+        if let Some(&idx) = self.map.get(&id) {
+            self.arena.get_mut(idx).data = true;
         }
     }
 
     fn on_remove(&mut self, id: u64) {
-        // The ring entry is dropped lazily when the hand reaches it.
-        self.referenced.remove(&id);
+        if let Some(idx) = self.map.remove(&id) {
+            self.arena.unlink(&mut self.ring, idx);
+            self.arena.release(idx);
+        }
     }
 
-    fn victim(&mut self, is_evictable: &mut dyn FnMut(u64) -> bool) -> Option<u64> {
-        // Two full turns: the first may only clear reference bits.
-        let mut budget = 2 * self.ring.len() + 1;
-        while budget > 0 {
-            budget -= 1;
-            let id = self.ring.pop_front()?;
-            let Some(r) = self.referenced.get_mut(&id) else {
-                continue; // removed earlier
+    fn evict_into(
+        &mut self,
+        need_bytes: u64,
+        is_evictable: &mut dyn FnMut(u64) -> bool,
+        victims: &mut Vec<u64>,
+    ) -> u64 {
+        let mut freed = 0;
+        // Each object can be passed over twice (bit set, then pinned) per full revolution.
+        let mut budget = ScanBudget::new(2 * self.ring.len + 1);
+        while freed < need_bytes && self.ring.tail != NIL {
+            let idx = self.ring.tail;
+            let (id, size, referenced) = {
+                let n = self.arena.get(idx);
+                (n.id, n.size, n.data)
             };
-            if *r {
-                *r = false;
-                self.ring.push_back(id);
-            } else if is_evictable(id) {
-                self.referenced.remove(&id);
-                return Some(id);
+            if !referenced && is_evictable(id) {
+                self.arena.unlink(&mut self.ring, idx);
+                self.arena.release(idx);
+                self.map.remove(&id);
+                victims.push(id);
+                freed += size;
+                budget.reset();
             } else {
-                self.ring.push_back(id);
+                if !budget.spend() {
+                    break;
+                }
+                self.arena.get_mut(idx).data = false;
+                self.arena.move_to_head(&mut self.ring, idx);
             }
         }
-        None
+        freed
     }
 
-    fn name(&self) -> &'static str {
-        "clock"
+    fn contains(&self, id: u64) -> bool {
+        self.map.contains_key(&id)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn len(&self) -> usize {
+        self.ring.len
+    }
 
-    #[test]
-    fn second_chance_and_pinned_skip() {
-        let mut c = Clock::default();
-        for id in 1..=3 {
-            c.on_insert(id, 1);
-        }
-        c.on_hit(1);
-        assert_eq!(c.victim(&mut |_| true), Some(2));
-        // 3 is "pinned": skipped, kept.
-        assert_eq!(c.victim(&mut |id| id != 3), Some(1));
-        assert_eq!(c.victim(&mut |id| id != 3), None);
-        assert_eq!(c.victim(&mut |_| true), Some(3));
-        c.on_insert(4, 1);
-        c.on_remove(4);
-        assert_eq!(c.victim(&mut |_| true), None);
+    fn resident_bytes(&self) -> u64 {
+        self.ring.bytes
+    }
+
+    fn kind(&self) -> PolicyKind {
+        PolicyKind::Clock
     }
 }

@@ -47,10 +47,10 @@ impl Daemon {
         if !extra.iter().any(|a| *a == "-m" || *a == "--memory") {
             args.extend(["-m".into(), "64M".into()]);
         }
-        if !extra.iter().any(|a| *a == "--arena-size") {
+        if !extra.contains(&"--arena-size") {
             args.extend(["--arena-size".into(), "16M".into()]);
         }
-        if !extra.iter().any(|a| *a == "--index-capacity") {
+        if !extra.contains(&"--index-capacity") {
             args.extend(["--index-capacity".into(), "4096".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));

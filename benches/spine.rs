@@ -1,0 +1,372 @@
+//! Side-by-side figures for the spine (issue #2), measured in one run on this machine:
+//!
+//! * hit latency from another process, 64 B .. 256 MiB objects (hdrhistogram, per-op, with the
+//!   timer's own cost measured and subtracted);
+//! * system calls per hit (`strace -c` of a reader doing 1,000 vs 101,000 hits);
+//! * hits/s of one reader process vs two on two cores;
+//! * put of 64 MiB (create, write, seal) vs a plain memcpy of the same size;
+//! * put of 4 KiB objects one at a time and in put_many batches of 256.
+//!
+//! Run: `cargo bench --bench spine` (add `-- --quick` for a short smoke run). It prints a table
+//! and writes `target/bench-spine.json`. Figures are reported, never asserted.
+
+use cidcache::{Client, ObjectRef};
+use hdrhistogram::Histogram;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SIZES: [(usize, &str); 6] = [
+    (64, "64 B"),
+    (4 << 10, "4 KiB"),
+    (1 << 20, "1 MiB"),
+    (16 << 20, "16 MiB"),
+    (64 << 20, "64 MiB"),
+    (256 << 20, "256 MiB"),
+];
+
+fn key(size: usize) -> Vec<u8> {
+    format!("bench-{size}").into_bytes()
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon(memory: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let store = format!("bench{}", std::process::id());
+    let child = Command::new(env!("CARGO_BIN_EXE_cidcached"))
+        .args(["--store", &store, "--socket"])
+        .arg(&socket)
+        .args([
+            "-m",
+            memory,
+            "--arena-size",
+            "512M",
+            "--index-capacity",
+            "1048576",
+        ])
+        .env("CIDCACHE_LOG", "warn")
+        .spawn()
+        .expect("start cidcached");
+    let start = Instant::now();
+    while Client::connect_socket(&socket).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Daemon {
+        child,
+        socket,
+        _dir: dir,
+    }
+}
+
+/// Cost of one `Instant::now()` pair, to subtract from per-op timings.
+fn timer_overhead_ns() -> u64 {
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    for _ in 0..200_000 {
+        let t = Instant::now();
+        h.record(t.elapsed().as_nanos() as u64).unwrap();
+    }
+    h.value_at_quantile(0.5)
+}
+
+#[inline]
+fn hit(c: &Client, k: &[u8]) -> ObjectRef {
+    c.get(k).unwrap().expect("bench object present")
+}
+
+/// Child: per-op hit latency for each size; prints one line per size.
+fn child_latency(socket: &Path, iters: usize) {
+    let c = Client::connect_socket(socket).unwrap();
+    let overhead = timer_overhead_ns();
+    println!("TIMER {overhead}");
+    for (size, _) in SIZES {
+        let k = key(size);
+        for _ in 0..10_000 {
+            black_box(hit(&c, &k));
+        }
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for _ in 0..iters {
+            let t = Instant::now();
+            let o = hit(&c, &k);
+            black_box(o.data().as_ptr());
+            drop(o);
+            let ns = t.elapsed().as_nanos() as u64;
+            h.record(ns.saturating_sub(overhead)).unwrap();
+        }
+        // Mean without per-op timers, as a cross-check.
+        let t = Instant::now();
+        for _ in 0..iters {
+            black_box(hit(&c, &k));
+        }
+        let mean = t.elapsed().as_nanos() as f64 / iters as f64;
+        println!(
+            "LAT {size} {} {} {} {} {mean:.1}",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+}
+
+/// Child: `n` hits on the 64-byte object and nothing else (for strace).
+fn child_hits(socket: &Path, n: usize) {
+    let c = Client::connect_socket(socket).unwrap();
+    let k = key(64);
+    for _ in 0..n {
+        black_box(hit(&c, &k));
+    }
+    println!("DONE");
+}
+
+/// Child: hits for `ms` milliseconds, prints the count.
+fn child_throughput(socket: &Path, ms: u64) {
+    let c = Client::connect_socket(socket).unwrap();
+    let k = key(4096);
+    let until = Instant::now() + Duration::from_millis(ms);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        for _ in 0..1000 {
+            black_box(hit(&c, &k));
+        }
+        n += 1000;
+    }
+    println!("HITS {n}");
+}
+
+fn spawn_child(role: &str, socket: &Path, arg: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env("SPINE_BENCH_CHILD", role)
+        .env("SPINE_BENCH_SOCKET", socket)
+        .env("SPINE_BENCH_ARG", arg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn output(c: Child) -> String {
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "bench child failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn syscalls_of(socket: &Path, hits: usize) -> Option<u64> {
+    let out = Command::new("strace")
+        .args(["-f", "-c", "-o", "/dev/stderr", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .env("SPINE_BENCH_CHILD", "hits")
+        .env("SPINE_BENCH_SOCKET", socket)
+        .env("SPINE_BENCH_ARG", hits.to_string())
+        .output()
+        .ok()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Last line of the summary: "100.00 ... total" with the call count in column 4.
+    err.lines()
+        .find(|l| l.trim_end().ends_with("total"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+}
+
+fn main() {
+    if let Ok(role) = std::env::var("SPINE_BENCH_CHILD") {
+        let socket = PathBuf::from(std::env::var("SPINE_BENCH_SOCKET").unwrap());
+        let arg = std::env::var("SPINE_BENCH_ARG").unwrap();
+        match role.as_str() {
+            "latency" => child_latency(&socket, arg.parse().unwrap()),
+            "hits" => child_hits(&socket, arg.parse().unwrap()),
+            "throughput" => child_throughput(&socket, arg.parse().unwrap()),
+            _ => panic!("unknown role"),
+        }
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let iters = if quick { 20_000 } else { 200_000 };
+    let tp_ms = if quick { 300 } else { 2000 };
+    let mut json = Vec::new();
+
+    let d = start_daemon("1536M");
+    let c = Client::connect_socket(&d.socket).unwrap();
+    for (size, _) in SIZES {
+        let data = vec![0xa5u8; size];
+        c.put(&key(size), &data).unwrap();
+    }
+
+    println!("== hit from another process (ns; timer overhead subtracted) ==");
+    let out = output(spawn_child("latency", &d.socket, &iters.to_string()));
+    let timer: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("TIMER "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    println!("timer overhead per op: {timer} ns");
+    println!(
+        "{:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "size", "p50", "p99", "p99.9", "max", "mean(bulk)"
+    );
+    for line in out.lines().filter_map(|l| l.strip_prefix("LAT ")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let size: usize = f[0].parse().unwrap();
+        let name = SIZES.iter().find(|s| s.0 == size).unwrap().1;
+        println!(
+            "{name:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            f[1], f[2], f[3], f[4], f[5]
+        );
+        json.push(format!(
+            "{{\"bench\":\"hit_latency\",\"size\":{size},\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\"mean_ns\":{}}}",
+            f[1], f[2], f[3], f[5]
+        ));
+    }
+
+    println!("\n== system calls per hit (strace -c -f of a reader process) ==");
+    match (
+        syscalls_of(&d.socket, 1_000),
+        syscalls_of(&d.socket, 101_000),
+    ) {
+        (Some(a), Some(b)) => {
+            let per_hit = (b as f64 - a as f64) / 100_000.0;
+            println!(
+                "1,000 hits: {a} syscalls; 101,000 hits: {b} syscalls; extra per hit: {per_hit:.5}"
+            );
+            json.push(format!(
+                "{{\"bench\":\"syscalls_per_hit\",\"value\":{per_hit}}}"
+            ));
+        }
+        _ => println!("strace not available: skipped"),
+    }
+
+    println!("\n== reader processes on two cores (4 KiB hits/s) ==");
+    let one: u64 = output(spawn_child("throughput", &d.socket, &tp_ms.to_string()))
+        .lines()
+        .find_map(|l| l.strip_prefix("HITS "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let kids: Vec<_> = (0..2)
+        .map(|_| spawn_child("throughput", &d.socket, &tp_ms.to_string()))
+        .collect();
+    let two: u64 = kids
+        .into_iter()
+        .map(|k| {
+            output(k)
+                .lines()
+                .find_map(|l| l.strip_prefix("HITS "))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    let secs = tp_ms as f64 / 1000.0;
+    println!(
+        "1 reader: {:.1} M hits/s; 2 readers: {:.1} M hits/s; scaling {:.2}x",
+        one as f64 / secs / 1e6,
+        two as f64 / secs / 1e6,
+        two as f64 / one as f64
+    );
+    json.push(format!(
+        "{{\"bench\":\"reader_scaling\",\"one\":{},\"two\":{},\"ratio\":{}}}",
+        one as f64 / secs,
+        two as f64 / secs,
+        two as f64 / one as f64
+    ));
+
+    println!("\n== put of 64 MiB (create, write, seal) vs memcpy ==");
+    let size = 64 << 20;
+    let src = vec![0x5au8; size];
+    let mut dst = vec![0u8; size];
+    dst.copy_from_slice(&src); // fault the destination in, as the store's arena is
+    let rounds = if quick { 5 } else { 30 };
+    let mut memcpy_best = f64::MAX;
+    let mut put_best = f64::MAX;
+    let (mut memcpy_sum, mut put_sum) = (0.0, 0.0);
+    for r in 0..rounds {
+        let t = Instant::now();
+        dst.copy_from_slice(black_box(&src));
+        black_box(&dst);
+        let m = t.elapsed().as_secs_f64();
+        let k = format!("put64-{r}");
+        let t = Instant::now();
+        let mut w = c.create(k.as_bytes(), size, 0).unwrap();
+        w.data_mut().copy_from_slice(&src);
+        w.seal().unwrap();
+        let p = t.elapsed().as_secs_f64();
+        c.delete(k.as_bytes()).unwrap();
+        if r > 0 {
+            memcpy_best = memcpy_best.min(m);
+            put_best = put_best.min(p);
+            memcpy_sum += m;
+            put_sum += p;
+        }
+    }
+    let gbs = |t: f64| size as f64 / t / 1e9;
+    let n = (rounds - 1) as f64;
+    println!(
+        "memcpy: {:.2} GB/s (median-ish mean {:.2}); put: {:.2} GB/s (mean {:.2}); put/memcpy = {:.0} % (best), {:.0} % (mean)",
+        gbs(memcpy_best),
+        gbs(memcpy_sum / n),
+        gbs(put_best),
+        gbs(put_sum / n),
+        100.0 * memcpy_best / put_best,
+        100.0 * (memcpy_sum / n) / (put_sum / n)
+    );
+    json.push(format!(
+        "{{\"bench\":\"put_64mib\",\"memcpy_gbs\":{},\"put_gbs\":{},\"ratio_mean\":{}}}",
+        gbs(memcpy_sum / n),
+        gbs(put_sum / n),
+        (memcpy_sum / n) / (put_sum / n)
+    ));
+
+    println!("\n== put of 4 KiB objects, one client ==");
+    let n4 = if quick { 20_000 } else { 100_000 };
+    let data = vec![7u8; 4096];
+    let keys: Vec<Vec<u8>> = (0..n4).map(|i| format!("p4k-{i}").into_bytes()).collect();
+    let t = Instant::now();
+    for k in &keys {
+        c.put(k, &data).unwrap();
+    }
+    let single = n4 as f64 / t.elapsed().as_secs_f64();
+    for k in &keys {
+        c.delete(k).unwrap();
+    }
+    let keys2: Vec<Vec<u8>> = (0..n4).map(|i| format!("p4kb-{i}").into_bytes()).collect();
+    let t = Instant::now();
+    for chunk in keys2.chunks(256) {
+        let items: Vec<(&[u8], &[u8])> = chunk
+            .iter()
+            .map(|k| (k.as_slice(), data.as_slice()))
+            .collect();
+        for r in c.put_many(&items) {
+            r.unwrap();
+        }
+    }
+    let batched = n4 as f64 / t.elapsed().as_secs_f64();
+    println!("one at a time: {single:.0} puts/s; put_many(256): {batched:.0} puts/s");
+    json.push(format!(
+        "{{\"bench\":\"put_4kib\",\"single_per_s\":{single},\"batch256_per_s\":{batched}}}"
+    ));
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-spine.json");
+    let _ = std::fs::write(&path, format!("[{}]\n", json.join(",\n")));
+    println!("\nwrote {}", path.display());
+}
