@@ -872,6 +872,27 @@ impl Client {
         self.create_with(key, data_len, meta_len, 0)
     }
 
+    /// Async [`Client::create`].
+    pub async fn create_async(
+        &self,
+        key: &[u8],
+        data_len: usize,
+        meta_len: usize,
+    ) -> Result<WriteObject> {
+        let key = Key::new(key)?;
+        let resp = self
+            .inner
+            .conn
+            .call_async(&Request::Create {
+                key,
+                data_len: data_len as u64,
+                meta_len: meta_len as u64,
+                flags: 0,
+            })
+            .await?;
+        self.finish_create(key, data_len, meta_len, resp)
+    }
+
     fn create_with(
         &self,
         key: &[u8],
@@ -1121,6 +1142,29 @@ impl Client {
                 cursor,
                 limit: 4096,
             })? {
+                Response::List { entries, next } => {
+                    all.extend(entries);
+                    if next == 0 {
+                        return Ok(all);
+                    }
+                    cursor = next;
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    /// Async [`Client::list`].
+    pub async fn list_async(&self) -> Result<Vec<ListEntry>> {
+        let mut all = Vec::new();
+        let mut cursor = 0;
+        loop {
+            match self
+                .inner
+                .conn
+                .call_async(&Request::List { cursor, limit: 4096 })
+                .await?
+            {
                 Response::List { entries, next } => {
                     all.extend(entries);
                     if next == 0 {

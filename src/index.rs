@@ -508,7 +508,11 @@ mod loom_tests {
     /// mixes two entries: it sees the old entry, the new one, or a miss.
     #[test]
     fn seqlock_read_is_never_torn() {
-        loom::model(|| {
+        // Bounded preemption keeps the model tractable (every field is a separate atomic);
+        // bugs in seqlock and fence protocols show up within two preemptions.
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(2);
+        model.check(|| {
             let slots = Arc::new(new_slots(2));
             let mp = Arc::new(AtomicU64::new(0));
             let key = Key::new(b"k").unwrap();

@@ -363,6 +363,10 @@ fn async_api() {
         c.delete_async(b"x").await.unwrap();
         assert!(!c.contains_async(b"x").await.unwrap());
         assert!(c.stats_async().await.unwrap().len() > 5);
+        let mut w = c.create_async(b"made-async", 3, 0).await.unwrap();
+        w.data_mut().copy_from_slice(b"abc");
+        w.seal_async().await.unwrap();
+        assert!(c.list_async().await.unwrap().iter().any(|e| e.key.as_bytes() == b"made-async"));
     });
 }
 
@@ -500,4 +504,91 @@ fn too_small_shm_fails_at_start() {
         err.contains("free") && err.contains("lower --memory"),
         "{err}"
     );
+}
+
+#[test]
+fn large_objects_get_dedicated_segments_that_are_reused() {
+    // Arena 16 MiB: objects above 8 MiB get a segment of their own.
+    let d = Daemon::start(&["-m", "64M"]);
+    let c = d.client();
+    let segs = |c: &Client| stat(c, "hot.segments");
+    let before = segs(&c);
+    let big = content(21, 12 << 20);
+    c.put(b"big1", &big).unwrap();
+    assert_eq!(segs(&c), before + 1, "a dedicated segment");
+    let o = c.get(b"big1").unwrap().unwrap();
+    assert_eq!(o.data(), &big[..]);
+    assert_eq!(o.data().as_ptr() as usize % 4096, 0);
+    drop(o);
+    c.delete(b"big1").unwrap();
+    // A similar-sized object reuses the pooled segment instead of reserving a new one.
+    let big2 = content(22, 11 << 20);
+    c.put(b"big2", &big2).unwrap();
+    assert_eq!(segs(&c), before + 1);
+    assert_eq!(c.get(b"big2").unwrap().unwrap().data(), &big2[..]);
+    // Another client sees it too (maps the segment itself).
+    let c2 = d.client();
+    assert_eq!(c2.get(b"big2").unwrap().unwrap().data(), &big2[..]);
+}
+
+/// Runs `f` with a private tmpfs of `size` mounted at a temporary directory, or skips with a
+/// message when this machine does not allow mounting (not root, or in a restricted sandbox).
+fn with_small_tmpfs(size: &str, f: impl FnOnce(&std::path::Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(dir.path())));
+    let _ = std::process::Command::new("umount").arg("-l").arg(dir.path()).status();
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+#[test]
+fn short_shm_is_a_clear_error_at_start_and_at_create_never_sigbus() {
+    with_small_tmpfs("24m", |shm| {
+        let shm_s = shm.display().to_string();
+        // At start: a limit larger than the directory.
+        let store = unique_store();
+        let out = std::process::Command::new(daemon_bin())
+            .args(["--store", &store, "--socket", &format!("{shm_s}/x.sock"), "--shm-dir", &shm_s, "-m", "64M"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&shm_s) && err.contains("free"), "{err}");
+
+        // At create: someone else fills the directory after start.
+        let d = Daemon::start(&["--shm-dir", &shm_s, "-m", "16M", "--arena-size", "4M"]);
+        let c = d.client();
+        c.put(b"first", &content(1, 1 << 20)).unwrap();
+        let hog = shm.join("hog");
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", &format!("of={}", hog.display()), "bs=1M", "count=64"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        // The first arena is full after three more objects; a new arena cannot be reserved.
+        let mut err = None;
+        for i in 0..8u64 {
+            if let Err(e) = c.put(format!("k{i}").as_bytes(), &content(i, 1 << 20)) {
+                err = Some(e);
+                break;
+            }
+        }
+        let e = err.expect("a full shm directory must refuse a new arena");
+        // Either eviction made room (then no error) or a clear StoreFull naming the directory.
+        assert!(matches!(e, Error::StoreFull(_)), "{e}");
+        // Nothing stored was lost, and the daemon keeps serving.
+        assert_eq!(check_content(c.get(b"first").unwrap().unwrap().data()).unwrap(), 1);
+        let _ = std::fs::remove_file(&hog);
+        c.put(b"after", b"ok").unwrap();
+    });
 }

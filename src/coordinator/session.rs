@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 pub(crate) type Shared = Arc<Mutex<Store>>;
 
@@ -23,8 +23,15 @@ fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
 
 /// Serves one connection until it closes.
 pub(crate) async fn serve(store: Shared, stream: UnixStream) {
-    let (mut rd, wr) = stream.into_split();
-    let tx = Replies(Arc::new(tokio::sync::Mutex::new(wr)));
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
 
     let mut client: Option<u64> = None;
     // Waiting gets of this connection; aborted when it closes.
@@ -39,11 +46,10 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
             Err(e) => {
                 // Framing is lost: answer once and close.
                 tracing::warn!("closing connection after a bad frame header: {e}");
-                tx.send(
+                let _ = tx.send(
                     Response::error(&e)
                         .encode(u64::from_le_bytes(hdr[8..16].try_into().expect("8 bytes"))),
-                )
-                .await;
+                );
                 break;
             }
         };
@@ -54,7 +60,7 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
         let req = match Request::decode(h.msg_type, &body) {
             Ok(r) => r,
             Err(e) => {
-                tx.send(Response::error(&e).encode(h.request_id)).await;
+                let _ = tx.send(Response::error(&e).encode(h.request_id));
                 continue;
             }
         };
@@ -68,27 +74,25 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                             "client speaks protocol {version}, this coordinator {}",
                             proto::VERSION
                         ));
-                        tx.send(Response::error(&e).encode(h.request_id)).await;
+                        let _ = tx.send(Response::error(&e).encode(h.request_id));
                         break;
                     }
-                    let connected = {
-                        let mut st = lock(&store);
-                        st.connect(writer).map(|(id, lease_name)| HelloInfo {
-                            client_id: id,
-                            boot_id: st.boot_id,
-                            store: st.store.clone(),
-                            shm_dir: st.shm_dir.display().to_string(),
-                            lease_name,
-                            inline_max: st.inline_max,
-                        })
-                    };
-                    match connected {
-                        Ok(info) => {
-                            client = Some(info.client_id);
-                            tx.send(Response::Hello(info).encode(h.request_id)).await;
+                    let mut st = lock(&store);
+                    match st.connect(writer) {
+                        Ok((id, lease_name)) => {
+                            client = Some(id);
+                            let info = HelloInfo {
+                                client_id: id,
+                                boot_id: st.boot_id,
+                                store: st.store.clone(),
+                                shm_dir: st.shm_dir.display().to_string(),
+                                lease_name,
+                                inline_max: st.inline_max,
+                            };
+                            let _ = tx.send(Response::Hello(info).encode(h.request_id));
                         }
                         Err(e) => {
-                            tx.send(Response::error(&e).encode(h.request_id)).await;
+                            let _ = tx.send(Response::error(&e).encode(h.request_id));
                             break;
                         }
                     }
@@ -96,7 +100,7 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                 _ => {
                     let e =
                         Error::Protocol("the first message on a connection must be Hello".into());
-                    tx.send(Response::error(&e).encode(h.request_id)).await;
+                    let _ = tx.send(Response::error(&e).encode(h.request_id));
                     break;
                 }
             }
@@ -105,32 +109,29 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
         match req {
             Request::Get { key, timeout_ms } => {
                 if let Some(resp) = try_get(&store, &[key], timeout_ms, false) {
-                    tx.send(resp.encode(h.request_id)).await;
+                    let _ = tx.send(resp.encode(h.request_id));
                 } else {
                     let (store, tx) = (store.clone(), tx.clone());
                     waits.spawn(async move {
                         let r = wait_get(store, vec![key], timeout_ms, false).await;
-                        tx.send(r.encode(h.request_id)).await;
+                        let _ = tx.send(r.encode(h.request_id));
                     });
                 }
             }
             Request::GetMany { keys, timeout_ms } => {
                 if let Some(resp) = try_get(&store, &keys, timeout_ms, true) {
-                    tx.send(resp.encode(h.request_id)).await;
+                    let _ = tx.send(resp.encode(h.request_id));
                 } else {
                     let (store, tx) = (store.clone(), tx.clone());
                     waits.spawn(async move {
                         let r = wait_get(store, keys, timeout_ms, true).await;
-                        tx.send(r.encode(h.request_id)).await;
+                        let _ = tx.send(r.encode(h.request_id));
                     });
                 }
             }
             other => {
-                let resp = {
-                    let mut st = lock(&store);
-                    handle(&mut st, cid, other)
-                };
-                tx.send(resp.encode(h.request_id)).await;
+                let resp = handle(&mut lock(&store), cid, other);
+                let _ = tx.send(resp.encode(h.request_id));
             }
         }
     }
@@ -139,18 +140,8 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
     if let Some(id) = client {
         lock(&store).disconnect(id);
     }
-}
-
-/// The write side of a connection, shared by the request loop and waiting gets. Writing
-/// directly (instead of through a writer task) saves a task hop on every reply.
-#[derive(Clone)]
-struct Replies(Arc<tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>>);
-
-impl Replies {
-    /// Writes one frame; a failed write means the peer is gone, which the read side notices.
-    async fn send(&self, frame: Vec<u8>) {
-        let _ = self.0.lock().await.write_all(&frame).await;
-    }
+    drop(tx);
+    let _ = writer.await;
 }
 
 fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
