@@ -81,8 +81,15 @@ impl PutOptions<'_> {
     }
 }
 
+/// What a synchronous caller waiting for its reply can be told.
+enum SyncMsg {
+    Reply(Result<Response>),
+    /// The caller that was reading replies left: take over reading.
+    Lead,
+}
+
 enum Waiter {
-    Sync(std::sync::mpsc::SyncSender<Result<Response>>),
+    Sync(std::sync::mpsc::SyncSender<SyncMsg>),
     Async(tokio::sync::oneshot::Sender<Result<Response>>),
 }
 
@@ -90,7 +97,7 @@ impl Waiter {
     fn send(self, r: Result<Response>) {
         match self {
             Waiter::Sync(s) => {
-                let _ = s.send(r);
+                let _ = s.try_send(SyncMsg::Reply(r));
             }
             Waiter::Async(s) => {
                 let _ = s.send(r);
@@ -99,12 +106,20 @@ impl Waiter {
     }
 }
 
-/// The socket side: request ids, the writer, and the replies awaited.
+/// The socket side: request ids, the writer, the reader, and the replies awaited.
+///
+/// Replies are read by whoever holds `reader`. A synchronous caller takes it when it is free and
+/// reads until its own reply arrives, handing other callers' replies over on the way, so the
+/// common single-threaded round trip involves no thread hop. When it leaves, it hands the reading
+/// to another waiting synchronous caller, or to the background thread when only async callers
+/// wait (they cannot block on a socket).
 struct Conn {
     writer: Mutex<UnixStream>,
+    reader: Mutex<UnixStream>,
     pending: Mutex<HashMap<u64, Waiter>>,
     next_id: std::sync::atomic::AtomicU64,
     dead: AtomicBool,
+    background: (Mutex<bool>, std::sync::Condvar),
 }
 
 fn disconnected() -> Error {
@@ -113,57 +128,100 @@ fn disconnected() -> Error {
     )
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Conn {
     fn fail_all(&self) {
         self.dead.store(true, Ordering::SeqCst);
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending = std::mem::take(&mut *lock(&self.pending));
         for (_, w) in pending {
             w.send(Err(disconnected()));
         }
+        self.wake_background();
     }
 
-    fn reader_loop(self: Arc<Self>, mut stream: UnixStream) {
-        let mut hdr_buf = [0u8; HEADER_LEN];
-        loop {
-            if stream.read_exact(&mut hdr_buf).is_err() {
-                break;
-            }
-            let h = match proto::Header::parse(&hdr_buf) {
-                Ok(h) => h,
-                Err(_) => break,
-            };
-            let mut body = vec![0u8; h.body_len as usize];
-            if stream.read_exact(&mut body).is_err() {
-                break;
-            }
-            let resp = Response::decode(h.msg_type, &body);
-            let w = self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&h.request_id);
-            if let Some(w) = w {
-                w.send(resp);
+    /// Reads one reply frame. An error means the connection is unusable.
+    fn read_one(stream: &mut UnixStream) -> std::io::Result<(u64, Result<Response>)> {
+        let mut hdr = [0u8; HEADER_LEN];
+        stream.read_exact(&mut hdr)?;
+        let h = proto::Header::parse(&hdr)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut body = vec![0u8; h.body_len as usize];
+        stream.read_exact(&mut body)?;
+        Ok((h.request_id, Response::decode(h.msg_type, &body)))
+    }
+
+    fn dispatch(&self, id: u64, r: Result<Response>) {
+        let w = lock(&self.pending).remove(&id);
+        if let Some(w) = w {
+            w.send(r);
+        }
+    }
+
+    /// Called by a reader that stops reading: someone must read for the callers still waiting.
+    fn handoff(&self) {
+        let pending = lock(&self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        for w in pending.values() {
+            if let Waiter::Sync(tx) = w {
+                if tx.try_send(SyncMsg::Lead).is_ok() {
+                    return;
+                }
             }
         }
-        self.fail_all();
+        drop(pending);
+        self.wake_background();
+    }
+
+    fn wake_background(&self) {
+        *lock(&self.background.0) = true;
+        self.background.1.notify_one();
+    }
+
+    /// Reads for async callers (and for sync callers while it holds the reader).
+    fn background_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut wake = lock(&self.background.0);
+                while !*wake {
+                    wake = self
+                        .background
+                        .1
+                        .wait(wake)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                *wake = false;
+            }
+            if self.dead.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut rd = lock(&self.reader);
+            while !lock(&self.pending).is_empty() {
+                match Self::read_one(&mut rd) {
+                    Ok((id, r)) => self.dispatch(id, r),
+                    Err(_) => {
+                        drop(rd);
+                        self.fail_all();
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     fn send(&self, frame: &[u8], id: u64, w: Waiter) -> Result<()> {
         if self.dead.load(Ordering::Relaxed) {
             return Err(disconnected());
         }
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, w);
-        let mut s = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        lock(&self.pending).insert(id, w);
+        let mut s = lock(&self.writer);
         if s.write_all(frame).is_err() {
             drop(s);
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            lock(&self.pending).remove(&id);
             return Err(disconnected());
         }
         Ok(())
@@ -171,15 +229,60 @@ impl Conn {
 
     fn call(&self, req: &Request<'_>) -> Result<Response> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // Room for a reply and a lead message, so senders never block.
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
         self.send(&req.encode(id), id, Waiter::Sync(tx))?;
-        rx.recv().map_err(|_| disconnected())?
+        loop {
+            if let Ok(mut rd) = self.reader.try_lock() {
+                // Whatever was dispatched to us before we took the reader is in the channel;
+                // nothing more can be while we hold it.
+                while let Ok(m) = rx.try_recv() {
+                    if let SyncMsg::Reply(r) = m {
+                        drop(rd);
+                        self.handoff();
+                        return r;
+                    }
+                }
+                loop {
+                    match Self::read_one(&mut rd) {
+                        Ok((rid, r)) if rid == id => {
+                            lock(&self.pending).remove(&id);
+                            drop(rd);
+                            self.handoff();
+                            return r;
+                        }
+                        Ok((rid, r)) => self.dispatch(rid, r),
+                        Err(_) => {
+                            drop(rd);
+                            self.fail_all();
+                            return Err(disconnected());
+                        }
+                    }
+                }
+            }
+            match rx.recv() {
+                Ok(SyncMsg::Reply(r)) => {
+                    // A lead message queued behind the reply must not be lost.
+                    if let Ok(SyncMsg::Lead) = rx.try_recv() {
+                        self.handoff();
+                    }
+                    return r;
+                }
+                Ok(SyncMsg::Lead) => continue,
+                Err(_) => return Err(disconnected()),
+            }
+        }
     }
 
     async fn call_async(&self, req: &Request<'_>) -> Result<Response> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(&req.encode(id), id, Waiter::Async(tx))?;
+        // If nobody is reading, the background thread must; if someone is, they will either
+        // read our reply or hand the reading over when they leave.
+        if self.reader.try_lock().is_ok() {
+            self.wake_background();
+        }
         rx.await.map_err(|_| disconnected())?
     }
 }
@@ -224,10 +327,12 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the socket ends the lease; the reader thread sees EOF and exits.
+        // Closing the socket ends the lease; a reader sees EOF; the background thread exits.
         if let Ok(s) = self.conn.writer.lock() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        self.conn.dead.store(true, Ordering::SeqCst);
+        self.conn.wake_background();
     }
 }
 
@@ -425,15 +530,17 @@ impl Client {
             .map_err(|e| Error::io("cannot clone the socket", e))?;
         let conn = Arc::new(Conn {
             writer: Mutex::new(stream),
+            reader: Mutex::new(reader),
             pending: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             dead: AtomicBool::new(false),
+            background: (Mutex::new(false), std::sync::Condvar::new()),
         });
         {
             let c = conn.clone();
             std::thread::Builder::new()
                 .name("cidcache-client".into())
-                .spawn(move || c.reader_loop(reader))
+                .spawn(move || c.background_loop())
                 .map_err(|e| Error::io("cannot start the client reader thread", e))?;
         }
         let hello = conn.call(&Request::Hello {

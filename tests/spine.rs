@@ -592,3 +592,53 @@ fn short_shm_is_a_clear_error_at_start_and_at_create_never_sigbus() {
         c.put(b"after", b"ok").unwrap();
     });
 }
+
+#[test]
+fn many_threads_and_tasks_share_one_client() {
+    // Sync callers take turns reading replies for each other; async callers rely on the
+    // background reader. Mixed together they must never lose or mix up a reply.
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let threads: Vec<_> = (0..6u64)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..300u64 {
+                    let k = format!("t{t}-{i}");
+                    let v = content((t << 32) | i, 100 + (i as usize % 5000));
+                    c.put(k.as_bytes(), &v).unwrap();
+                    assert!(c.contains(k.as_bytes()).unwrap());
+                    assert_eq!(c.get(k.as_bytes()).unwrap().unwrap().data(), &v[..]);
+                    if i % 3 == 0 {
+                        c.delete(k.as_bytes()).unwrap();
+                        assert!(c.get_timeout(k.as_bytes(), Duration::from_millis(1)).unwrap().is_none());
+                    }
+                }
+            })
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..4u64)
+            .map(|t| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    for i in 0..200u64 {
+                        let k = format!("a{t}-{i}");
+                        c.put_async(k.as_bytes(), &content(i, 64), PutOptions::default()).await.unwrap();
+                        let o = c.get_async(k.as_bytes(), Some(Duration::from_secs(5))).await.unwrap().unwrap();
+                        assert_eq!(check_content(o.data()).unwrap(), i);
+                        assert!(c.contains_async(k.as_bytes()).await.unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(stat(&c, "hot.objects"), 6 * 200 + 4 * 200);
+}
