@@ -89,7 +89,7 @@ enum SyncMsg {
 }
 
 enum Waiter {
-    Sync(std::sync::mpsc::SyncSender<SyncMsg>),
+    Sync(std::sync::mpsc::Sender<SyncMsg>),
     Async(tokio::sync::oneshot::Sender<Result<Response>>),
 }
 
@@ -97,7 +97,7 @@ impl Waiter {
     fn send(self, r: Result<Response>) {
         match self {
             Waiter::Sync(s) => {
-                let _ = s.try_send(SyncMsg::Reply(r));
+                let _ = s.send(SyncMsg::Reply(r));
             }
             Waiter::Async(s) => {
                 let _ = s.send(r);
@@ -168,7 +168,7 @@ impl Conn {
         }
         for w in pending.values() {
             if let Waiter::Sync(tx) = w {
-                if tx.try_send(SyncMsg::Lead).is_ok() {
+                if tx.send(SyncMsg::Lead).is_ok() {
                     return;
                 }
             }
@@ -229,8 +229,8 @@ impl Conn {
 
     fn call(&self, req: &Request<'_>) -> Result<Response> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Room for a reply and a lead message, so senders never block.
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        // Unbounded: a reply must never be dropped because lead messages filled the channel.
+        let (tx, rx) = std::sync::mpsc::channel();
         self.send(&req.encode(id), id, Waiter::Sync(tx))?;
         loop {
             if let Ok(mut rd) = self.reader.try_lock() {
@@ -263,7 +263,7 @@ impl Conn {
             match rx.recv() {
                 Ok(SyncMsg::Reply(r)) => {
                     // A lead message queued behind the reply must not be lost.
-                    if let Ok(SyncMsg::Lead) = rx.try_recv() {
+                    if rx.try_iter().any(|m| matches!(m, SyncMsg::Lead)) {
                         self.handoff();
                     }
                     return r;
@@ -1269,7 +1269,10 @@ impl Client {
             match self
                 .inner
                 .conn
-                .call_async(&Request::List { cursor, limit: 4096 })
+                .call_async(&Request::List {
+                    cursor,
+                    limit: 4096,
+                })
                 .await?
             {
                 Response::List { entries, next } => {
