@@ -366,7 +366,12 @@ fn async_api() {
         let mut w = c.create_async(b"made-async", 3, 0).await.unwrap();
         w.data_mut().copy_from_slice(b"abc");
         w.seal_async().await.unwrap();
-        assert!(c.list_async().await.unwrap().iter().any(|e| e.key.as_bytes() == b"made-async"));
+        assert!(c
+            .list_async()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.key.as_bytes() == b"made-async"));
     });
 }
 
@@ -536,7 +541,13 @@ fn large_objects_get_dedicated_segments_that_are_reused() {
 fn with_small_tmpfs(size: &str, f: impl FnOnce(&std::path::Path)) {
     let dir = tempfile::tempdir().unwrap();
     let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
         .arg(dir.path())
         .status()
         .map(|s| s.success())
@@ -546,7 +557,10 @@ fn with_small_tmpfs(size: &str, f: impl FnOnce(&std::path::Path)) {
         return;
     }
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(dir.path())));
-    let _ = std::process::Command::new("umount").arg("-l").arg(dir.path()).status();
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(dir.path())
+        .status();
     if let Err(p) = r {
         std::panic::resume_unwind(p);
     }
@@ -559,7 +573,16 @@ fn short_shm_is_a_clear_error_at_start_and_at_create_never_sigbus() {
         // At start: a limit larger than the directory.
         let store = unique_store();
         let out = std::process::Command::new(daemon_bin())
-            .args(["--store", &store, "--socket", &format!("{shm_s}/x.sock"), "--shm-dir", &shm_s, "-m", "64M"])
+            .args([
+                "--store",
+                &store,
+                "--socket",
+                &format!("{shm_s}/x.sock"),
+                "--shm-dir",
+                &shm_s,
+                "-m",
+                "64M",
+            ])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
@@ -572,7 +595,12 @@ fn short_shm_is_a_clear_error_at_start_and_at_create_never_sigbus() {
         c.put(b"first", &content(1, 1 << 20)).unwrap();
         let hog = shm.join("hog");
         let _ = std::process::Command::new("dd")
-            .args(["if=/dev/zero", &format!("of={}", hog.display()), "bs=1M", "count=64"])
+            .args([
+                "if=/dev/zero",
+                &format!("of={}", hog.display()),
+                "bs=1M",
+                "count=64",
+            ])
             .stderr(std::process::Stdio::null())
             .status();
         // The first arena is full after three more objects; a new arena cannot be reserved.
@@ -587,7 +615,10 @@ fn short_shm_is_a_clear_error_at_start_and_at_create_never_sigbus() {
         // Either eviction made room (then no error) or a clear StoreFull naming the directory.
         assert!(matches!(e, Error::StoreFull(_)), "{e}");
         // Nothing stored was lost, and the daemon keeps serving.
-        assert_eq!(check_content(c.get(b"first").unwrap().unwrap().data()).unwrap(), 1);
+        assert_eq!(
+            check_content(c.get(b"first").unwrap().unwrap().data()).unwrap(),
+            1
+        );
         let _ = std::fs::remove_file(&hog);
         c.put(b"after", b"ok").unwrap();
     });
@@ -611,13 +642,20 @@ fn many_threads_and_tasks_share_one_client() {
                     assert_eq!(c.get(k.as_bytes()).unwrap().unwrap().data(), &v[..]);
                     if i % 3 == 0 {
                         c.delete(k.as_bytes()).unwrap();
-                        assert!(c.get_timeout(k.as_bytes(), Duration::from_millis(1)).unwrap().is_none());
+                        assert!(c
+                            .get_timeout(k.as_bytes(), Duration::from_millis(1))
+                            .unwrap()
+                            .is_none());
                     }
                 }
             })
         })
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let tasks: Vec<_> = (0..4u64)
             .map(|t| {
@@ -625,8 +663,14 @@ fn many_threads_and_tasks_share_one_client() {
                 tokio::spawn(async move {
                     for i in 0..200u64 {
                         let k = format!("a{t}-{i}");
-                        c.put_async(k.as_bytes(), &content(i, 64), PutOptions::default()).await.unwrap();
-                        let o = c.get_async(k.as_bytes(), Some(Duration::from_secs(5))).await.unwrap().unwrap();
+                        c.put_async(k.as_bytes(), &content(i, 64), PutOptions::default())
+                            .await
+                            .unwrap();
+                        let o = c
+                            .get_async(k.as_bytes(), Some(Duration::from_secs(5)))
+                            .await
+                            .unwrap()
+                            .unwrap();
                         assert_eq!(check_content(o.data()).unwrap(), i);
                         assert!(c.contains_async(k.as_bytes()).await.unwrap());
                     }
