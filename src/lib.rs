@@ -21,6 +21,7 @@ pub mod index;
 pub mod key;
 pub mod layout;
 pub mod pins;
+pub mod plasma;
 pub mod policy;
 pub mod proto;
 pub mod shm;

@@ -1,19 +1,26 @@
 //! `cidcached`: the coordinator daemon.
+//!
+//! `cidcached [FLAGS]` serves a store over the native protocol; `cidcached [FLAGS] plasma -s
+//! SOCKET -m BYTES [-d DIR] [-h] [-e NAME://ENDPOINT]` also serves the Apache Arrow 11 Plasma
+//! protocol for the same store (see `docs/plasma.md`).
 
 use cidcache::config::{Config, DEFAULT_STORE};
 use cidcache::coordinator::Coordinator;
+use cidcache::plasma::server::{external_store_from_endpoint, PlasmaStore};
+use cidcache::plasma::service::{self, PlasmaArgs};
 use cidcache::shm::{human_bytes, parse_bytes};
-use clap::Parser;
-use std::path::PathBuf;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Serves a cidcache store: shared-memory hot tier, lock-free index, native protocol.
 #[derive(Parser, Debug)]
 #[command(name = "cidcached", version, about)]
 struct Args {
-    /// Store name (selects the socket, segment and data paths).
-    #[arg(long, env = "CIDCACHE_STORE", default_value = DEFAULT_STORE)]
-    store: String,
+    /// Store name (selects the socket, segment and data paths) [default: default; in plasma
+    /// mode a name derived from the Plasma socket path].
+    #[arg(long, env = "CIDCACHE_STORE")]
+    store: Option<String>,
     /// Hot-tier memory limit (e.g. 512M, 4G); default: a quarter of the free space in the
     /// shared-memory directory.
     #[arg(long, short = 'm', value_parser = parse_bytes)]
@@ -42,6 +49,32 @@ struct Args {
     /// Let members of the daemon's group connect (mode 0660 instead of 0600).
     #[arg(long)]
     group: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Also serve the Apache Arrow 11 Plasma protocol: `plasma -s SOCKET -m BYTES [-d DIR] [-h]
+    /// [-e NAME://ENDPOINT] [--native-socket PATH]` (plasma-store-server's flags, gflags style).
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Plasma {
+        /// The plasma-store-server command line.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// Internal: removes a plasma-mode store's files after its daemon dies (even by SIGKILL).
+    #[command(name = "__reap", hide = true)]
+    Reap {
+        #[arg(long)]
+        shm_dir: PathBuf,
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        lock: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,23 +85,53 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let a = Args::parse();
-    let mut cfg = Config::for_store(&a.store);
-    if let Some(s) = a.socket {
-        cfg.socket = s;
+    let mut a = Args::parse();
+    match a.cmd.take() {
+        Some(Cmd::Reap {
+            shm_dir,
+            store,
+            socket,
+            lock,
+        }) => reap(&shm_dir, &store, &socket, &lock),
+        Some(Cmd::Plasma { args }) => match service::parse_args(&args) {
+            Ok(p) => run_plasma(a, p),
+            Err(exit) => {
+                if let Some(s) = exit.stdout {
+                    println!("{s}");
+                }
+                if let Some(s) = exit.stderr {
+                    eprintln!("{s}");
+                }
+                ExitCode::from(exit.code)
+            }
+        },
+        None => run_native(a),
     }
-    if let Some(d) = a.data_dir {
-        cfg.data_dir = d;
+}
+
+fn config(a: &Args, store: &str) -> Config {
+    let mut cfg = Config::for_store(store);
+    if let Some(s) = &a.socket {
+        cfg.socket = s.clone();
     }
-    cfg.shm_dir = a.shm_dir;
+    if let Some(d) = &a.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    cfg.shm_dir = a.shm_dir.clone();
     cfg.memory_limit = a.memory;
     cfg.index_capacity = a.index_capacity;
     cfg.arena_size = a.arena_size;
     cfg.pins_per_client = a.pins_per_client.max(1);
-    cfg.policy = a.policy;
+    cfg.policy = a.policy.clone();
     if a.group {
         cfg.mode = 0o660;
     }
+    cfg
+}
+
+fn run_native(a: Args) -> ExitCode {
+    let store = a.store.clone().unwrap_or_else(|| DEFAULT_STORE.to_string());
+    let cfg = config(&a, &store);
     let coordinator = match Coordinator::prepare(cfg.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -85,11 +148,155 @@ fn main() -> ExitCode {
         coordinator.policy_name(),
         cfg.index_capacity.next_power_of_two()
     );
-    match coordinator.run() {
+    finish(coordinator.run())
+}
+
+fn finish(r: cidcache::Result<()>) -> ExitCode {
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cidcached: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Store name for a Plasma socket: stable for a path, distinct across paths.
+fn plasma_store_name(socket: &str) -> String {
+    let p = Path::new(socket);
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let h = xxhash_rust::xxh3::xxh3_64(abs.as_os_str().as_encoded_bytes());
+    format!("plasma-{:012x}", h >> 16)
+}
+
+/// Hot-tier sizing for a Plasma limit of `m` bytes: arenas of about a quarter of it, and room
+/// for alignment (64 B per object), arena granularity and large-object segments (2 MiB
+/// granules), so that what the exact Plasma accounting allows is never refused for
+/// fragmentation (the Plasma store also overflows into an extra segment as a last resort).
+fn plasma_sizing(m: u64) -> (u64, u64) {
+    let arena = (m / 4).clamp(1 << 20, 64 << 20).next_multiple_of(1 << 20);
+    let limit = m + m / 4 + 2 * arena + (8 << 20);
+    (arena, limit)
+}
+
+fn run_plasma(a: Args, p: PlasmaArgs) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("{}: {msg}", service::PROG);
+        ExitCode::from(1)
+    };
+    let external = if p.external.is_empty() {
+        None
+    } else {
+        match external_store_from_endpoint(&p.external) {
+            Ok(x) => Some(x),
+            Err(e) => return fail(e.to_string()),
+        }
+    };
+    if p.socket.len() > 107 {
+        return fail(format!("socket path {} is too long", p.socket));
+    }
+    let store = a
+        .store
+        .clone()
+        .unwrap_or_else(|| plasma_store_name(&p.socket));
+    let mut cfg = config(&a, &store);
+    if let Some(s) = &p.native_socket {
+        cfg.socket = s.clone();
+    }
+    cfg.shm_dir = p.dir.clone();
+    let (arena, limit) = plasma_sizing(p.memory);
+    cfg.memory_limit = Some(limit);
+    cfg.arena_size = arena;
+    eprintln!(
+        "Allowing the Plasma store to use up to {}GB of memory.",
+        p.memory as f64 / 1e9
+    );
+    eprintln!(
+        "Starting object store with directory {} and huge page support {}",
+        p.dir.display(),
+        if p.huge { "enabled" } else { "disabled" }
+    );
+    let mut coordinator = match Coordinator::prepare_lenient(cfg.clone()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let reaper = start_reaper(&cfg);
+    let mut ps = PlasmaStore::new(coordinator.plasma_memory(), p.memory);
+    if let Some(x) = external {
+        ps.set_external_store(x);
+    }
+    if let Err(e) = coordinator.attach_plasma(ps, p.socket.clone()) {
+        return fail(e.to_string());
+    }
+    tracing::info!(
+        store = %cfg.store,
+        plasma_socket = %p.socket,
+        native_socket = %cfg.socket.display(),
+        shm_dir = %cfg.shm_dir.display(),
+        "serving Plasma (limit {} bytes) and the native protocol over one store",
+        p.memory
+    );
+    let r = coordinator.run();
+    drop(reaper);
+    finish(r)
+}
+
+/// Starts `cidcached __reap`, which waits for this process to end (its stdin, a pipe whose
+/// write end only this process holds, reaches EOF) and then removes the store's segments,
+/// socket and lock file if no coordinator holds the lock: a Plasma store killed with SIGKILL
+/// (as pyarrow's `start_plasma_store` does) leaves nothing behind in the shm directory.
+fn start_reaper(cfg: &Config) -> Option<rustix::fd::OwnedFd> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
+    let exe = std::env::current_exe().ok()?;
+    let lock = cfg.socket.parent()?.join(format!("{}.lock", cfg.store));
+    let child = std::process::Command::new(exe)
+        .arg("__reap")
+        .arg("--shm-dir")
+        .arg(&cfg.shm_dir)
+        .arg("--store")
+        .arg(&cfg.store)
+        .arg("--socket")
+        .arg(&cfg.socket)
+        .arg("--lock")
+        .arg(lock)
+        .env("CIDCACHE_LOG", "warn")
+        .stdin(std::process::Stdio::from(r))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(_) => Some(w),
+        Err(e) => {
+            tracing::warn!("cannot start the clean-up helper: {e}");
+            None
+        }
+    }
+}
+
+fn reap(shm_dir: &Path, store: &str, socket: &Path, lock: &Path) -> ExitCode {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+    let Ok(fd) = rustix::fs::open(
+        lock,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) else {
+        // A clean shutdown removed everything already (then this finds nothing), or the
+        // lock's directory went away with its owner (a test's temporary directory).
+        cidcache::shm::remove_store_files(shm_dir, store);
+        return ExitCode::SUCCESS;
+    };
+    // The pipe can reach EOF a moment before the dead daemon's lock is released.
+    for _ in 0..40 {
+        if rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            cidcache::shm::remove_store_files(shm_dir, store);
+            let _ = std::fs::remove_file(socket);
+            let _ = std::fs::remove_file(lock);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ExitCode::SUCCESS
 }

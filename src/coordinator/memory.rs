@@ -33,7 +33,6 @@ struct Segment {
     size: u64,
     kind: Kind,
     // Kept open so Plasma clients can be handed the descriptor.
-    #[allow(dead_code)]
     fd: OwnedFd,
     map: Mapping,
 }
@@ -256,6 +255,40 @@ impl Memory {
             offset: 0,
             len,
         })
+    }
+
+    /// Allocates `len` bytes in a dedicated segment even beyond the memory limit (the Plasma
+    /// front-end's last resort when its own exact accounting allows an object that
+    /// fragmentation or deferred frees keep out of the reserved memory).
+    pub(crate) fn alloc_overflow(&mut self, len: u64) -> Result<Alloc> {
+        let want = len.max(1).next_multiple_of(4096);
+        let id = self.new_segment(want, false)?;
+        if let Some(Segment {
+            kind: Kind::Dedicated { in_use },
+            ..
+        }) = self.segs.get_mut(&id)
+        {
+            *in_use = true;
+        }
+        self.used += alloc_size(len);
+        Ok(Alloc {
+            seg: id,
+            offset: 0,
+            len,
+        })
+    }
+
+    /// A duplicate of segment `id`'s descriptor, its mapping's base and its size. The base stays
+    /// valid while the segment holds a live allocation (segments are only dropped when empty).
+    pub(crate) fn segment_handle(&self, id: u64) -> Option<(OwnedFd, std::ptr::NonNull<u8>, u64)> {
+        let s = self.segs.get(&id)?;
+        let fd = s.fd.try_clone().ok()?;
+        Some((fd, std::ptr::NonNull::new(s.map.as_ptr())?, s.size))
+    }
+
+    /// Ids of the live segments.
+    pub(crate) fn segment_ids(&self) -> Vec<u64> {
+        self.segs.keys().copied().collect()
     }
 
     /// Returns an allocation. The caller guarantees no client still pins it.

@@ -7,8 +7,11 @@
 //! the socket, so a client that can connect always finds a complete store.
 
 mod memory;
+mod plasma;
 mod session;
 mod store;
+
+pub use plasma::SharedMemory;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -35,6 +38,33 @@ pub struct Coordinator {
     store: Arc<Mutex<store::Store>>,
     _ctl: Mapping,
     listener: std::os::unix::net::UnixListener,
+    plasma: Option<PlasmaFrontEnd>,
+}
+
+/// Binds the Plasma socket and starts the Plasma thread; returns it with its stop pipe.
+fn start_plasma(p: PlasmaFrontEnd) -> Result<(std::thread::JoinHandle<()>, OwnedFd)> {
+    let listener = crate::plasma::service::bind_listener(&p.socket)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let (stop_rx, stop_tx) =
+        crate::plasma::service::pipe().map_err(|e| Error::Internal(e.to_string()))?;
+    let thread = std::thread::Builder::new()
+        .name("cidcached-plasma".into())
+        .spawn(move || {
+            if let Err(e) = crate::plasma::service::serve(p.store, listener, stop_rx, Some(p.wake))
+            {
+                tracing::error!("the Plasma service stopped: {e}");
+            }
+        })
+        .map_err(|e| Error::io("cannot start the Plasma thread", e))?;
+    Ok((thread, stop_tx))
+}
+
+/// The Plasma front-end of `cidcached plasma`: its socket and state machine, served on a thread
+/// of its own by [`Coordinator::run`].
+struct PlasmaFrontEnd {
+    socket: String,
+    store: crate::plasma::server::PlasmaStore<SharedMemory>,
+    wake: crate::plasma::service::WakeReceiver,
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<()> {
@@ -84,6 +114,17 @@ fn boot_id() -> u64 {
 impl Coordinator {
     /// Prepares a coordinator for `cfg`: everything up to and including binding the socket.
     pub fn prepare(cfg: Config) -> Result<Coordinator> {
+        Self::prepare_with(cfg, true)
+    }
+
+    /// Like [`Coordinator::prepare`], but a memory limit above the free space of the
+    /// shared-memory directory only logs a warning (what `plasma-store-server` does); segments
+    /// are still reserved when created, so running out shows as a full store, never a SIGBUS.
+    pub fn prepare_lenient(cfg: Config) -> Result<Coordinator> {
+        Self::prepare_with(cfg, false)
+    }
+
+    fn prepare_with(cfg: Config, strict_shm: bool) -> Result<Coordinator> {
         crate::config::validate_store_name(&cfg.store)?;
         let sock_dir = cfg
             .socket
@@ -119,7 +160,14 @@ impl Coordinator {
                 human_bytes(limit)
             )));
         }
-        if limit + ctl_size > free {
+        if limit + ctl_size > free && !strict_shm {
+            tracing::warn!(
+                "System memory request exceeds memory available in {}. The request is for {} bytes, and the amount available is {} bytes.",
+                cfg.shm_dir.display(),
+                limit,
+                free
+            );
+        } else if limit + ctl_size > free {
             return Err(Error::StoreFull(format!(
                 "{} has {} free but the store needs {} ({} of objects + {} of index); free space in it, lower --memory, or pass --shm-dir",
                 cfg.shm_dir.display(),
@@ -222,7 +270,42 @@ impl Coordinator {
             store: Arc::new(Mutex::new(store)),
             _ctl: ctl,
             listener,
+            plasma: None,
         })
+    }
+
+    /// A [`crate::plasma::server::PlasmaMemory`] over this coordinator's segments, object table
+    /// and index (see `docs/plasma.md`).
+    pub fn plasma_memory(&self) -> SharedMemory {
+        SharedMemory::new(self.store.clone())
+    }
+
+    /// Adds the Plasma front-end: `store` (built over [`Coordinator::plasma_memory`]) is served
+    /// on the Unix socket `socket` by [`Coordinator::run`], on a thread of its own, and learns
+    /// about native seals of 20-byte keys so that its waiting Gets see them. The socket is bound
+    /// only once SIGTERM is handled, so a client that can connect can also stop the store
+    /// cleanly.
+    pub fn attach_plasma(
+        &mut self,
+        store: crate::plasma::server::PlasmaStore<SharedMemory>,
+        socket: String,
+    ) -> Result<()> {
+        let (tx, rx) =
+            crate::plasma::service::wake_channel().map_err(|e| Error::Internal(e.to_string()))?;
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_seal_hook(Box::new(move |key: crate::key::Key| {
+                if let Ok(id) = key.as_bytes().try_into() {
+                    tx.send(id);
+                }
+            }));
+        self.plasma = Some(PlasmaFrontEnd {
+            socket,
+            store,
+            wake: rx,
+        });
+        Ok(())
     }
 
     /// Name of the eviction policy in use.
@@ -239,7 +322,8 @@ impl Coordinator {
     }
 
     /// Serves until SIGTERM or SIGINT, then cleans up. Returns when the store is gone.
-    pub fn run(self) -> Result<()> {
+    pub fn run(mut self) -> Result<()> {
+        let plasma_front = self.plasma.take();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -254,7 +338,7 @@ impl Coordinator {
         let uid = rustix::process::getuid();
         let group_mode = self.cfg.mode & 0o070 != 0;
         let gid = rustix::process::getgid();
-        rt.block_on(async move {
+        let plasma = rt.block_on(async move {
             listener
                 .set_nonblocking(true)
                 .map_err(|e| Error::io("set_nonblocking", e))?;
@@ -264,6 +348,10 @@ impl Coordinator {
                 .map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
             let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
+            let plasma = match plasma_front {
+                Some(p) => Some(start_plasma(p)?),
+                None => None,
+            };
             let maint_store = store.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(5));
@@ -289,9 +377,21 @@ impl Coordinator {
                     }
                 }
             }
-            Ok::<(), Error>(())
-        })?;
+            Ok::<_, Error>(plasma)
+        });
+        let plasma = match plasma {
+            Ok(p) => p,
+            Err(e) => {
+                self.cleanup();
+                return Err(e);
+            }
+        };
         rt.shutdown_timeout(Duration::from_millis(200));
+        if let Some((thread, stop)) = plasma {
+            tracing::info!("SIGTERM Signal received, closing Plasma Server...");
+            let _ = rustix::io::write(&stop, b"s");
+            let _ = thread.join();
+        }
         self.cleanup();
         Ok(())
     }

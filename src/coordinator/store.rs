@@ -31,7 +31,38 @@ struct Object {
     meta_len: u64,
     flags: u32,
     state: State,
+    /// Created through the Plasma front-end: its life (eviction, deletion) is decided by the
+    /// Plasma state machine, never by the native policy.
+    plasma_owned: bool,
+    /// A native object that Plasma clients currently hold: not evictable or deletable natively.
+    plasma_held: bool,
 }
+
+/// Owner recorded for objects being created through the Plasma front-end.
+const PLASMA_OWNER: u64 = u64::MAX;
+
+/// Where a Plasma allocation lives, with what the Plasma front-end needs to map it.
+pub(crate) struct PlasmaPlace {
+    pub alloc: Alloc,
+    pub seg_size: u64,
+}
+
+/// A sealed native object as the Plasma front-end sees it.
+pub(crate) struct PlasmaForeign {
+    pub place: PlasmaPlace,
+    pub data_len: u64,
+    pub meta_len: u64,
+}
+
+/// Why a Plasma allocation failed.
+pub(crate) enum PlasmaAllocError {
+    Exists,
+    NoSpace,
+}
+
+/// Called (under the store lock) when a native client seals an object whose key could be a
+/// Plasma id; must not block or take the store lock.
+pub(crate) type SealHook = Box<dyn Fn(Key) + Send>;
 
 /// An object whose slot is retired but whose memory may still be pinned.
 struct Retired {
@@ -102,6 +133,7 @@ pub(crate) struct Store {
     policy: Box<dyn EvictionPolicy>,
     live_bytes: u64,
     pub(crate) counters: Counters,
+    seal_hook: Option<SealHook>,
 }
 
 impl Store {
@@ -137,6 +169,7 @@ impl Store {
             policy,
             live_bytes: 0,
             counters: Counters::default(),
+            seal_hook: None,
         }
     }
 
@@ -277,6 +310,8 @@ impl Store {
                 meta_len,
                 flags,
                 state: State::Created { owner },
+                plasma_owned: false,
+                plasma_held: false,
             },
         );
         Ok(id)
@@ -331,6 +366,7 @@ impl Store {
     }
 
     fn publish(&mut self, id: u64) -> Result<()> {
+        let plasma_owned = self.objects[&id].plasma_owned;
         let (key, entry, size) = {
             let o = &self.objects[&id];
             (
@@ -355,6 +391,13 @@ impl Store {
                 Ok(slot) => break slot,
                 Err(InsertError::Full) => {
                     if !self.evict_one()? {
+                        if plasma_owned {
+                            // The Plasma front-end still owns the memory and frees it itself.
+                            return Err(Error::IndexFull(format!(
+                                "the index holds {} objects and none can be evicted",
+                                self.index.live()
+                            )));
+                        }
                         // Undo: the object cannot be published.
                         let o = self.objects.remove(&id).expect("object exists");
                         self.keys.remove(&key);
@@ -373,7 +416,14 @@ impl Store {
         self.live_bytes += size;
         self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
         self.header.set(hdr::LIVE_BYTES, self.live_bytes);
-        self.policy.on_insert(id, size);
+        if !plasma_owned {
+            self.policy.on_insert(id, size);
+            if key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN {
+                if let Some(h) = &self.seal_hook {
+                    h(key);
+                }
+            }
+        }
         self.counters.puts += 1;
         if let Some(ws) = self.waiters.remove(&key) {
             for w in ws {
@@ -476,7 +526,18 @@ impl Store {
             .keys
             .get(&key)
             .ok_or_else(|| Error::NotFound(format!("{key} is not stored")))?;
-        match self.objects[&id].state {
+        let o = &self.objects[&id];
+        if o.plasma_owned || o.plasma_held {
+            return Err(Error::PermissionDenied(format!(
+                "{key} is {} the Plasma store; delete it through a Plasma client",
+                if o.plasma_owned {
+                    "owned by"
+                } else {
+                    "held by a client of"
+                }
+            )));
+        }
+        match o.state {
             State::Sealed { .. } => {}
             State::Created { owner } if owner == client => return self.abort(client, key),
             State::Created { .. } => {
@@ -553,6 +614,8 @@ impl Store {
             &mut |id| match objects.get(&id) {
                 Some(Object {
                     state: State::Sealed { slot },
+                    plasma_owned: false,
+                    plasma_held: false,
                     ..
                 }) => !pinned.contains(&pins::pin_word(*slot, index.seq(*slot))),
                 _ => false,
@@ -596,6 +659,176 @@ impl Store {
     pub(crate) fn maintain(&mut self) {
         self.harvest_hits();
         self.reclaim();
+    }
+
+    // ----- the Plasma front-end ------------------------------------------------------------
+
+    /// Installs the hook told about native seals of 20-byte keys.
+    pub(crate) fn set_seal_hook(&mut self, hook: SealHook) {
+        self.seal_hook = Some(hook);
+    }
+
+    /// Allocates `len` bytes for a Plasma object `key` and reserves the key (native creates of
+    /// it now fail with AlreadyExists). Native objects are evicted by the native policy to make
+    /// room; Plasma objects never are (the Plasma state machine evicts its own). With
+    /// `overflow`, a segment is created beyond the memory limit rather than failing: the Plasma
+    /// accounting has already allowed the object.
+    pub(crate) fn plasma_alloc(
+        &mut self,
+        key: Key,
+        len: u64,
+        overflow: bool,
+    ) -> std::result::Result<PlasmaPlace, PlasmaAllocError> {
+        if self.keys.contains_key(&key) {
+            return Err(PlasmaAllocError::Exists);
+        }
+        let alloc = if overflow {
+            self.reclaim();
+            match self.memory.alloc(len) {
+                Ok(a) => a,
+                Err(_) => self
+                    .memory
+                    .alloc_overflow(len)
+                    .map_err(|_| PlasmaAllocError::NoSpace)?,
+            }
+        } else {
+            self.allocate(len).map_err(|_| PlasmaAllocError::NoSpace)?
+        };
+        let mut id = key.hash() & !(1 << 63);
+        if id == 0 || self.objects.contains_key(&id) {
+            id = (1 << 63) | self.next_object;
+            self.next_object += 1;
+        }
+        self.keys.insert(key, id);
+        self.objects.insert(
+            id,
+            Object {
+                key,
+                alloc,
+                data_len: len,
+                meta_len: 0,
+                flags: 0,
+                state: State::Created {
+                    owner: PLASMA_OWNER,
+                },
+                plasma_owned: true,
+                plasma_held: false,
+            },
+        );
+        let seg_size = self.memory.seg_size(alloc.seg).unwrap_or(0);
+        Ok(PlasmaPlace { alloc, seg_size })
+    }
+
+    /// A Plasma object was sealed: publish it in the index (data and metadata lengths as
+    /// Plasma reports them), so native clients can read it zero-copy.
+    pub(crate) fn plasma_publish(&mut self, key: Key, data_len: u64, meta_len: u64) -> Result<()> {
+        let Some(&id) = self.keys.get(&key) else {
+            return Err(Error::NotFound(format!("{key} is not being created")));
+        };
+        let o = self.objects.get_mut(&id).expect("keys and objects agree");
+        if !o.plasma_owned || !matches!(o.state, State::Created { .. }) {
+            return Err(Error::AlreadyExists(format!("{key} is already sealed")));
+        }
+        if data_len.checked_add(meta_len) == Some(o.alloc.len) {
+            o.data_len = data_len;
+            o.meta_len = meta_len;
+        }
+        self.publish(id)
+    }
+
+    /// The Plasma state machine dropped `key` (aborted, deleted or evicted): an unsealed object
+    /// is freed at once; a sealed one is retired from the index and its memory reused only once
+    /// no native reader pins it.
+    pub(crate) fn plasma_free(&mut self, key: Key) {
+        let Some(&id) = self.keys.get(&key) else {
+            return;
+        };
+        let o = &self.objects[&id];
+        if !o.plasma_owned {
+            return;
+        }
+        match o.state {
+            State::Created { .. } => {
+                let o = self.objects.remove(&id).expect("object exists");
+                self.keys.remove(&key);
+                self.memory.free(o.alloc);
+            }
+            State::Sealed { .. } => {
+                self.retire(id);
+                self.counters.deletes += 1;
+                self.reclaim();
+            }
+        }
+    }
+
+    /// A sealed native object under `key` (never a Plasma-owned one), optionally marking it held
+    /// by the Plasma front-end (`Some(true)`) or releasing that mark (`Some(false)`).
+    pub(crate) fn plasma_foreign(
+        &mut self,
+        key: &Key,
+        hold: Option<bool>,
+    ) -> Option<PlasmaForeign> {
+        let id = *self.keys.get(key)?;
+        let o = self.objects.get_mut(&id)?;
+        if o.plasma_owned || !matches!(o.state, State::Sealed { .. }) {
+            return None;
+        }
+        if let Some(h) = hold {
+            o.plasma_held = h;
+        }
+        let (alloc, data_len, meta_len) = (o.alloc, o.data_len, o.meta_len);
+        Some(PlasmaForeign {
+            place: PlasmaPlace {
+                alloc,
+                seg_size: self.memory.seg_size(alloc.seg).unwrap_or(0),
+            },
+            data_len,
+            meta_len,
+        })
+    }
+
+    /// Deletes a native object for a Plasma client (not while Plasma clients hold it).
+    pub(crate) fn plasma_delete_foreign(&mut self, key: &Key) -> bool {
+        let Some(&id) = self.keys.get(key) else {
+            return false;
+        };
+        match self.objects.get(&id) {
+            Some(o)
+                if !o.plasma_owned && !o.plasma_held && matches!(o.state, State::Sealed { .. }) => {
+            }
+            _ => return false,
+        }
+        self.retire(id);
+        self.policy.on_remove(id);
+        self.counters.deletes += 1;
+        self.reclaim();
+        true
+    }
+
+    /// Sealed native objects whose keys are 20 bytes long: `(key, data_len, meta_len)`.
+    pub(crate) fn plasma_list_foreign(&self) -> Vec<(Key, u64, u64)> {
+        self.objects
+            .values()
+            .filter(|o| {
+                !o.plasma_owned
+                    && matches!(o.state, State::Sealed { .. })
+                    && o.key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN
+            })
+            .map(|o| (o.key, o.data_len, o.meta_len))
+            .collect()
+    }
+
+    /// A segment's descriptor (duplicated), mapping base and size, for the Plasma front-end.
+    pub(crate) fn plasma_segment(
+        &self,
+        seg: u64,
+    ) -> Option<(rustix::fd::OwnedFd, std::ptr::NonNull<u8>, u64)> {
+        self.memory.segment_handle(seg)
+    }
+
+    /// Ids of the segments that exist now.
+    pub(crate) fn segment_ids(&self) -> Vec<u64> {
+        self.memory.segment_ids()
     }
 
     // ----- queries -------------------------------------------------------------------------
