@@ -686,3 +686,29 @@ fn many_threads_and_tasks_share_one_client() {
     }
     assert_eq!(stat(&c, "hot.objects"), 6 * 200 + 4 * 200);
 }
+
+#[test]
+fn sigterm_as_soon_as_the_socket_exists_exits_zero() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let mut child = std::process::Command::new(daemon_bin())
+            .args(["--store", &unique_store(), "--socket"])
+            .arg(&sock)
+            .args([
+                "-m",
+                "16M",
+                "--arena-size",
+                "4M",
+                "--index-capacity",
+                "1024",
+            ])
+            .env("CIDCACHE_LOG", "warn")
+            .spawn()
+            .unwrap();
+        assert!(eventually(Duration::from_secs(10), || sock.exists()));
+        signal(child.id() as i32, libc_sigterm());
+        let st = wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
+        assert_eq!(st.code(), Some(0), "{st:?}");
+    }
+}

@@ -39,6 +39,10 @@ pub struct Coordinator {
     _ctl: Mapping,
     listener: std::os::unix::net::UnixListener,
     plasma: Option<PlasmaFrontEnd>,
+    // Created before the socket is bound, so that a client able to connect can also stop the
+    // daemon cleanly with SIGTERM (exit status 0), however early it sends it.
+    runtime: Option<tokio::runtime::Runtime>,
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 /// Binds the Plasma socket and starts the Plasma thread; returns it with its stop pipe.
@@ -254,6 +258,22 @@ impl Coordinator {
         // Published last: a client that sees the magic sees a complete header.
         header.set(hdr::MAGIC, layout::MAGIC);
 
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("cidcached")
+            .build()
+            .map_err(|e| Error::io("cannot start the async runtime", e))?;
+        let signals = {
+            use tokio::signal::unix::{signal, SignalKind};
+            let _in_runtime = runtime.enter();
+            let term = signal(SignalKind::terminate())
+                .map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
+            let int = signal(SignalKind::interrupt())
+                .map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
+            (term, int)
+        };
+
         // We hold the lock, so any socket file at the path is stale.
         let _ = std::fs::remove_file(&cfg.socket);
         let listener = std::os::unix::net::UnixListener::bind(&cfg.socket).map_err(|e| {
@@ -271,6 +291,8 @@ impl Coordinator {
             _ctl: ctl,
             listener,
             plasma: None,
+            runtime: Some(runtime),
+            signals: Some(signals),
         })
     }
 
@@ -324,12 +346,14 @@ impl Coordinator {
     /// Serves until SIGTERM or SIGINT, then cleans up. Returns when the store is gone.
     pub fn run(mut self) -> Result<()> {
         let plasma_front = self.plasma.take();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("cidcached")
-            .build()
-            .map_err(|e| Error::io("cannot start the async runtime", e))?;
+        let rt = self
+            .runtime
+            .take()
+            .ok_or_else(|| Error::Internal("coordinator run twice".into()))?;
+        let (mut term, mut int) = self
+            .signals
+            .take()
+            .ok_or_else(|| Error::Internal("coordinator run twice".into()))?;
         let store = self.store.clone();
         let listener = self
             .listener
@@ -344,10 +368,6 @@ impl Coordinator {
                 .map_err(|e| Error::io("set_nonblocking", e))?;
             let listener = tokio::net::UnixListener::from_std(listener)
                 .map_err(|e| Error::io("cannot register the listener", e))?;
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| Error::io("cannot install the SIGTERM handler", e))?;
-            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .map_err(|e| Error::io("cannot install the SIGINT handler", e))?;
             let plasma = match plasma_front {
                 Some(p) => Some(start_plasma(p)?),
                 None => None,
