@@ -19,6 +19,11 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+if [ -x tests/python/plasma/run.sh ]; then
+  step "Plasma compatibility: unmodified pyarrow 11 against cidcached plasma (creates the venv that the Rust tests compare against too)"
+  tests/python/plasma/run.sh
+fi
+
 step "Rust unit, integration and multi-process tests"
 cargo test --workspace
 
@@ -29,11 +34,6 @@ RUSTFLAGS="--cfg cidcache_loom" CARGO_TARGET_DIR=target/loom \
 if [ -x tests/run-ffi-tests.sh ]; then
   step "C ABI: header check, C (dynamic, static, valgrind), C++, Go, Python"
   tests/run-ffi-tests.sh
-fi
-
-if [ -x tests/python/plasma/run.sh ]; then
-  step "Plasma compatibility: unmodified pyarrow 11 against cidcached plasma"
-  tests/python/plasma/run.sh
 fi
 
 step "benchmark harness smoke run (debug build, short)"
