@@ -199,15 +199,24 @@ impl Conn {
             if self.dead.load(Ordering::SeqCst) {
                 return;
             }
-            let mut rd = lock(&self.reader);
-            while !lock(&self.pending).is_empty() {
-                match Self::read_one(&mut rd) {
-                    Ok((id, r)) => self.dispatch(id, r),
-                    Err(_) => {
-                        drop(rd);
-                        self.fail_all();
-                        return;
+            loop {
+                {
+                    let mut rd = lock(&self.reader);
+                    while !lock(&self.pending).is_empty() {
+                        match Self::read_one(&mut rd) {
+                            Ok((id, r)) => self.dispatch(id, r),
+                            Err(_) => {
+                                drop(rd);
+                                self.fail_all();
+                                return;
+                            }
+                        }
                     }
+                }
+                // An async caller that registered while we still held the reader saw it
+                // locked and counted on us: look again now that it is released.
+                if lock(&self.pending).is_empty() || self.dead.load(Ordering::SeqCst) {
+                    break;
                 }
             }
         }
@@ -321,6 +330,7 @@ struct Inner {
     lease: Lease<'static>,
     segs: Box<[SegCache]>,
     pin_hint: AtomicUsize,
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
     _ctl: Mapping,
     _lease: Mapping,
 }
@@ -333,6 +343,10 @@ impl Drop for Inner {
         }
         self.conn.dead.store(true, Ordering::SeqCst);
         self.conn.wake_background();
+        // Joined so that no thread of ours outlives the last handle (leak checkers, fork).
+        if let Some(t) = lock(&self.background).take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -536,13 +550,28 @@ impl Client {
             dead: AtomicBool::new(false),
             background: (Mutex::new(false), std::sync::Condvar::new()),
         });
-        {
+        let background = {
             let c = conn.clone();
             std::thread::Builder::new()
                 .name("cidcache-client".into())
                 .spawn(move || c.background_loop())
-                .map_err(|e| Error::io("cannot start the client reader thread", e))?;
+                .map_err(|e| Error::io("cannot start the client reader thread", e))?
+        };
+        // Until Inner owns it, a failed connect must still stop the thread.
+        struct StopOnError(Option<(Arc<Conn>, std::thread::JoinHandle<()>)>);
+        impl Drop for StopOnError {
+            fn drop(&mut self) {
+                if let Some((c, t)) = self.0.take() {
+                    if let Ok(s) = c.writer.lock() {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                    c.dead.store(true, Ordering::SeqCst);
+                    c.wake_background();
+                    let _ = t.join();
+                }
+            }
         }
+        let mut guard = StopOnError(Some((conn.clone(), background)));
         let hello = conn.call(&Request::Hello {
             version: proto::VERSION,
             pid: std::process::id(),
@@ -653,6 +682,7 @@ impl Client {
                 lease,
                 segs,
                 pin_hint: AtomicUsize::new(0),
+                background: Mutex::new(guard.0.take().map(|(_, t)| t)),
                 _ctl: ctl,
                 _lease: lease_map,
             }),

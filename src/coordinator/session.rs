@@ -23,7 +23,9 @@ fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
 
 /// Serves one connection until it closes.
 pub(crate) async fn serve(store: Shared, stream: UnixStream) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Buffered: a header and a small body usually arrive in one read instead of two.
+    let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
