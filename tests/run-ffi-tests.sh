@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Builds the C ABI (debug), checks the generated header, and runs the C (dynamic, static,
+# valgrind), C++, Go and Python clients' tests, each against a cidcached it starts itself.
+# Exits non-zero when anything fails; the last line is "ffi: N passed, N failed" (suites).
+#
+# Needs: Rust (cargo), gcc/g++, Go >= 1.24, Python 3 with venv, valgrind; network access to
+# crates.io (cbindgen, installed on first use), the Go module proxy and PyPI (first run only).
+# Environment:
+#   CARGO_TARGET_DIR     target directory (default: <repo>/target)
+#   CIDCACHE_SKIP_VALGRIND=1, CIDCACHE_SKIP_PYTHON=1, CIDCACHE_SKIP_GO=1   skip a suite
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+target="${CARGO_TARGET_DIR:-$root/target}"
+export CARGO_TARGET_DIR="$target"
+libdir="$target/debug"
+out="$target/ffi-tests"
+mkdir -p "$out"
+
+passed=0
+failed=0
+failures=()
+daemon_pid=""
+daemon_dir=""
+
+log() { printf '\n=== %s\n' "$*"; }
+
+record() { # name status
+    if [ "$2" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "--- ok: $1"
+    else
+        failed=$((failed + 1))
+        failures+=("$1")
+        echo "--- FAILED: $1 (exit $2)"
+    fi
+}
+
+stop_daemon() {
+    if [ -n "$daemon_pid" ]; then
+        kill -TERM "$daemon_pid" 2>/dev/null
+        for _ in $(seq 1 100); do
+            kill -0 "$daemon_pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -KILL "$daemon_pid" 2>/dev/null
+        wait "$daemon_pid" 2>/dev/null
+        daemon_pid=""
+    fi
+    if [ -n "$daemon_dir" ]; then
+        rm -rf "$daemon_dir"
+        daemon_dir=""
+    fi
+}
+trap stop_daemon EXIT
+
+start_daemon() { # suite-name
+    stop_daemon
+    daemon_dir="$(mktemp -d "${TMPDIR:-/tmp}/cidcache-ffi-$1.XXXXXX")"
+    export CIDCACHE_STORE="ffi_$1_$$"
+    export CIDCACHE_SOCKET="$daemon_dir/s.sock"
+    CIDCACHE_LOG=warn "$libdir/cidcached" --store "$CIDCACHE_STORE" --socket "$CIDCACHE_SOCKET" \
+        --data-dir "$daemon_dir/data" -m 64M --arena-size 16M --index-capacity 4096 \
+        </dev/null >"$daemon_dir/daemon.log" 2>&1 &
+    daemon_pid=$!
+    for _ in $(seq 1 200); do
+        [ -S "$CIDCACHE_SOCKET" ] && return 0
+        if ! kill -0 "$daemon_pid" 2>/dev/null; then break; fi
+        sleep 0.05
+    done
+    echo "cidcached did not start:" >&2
+    cat "$daemon_dir/daemon.log" >&2
+    return 1
+}
+
+run_suite() { # name command...
+    local name="$1"
+    shift
+    log "$name"
+    if start_daemon "${name//[^a-z0-9]/_}"; then
+        "$@"
+        record "$name" $?
+    else
+        record "$name (daemon)" 1
+    fi
+    stop_daemon
+}
+
+# ---- build ---------------------------------------------------------------------------------
+log "cargo build -p cidcache-ffi -p cidcache (debug)"
+if ! cargo build -p cidcache-ffi -p cidcache; then
+    record "cargo build" 1
+    echo "ffi: $passed passed, $failed failed"
+    exit 1
+fi
+record "cargo build" 0
+
+log "cargo test -p cidcache-ffi (unit tests)"
+cargo test -p cidcache-ffi --lib
+record "rust unit tests" $?
+
+log "header check"
+CIDCACHE_INSTALL_CBINDGEN="${CIDCACHE_INSTALL_CBINDGEN:-1}" ffi/check-header.sh
+record "header check" $?
+
+# ---- C ---------------------------------------------------------------------------------------
+cflags=(-std=c11 -Wall -Wextra -Werror -g -O1 -I"$root/include")
+# Native libraries a Rust staticlib needs (rustc --print native-static-libs).
+static_libs=(-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
+
+log "C build (dynamic and static)"
+c_build=0
+gcc "${cflags[@]}" tests/c/test_ffi.c -o "$out/test_c_dynamic" \
+    -L"$libdir" -Wl,-rpath,"$libdir" -lcidcache -lpthread || c_build=1
+gcc "${cflags[@]}" tests/c/test_ffi.c -o "$out/test_c_static" \
+    "$libdir/libcidcache.a" "${static_libs[@]}" || c_build=1
+if ldd "$out/test_c_static" 2>/dev/null | grep -q libcidcache; then
+    echo "the static test binary links libcidcache dynamically" >&2
+    c_build=1
+fi
+record "C build" $c_build
+
+if [ $c_build -eq 0 ]; then
+    run_suite "c-dynamic" "$out/test_c_dynamic"
+    run_suite "c-static" "$out/test_c_static"
+    if [ "${CIDCACHE_SKIP_VALGRIND:-0}" != 1 ]; then
+        run_suite "c-valgrind" valgrind -q --error-exitcode=3 \
+            --suppressions="$root/tests/c/valgrind.supp" --leak-check=full \
+            --show-leak-kinds=definite,indirect,possible \
+            --errors-for-leak-kinds=definite,indirect,possible --num-callers=40 \
+            "$out/test_c_dynamic"
+    fi
+fi
+
+# ---- C++ -------------------------------------------------------------------------------------
+log "C++ build"
+if g++ -std=c++17 -Wall -Wextra -Werror -g -O1 -I"$root/include" tests/cpp/test_ffi.cpp \
+    -o "$out/test_cpp" -L"$libdir" -Wl,-rpath,"$libdir" -lcidcache -lpthread; then
+    record "C++ build" 0
+    run_suite "cpp" "$out/test_cpp"
+else
+    record "C++ build" 1
+fi
+
+# ---- Go --------------------------------------------------------------------------------------
+if [ "${CIDCACHE_SKIP_GO:-0}" != 1 ]; then
+    export CGO_ENABLED=1
+    export CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir"
+    export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+    log "go vet"
+    (cd ffi/go && go vet ./...)
+    record "go vet" $?
+    run_suite "go" bash -c "cd '$root/ffi/go' && go test -count=1 ./..."
+fi
+
+# ---- Python ------------------------------------------------------------------------------------
+if [ "${CIDCACHE_SKIP_PYTHON:-0}" != 1 ]; then
+    venv="$target/ffi-venv"
+    log "python venv ($venv)"
+    venv_ok=0
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pyarrow, pytest' 2>/dev/null; then
+        python3 -m venv "$venv" && "$venv/bin/pip" install -q --disable-pip-version-check pyarrow pytest || venv_ok=1
+    fi
+    record "python venv" $venv_ok
+    if [ $venv_ok -eq 0 ]; then
+        export CIDCACHE_LIB="$libdir/libcidcache.so"
+        run_suite "python" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/python/test_ffi.py
+    fi
+fi
+
+echo
+if [ $failed -ne 0 ]; then
+    echo "failed: ${failures[*]}"
+fi
+echo "ffi: $passed passed, $failed failed"
+[ $failed -eq 0 ]
