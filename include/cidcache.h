@@ -205,6 +205,10 @@ typedef enum cidcache_status {
      * An invariant broke inside cidcache (or a panic was caught at the ABI); please report it.
      */
     CIDCACHE_INTERNAL = 18,
+    /**
+     * A file of a lower tier (Parquet or Arrow IPC) is truncated or corrupt; it was quarantined.
+     */
+    CIDCACHE_CORRUPT = 19,
 } cidcache_status;
 
 /**

@@ -619,8 +619,8 @@ impl Client {
         let fits = |off: u64, bytes: u64| off.checked_add(bytes).is_some_and(|e| e <= ctl_len);
         if !cap.is_power_of_two()
             || !seg_len.is_power_of_two()
-            || idx_off % 64 != 0
-            || seg_off % 8 != 0
+            || !idx_off.is_multiple_of(64)
+            || !seg_off.is_multiple_of(8)
             || !fits(idx_off, cap.saturating_mul(crate::index::SLOT_BYTES as u64))
             || !fits(
                 seg_off,

@@ -4,6 +4,8 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
+pub use crate::tier::warm::WarmCompression;
+
 /// Default store name.
 pub const DEFAULT_STORE: &str = "default";
 
@@ -85,6 +87,17 @@ pub struct Config {
     pub policy: String,
     /// File mode of sockets and segments (0o600; 0o660 for a group store).
     pub mode: u32,
+    /// Whether objects evicted from shared memory are demoted to the Parquet warm tier in
+    /// `data_dir/warm` (ephemeral objects never are).
+    pub warm: bool,
+    /// Warm-tier capacity in bytes of files; `None` = a quarter of the free space of the
+    /// filesystem holding `data_dir`, checked at start.
+    pub warm_capacity: Option<u64>,
+    /// Compression of warm-tier files.
+    pub warm_compression: WarmCompression,
+    /// On a clean shutdown, demote every hot object to the warm tier so that it survives the
+    /// restart.
+    pub persist_on_exit: bool,
 }
 
 impl Config {
@@ -103,6 +116,10 @@ impl Config {
             inline_max: 64 << 10,
             policy: "s3fifo".into(),
             mode: 0o600,
+            warm: true,
+            warm_capacity: None,
+            warm_compression: WarmCompression::Zstd,
+            persist_on_exit: true,
         }
     }
 }

@@ -50,6 +50,9 @@ pub enum Code {
     Arrow = 17,
     /// An invariant broke inside cidcache; please report it.
     Internal = 18,
+    /// A file of a lower tier (Parquet or Arrow IPC) is truncated or corrupt. The file was moved
+    /// to the tier's `quarantine/` directory; the rest of the store keeps serving.
+    Corrupt = 19,
 }
 
 impl Code {
@@ -76,6 +79,8 @@ impl Code {
             15 => CidMismatch,
             16 => AlreadyRunning,
             17 => Arrow,
+            18 => Internal,
+            19 => Corrupt,
             _ => Internal,
         }
     }
@@ -144,6 +149,9 @@ pub enum Error {
     /// See [`Code::Internal`].
     #[error("internal error: {0}")]
     Internal(String),
+    /// See [`Code::Corrupt`].
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
 }
 
 /// Result alias used throughout the crate.
@@ -170,6 +178,7 @@ impl Error {
             Error::CidMismatch(_) => Code::CidMismatch,
             Error::AlreadyRunning(_) => Code::AlreadyRunning,
             Error::Arrow(_) => Code::Arrow,
+            Error::Corrupt(_) => Code::Corrupt,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -198,6 +207,7 @@ impl Error {
             Code::CidMismatch => Error::CidMismatch(msg),
             Code::AlreadyRunning => Error::AlreadyRunning(msg),
             Code::Arrow => Error::Arrow(msg),
+            Code::Corrupt => Error::Corrupt(msg),
         }
     }
 
@@ -221,6 +231,7 @@ impl Error {
             | Error::CidMismatch(m)
             | Error::AlreadyRunning(m)
             | Error::Arrow(m)
+            | Error::Corrupt(m)
             | Error::Internal(m) => m.clone(),
         }
     }

@@ -27,6 +27,10 @@ pub mod proto;
 pub mod shm;
 pub mod sketch;
 pub(crate) mod sync;
+pub(crate) mod tier;
+
+#[doc(hidden)]
+pub use tier::warm::bench as __warm_bench;
 
 pub use client::{Client, ConnectOptions, ObjectRef, PutOptions, WriteObject};
 pub use error::{Code, Error, Result};

@@ -62,6 +62,7 @@ const (
 	StatusAlreadyRunning   Status = C.CIDCACHE_ALREADY_RUNNING
 	StatusArrow            Status = C.CIDCACHE_ARROW
 	StatusInternal         Status = C.CIDCACHE_INTERNAL
+	StatusCorrupt          Status = C.CIDCACHE_CORRUPT
 )
 
 // String is the C name of the status, e.g. "CIDCACHE_NOT_FOUND".

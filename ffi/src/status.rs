@@ -48,6 +48,8 @@ pub enum cidcache_status {
     CIDCACHE_ARROW = 17,
     /// An invariant broke inside cidcache (or a panic was caught at the ABI); please report it.
     CIDCACHE_INTERNAL = 18,
+    /// A file of a lower tier (Parquet or Arrow IPC) is truncated or corrupt; it was quarantined.
+    CIDCACHE_CORRUPT = 19,
 }
 
 impl From<Code> for cidcache_status {
@@ -74,6 +76,7 @@ impl From<Code> for cidcache_status {
             Code::AlreadyRunning => CIDCACHE_ALREADY_RUNNING,
             Code::Arrow => CIDCACHE_ARROW,
             Code::Internal => CIDCACHE_INTERNAL,
+            Code::Corrupt => CIDCACHE_CORRUPT,
         }
     }
 }
@@ -196,6 +199,7 @@ pub extern "C" fn cidcache_status_name(status: i32) -> *const c_char {
         16 => b"CIDCACHE_ALREADY_RUNNING\0",
         17 => b"CIDCACHE_ARROW\0",
         18 => b"CIDCACHE_INTERNAL\0",
+        19 => b"CIDCACHE_CORRUPT\0",
         _ => b"CIDCACHE_UNKNOWN\0",
     };
     s.as_ptr() as *const c_char
@@ -217,7 +221,7 @@ mod tests {
 
     #[test]
     fn statuses_equal_codes() {
-        for v in 0u16..=18 {
+        for v in 0u16..=19 {
             let code = Code::from_u16(v);
             assert_eq!(code as u16, v);
             assert_eq!(cidcache_status::from(code) as i32, v as i32);

@@ -49,6 +49,19 @@ struct Args {
     /// Let members of the daemon's group connect (mode 0660 instead of 0600).
     #[arg(long)]
     group: bool,
+    /// Drop evicted objects instead of demoting them to the Parquet warm tier.
+    #[arg(long)]
+    no_warm: bool,
+    /// Warm-tier capacity (bytes of Parquet files, e.g. 20G); default: a quarter of the free
+    /// space of the data directory's filesystem.
+    #[arg(long, value_parser = parse_bytes)]
+    warm_capacity: Option<u64>,
+    /// Compression of warm-tier files: zstd, lz4 or none.
+    #[arg(long, default_value = "zstd")]
+    warm_compression: cidcache::config::WarmCompression,
+    /// On SIGTERM/SIGINT, drop the hot tier instead of demoting it to the warm tier.
+    #[arg(long)]
+    no_persist_on_exit: bool,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -126,6 +139,10 @@ fn config(a: &Args, store: &str) -> Config {
     if a.group {
         cfg.mode = 0o660;
     }
+    cfg.warm = !a.no_warm;
+    cfg.warm_capacity = a.warm_capacity;
+    cfg.warm_compression = a.warm_compression;
+    cfg.persist_on_exit = !a.no_persist_on_exit;
     cfg
 }
 
@@ -204,6 +221,9 @@ fn run_plasma(a: Args, p: PlasmaArgs) -> ExitCode {
         cfg.socket = s.clone();
     }
     cfg.shm_dir = p.dir.clone();
+    // Plasma's own eviction (and its -e external store) decides the life of Plasma objects;
+    // the native warm tier is used in plasma mode only when asked for with --data-dir.
+    cfg.warm = a.data_dir.is_some() && !a.no_warm;
     let (arena, limit) = plasma_sizing(p.memory);
     cfg.memory_limit = Some(limit);
     cfg.arena_size = arena;

@@ -104,6 +104,42 @@ fn take_lock(path: &Path) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Opens the store's warm tier in `data_dir/warm`, sized to a quarter of the free space of its
+/// filesystem unless configured, and reports what recovery found.
+fn open_warm(cfg: &Config) -> Result<crate::tier::warm::Warm> {
+    let dir = cfg.data_dir.join("warm");
+    ensure_private_dir(&cfg.data_dir)?;
+    let capacity = match cfg.warm_capacity {
+        Some(c) => c,
+        None => {
+            let v = rustix::fs::statvfs(&cfg.data_dir)
+                .map_err(|e| Error::io(format!("cannot stat {}", cfg.data_dir.display()), e))?;
+            v.f_bavail.saturating_mul(v.f_frsize) / 4
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (w, rec) = crate::tier::warm::Warm::open(crate::tier::warm::WarmConfig {
+        dir: dir.clone(),
+        capacity,
+        compression: cfg.warm_compression,
+        queue_bytes: (256 << 20).min(capacity.max(64 << 20)),
+        threads,
+    })?;
+    tracing::info!(
+        "warm tier {}: {} objects in {} files (capacity {}){}",
+        dir.display(),
+        rec.objects,
+        rec.files,
+        human_bytes(capacity),
+        if rec.quarantined.is_empty() {
+            String::new()
+        } else {
+            format!("; {} unreadable file(s) quarantined", rec.quarantined.len())
+        }
+    );
+    Ok(w)
+}
+
 fn boot_id() -> u64 {
     let mut b = [0u8; 8];
     if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
@@ -245,7 +281,7 @@ impl Coordinator {
                 expected_objects: geometry.index_capacity,
             },
         );
-        let store = store::Store::new(
+        let mut store = store::Store::new(
             cfg.store.clone(),
             cfg.shm_dir.clone(),
             boot,
@@ -255,6 +291,16 @@ impl Coordinator {
             memory,
             policy,
         );
+        if cfg.warm {
+            match open_warm(&cfg) {
+                Ok(w) => store.set_warm(w),
+                Err(e) => {
+                    drop(store);
+                    shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+                    return Err(e);
+                }
+            }
+        }
         // Published last: a client that sees the magic sees a complete header.
         header.set(hdr::MAGIC, layout::MAGIC);
 

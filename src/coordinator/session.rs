@@ -3,7 +3,7 @@
 //! The connection is the client's lease: when it closes for any reason (the process exited or
 //! died), the client's lease page and pins are dropped and its unsealed objects freed.
 
-use super::store::{Lookup, Store};
+use super::store::{Lookup, Promotion, Store};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::proto::{self, Header, HelloInfo, Request, Response, HEADER_LEN};
@@ -165,7 +165,7 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
         Request::Abort { key } => st.abort(client, key).map(|_| Response::Done),
         Request::Put(it) => st.put(client, &it).map(|_| Response::Done),
         Request::PutMany(items) => Ok(Response::Statuses(st.put_many(client, &items))),
-        Request::Contains { key } => Ok(Response::Bool(matches!(st.lookup(&key), Lookup::Present))),
+        Request::Contains { key } => Ok(Response::Bool(st.contains(&key))),
         Request::Delete { key } => st.delete(client, key).map(|_| Response::Done),
         Request::List { cursor, limit } => {
             let (entries, next) = st.list(cursor, limit);
@@ -207,18 +207,39 @@ fn reply(present: Vec<bool>, many: bool) -> Response {
     }
 }
 
-/// Answers at once when every key is present or the caller does not want to wait.
+/// Answers at once when every key is present, or when the caller does not want to wait and no
+/// missing key can be promoted from the warm tier.
 fn try_get(store: &Shared, keys: &[Key], timeout_ms: i64, many: bool) -> Option<Response> {
     let mut st = lock(store);
     let (present, missing) = statuses(&mut st, keys);
-    if missing == 0 || timeout_ms == 0 {
-        st.counters.misses += missing as u64;
+    for (k, p) in keys.iter().zip(&present) {
+        if !p {
+            st.count_miss(k);
+        }
+    }
+    let promotable = || keys.iter().zip(&present).any(|(k, p)| !p && st.in_warm(k));
+    if missing == 0 || (timeout_ms == 0 && !promotable()) {
         return Some(reply(present, many));
     }
     None
 }
 
-/// Waits until every key is sealed or the timeout passes (negative = forever).
+/// Loads a warm object on the blocking pool and publishes it; detached from the connection
+/// that asked, so other waiters of the key are served even if that one goes away.
+fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        let r = match tokio::task::spawn_blocking(move || src.load()).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Internal(format!("promotion task failed: {e}"))),
+        };
+        lock(&store).finish_promotion(key, r);
+    });
+}
+
+/// Waits until every key is sealed or the timeout passes (negative = forever). Keys held by the
+/// warm tier are promoted (one promotion per key however many wait for it) and waited for even
+/// past the timeout: they are coming.
 async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) -> Response {
     let deadline = (timeout_ms >= 0)
         .then(|| tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64));
@@ -231,13 +252,28 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
         }
     }
     let _unwait = Unwait(&store, &keys, &notify);
+    let mut tried: Vec<Key> = Vec::new();
     loop {
-        {
+        let promoting = {
             let mut st = lock(&store);
             let (present, missing) = statuses(&mut st, &keys);
+            let mut promoting = false;
+            for (k, p) in keys.iter().zip(&present) {
+                if *p {
+                    continue;
+                }
+                match st.promotion(k, !tried.contains(k)) {
+                    Promotion::No => {}
+                    Promotion::InProgress => promoting = true,
+                    Promotion::Start(src) => {
+                        tried.push(*k);
+                        promoting = true;
+                        spawn_promotion(&store, *k, src);
+                    }
+                }
+            }
             let expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
-            if missing == 0 || expired {
-                st.counters.misses += missing as u64;
+            if missing == 0 || (expired && !promoting) {
                 return reply(present, many);
             }
             // Registered under the same lock as the check: a seal cannot slip in between.
@@ -247,12 +283,13 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
                     st.wait_for(*k, &notify);
                 }
             }
-        }
+            promoting
+        };
         match deadline {
-            Some(d) => {
+            Some(d) if !promoting => {
                 let _ = tokio::time::timeout_at(d, notify.notified()).await;
             }
-            None => notify.notified().await,
+            _ => notify.notified().await,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::policy::EvictionPolicy;
 use crate::proto::{ListEntry, PutItem, Status, PUT_ARROW, PUT_EPHEMERAL, PUT_VERIFY_CID};
 use crate::shm::{self, human_bytes, Mapping};
 use crate::sync::AtomicU64;
+use crate::tier::warm::{Loaded, Source, Warm};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,10 +37,24 @@ struct Object {
     plasma_owned: bool,
     /// A native object that Plasma clients currently hold: not evictable or deletable natively.
     plasma_held: bool,
+    /// Promoted from the warm tier, which still holds the same bytes: evicting it writes nothing.
+    from_warm: bool,
 }
 
 /// Owner recorded for objects being created through the Plasma front-end.
 const PLASMA_OWNER: u64 = u64::MAX;
+/// Owner recorded for objects being promoted from the warm tier.
+const PROMOTER: u64 = u64::MAX - 1;
+
+/// What the warm tier can do for a key missing from shared memory.
+pub(crate) enum Promotion {
+    /// The warm tier does not hold it (or it may not be tried again).
+    No,
+    /// A promotion of it is under way; its end notifies the key's waiters.
+    InProgress,
+    /// Load it with this (outside the store lock), then call [`Store::finish_promotion`].
+    Start(Source),
+}
 
 /// Where a Plasma allocation lives, with what the Plasma front-end needs to map it.
 pub(crate) struct PlasmaPlace {
@@ -104,6 +119,15 @@ pub(crate) struct Counters {
     pub deferred_frees: u64,
     pub aborted: u64,
     pub store_full: u64,
+    /// Gets of keys missing from shared memory that the warm tier held.
+    pub warm_hits: u64,
+    /// Gets of keys that no tier held.
+    pub warm_misses: u64,
+}
+
+/// Hits per thousand lookups (0 when there were none).
+fn ratio(hits: u64, misses: u64) -> u64 {
+    (hits * 1000).checked_div(hits + misses).unwrap_or(0)
 }
 
 /// Outcome of a get on the coordinator.
@@ -134,6 +158,9 @@ pub(crate) struct Store {
     live_bytes: u64,
     pub(crate) counters: Counters,
     seal_hook: Option<SealHook>,
+    warm: Option<Warm>,
+    promoting: HashSet<Key>,
+    persist_on_exit: bool,
 }
 
 impl Store {
@@ -170,6 +197,9 @@ impl Store {
             live_bytes: 0,
             counters: Counters::default(),
             seal_hook: None,
+            warm: None,
+            promoting: HashSet::new(),
+            persist_on_exit: cfg.persist_on_exit,
         }
     }
 
@@ -312,6 +342,7 @@ impl Store {
                 state: State::Created { owner },
                 plasma_owned: false,
                 plasma_held: false,
+                from_warm: false,
             },
         );
         Ok(id)
@@ -417,6 +448,12 @@ impl Store {
         self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
         self.header.set(hdr::LIVE_BYTES, self.live_bytes);
         if !plasma_owned {
+            if let Some(w) = &self.warm {
+                if !self.objects[&id].from_warm {
+                    // A new object under a key the warm tier holds replaces it there too.
+                    w.invalidate(&key);
+                }
+            }
             self.policy.on_insert(id, size);
             if key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN {
                 if let Some(h) = &self.seal_hook {
@@ -503,6 +540,77 @@ impl Store {
         }
     }
 
+    /// Whether `key` is stored in any tier (never touches the disk).
+    pub(crate) fn contains(&mut self, key: &Key) -> bool {
+        matches!(self.lookup(key), Lookup::Present)
+            || self.warm.as_ref().is_some_and(|w| w.contains(key))
+    }
+
+    /// Counts a get that missed shared memory, as a warm hit or a miss of every tier.
+    pub(crate) fn count_miss(&mut self, key: &Key) {
+        self.counters.misses += 1;
+        if self.promoting.contains(key) || self.warm.as_ref().is_some_and(|w| w.contains(key)) {
+            self.counters.warm_hits += 1;
+        } else {
+            self.counters.warm_misses += 1;
+        }
+    }
+
+    /// Whether the warm tier holds `key` or is promoting it.
+    pub(crate) fn in_warm(&self, key: &Key) -> bool {
+        self.promoting.contains(key) || self.warm.as_ref().is_some_and(|w| w.contains(key))
+    }
+
+    /// Starts (or joins) the promotion of `key` from the warm tier. `may_start` is false for a
+    /// key this request already tried, so a failed promotion is not retried in a loop.
+    pub(crate) fn promotion(&mut self, key: &Key, may_start: bool) -> Promotion {
+        if self.promoting.contains(key) {
+            return Promotion::InProgress;
+        }
+        if !may_start || self.keys.contains_key(key) {
+            return Promotion::No;
+        }
+        match self.warm.as_ref().and_then(|w| w.source(key)) {
+            Some(src) => {
+                self.promoting.insert(*key);
+                Promotion::Start(src)
+            }
+            None => Promotion::No,
+        }
+    }
+
+    /// Publishes a promoted object (unless the key was stored meanwhile) and wakes the key's
+    /// waiters whatever happened.
+    pub(crate) fn finish_promotion(&mut self, key: Key, r: Result<Loaded>) {
+        self.promoting.remove(&key);
+        let r = r.and_then(|l| {
+            if self.keys.contains_key(&key) {
+                return Ok(());
+            }
+            let meta_len = (l.bytes.len() - l.data_len) as u64;
+            let flags = l.flags & !(PUT_VERIFY_CID | PUT_EPHEMERAL);
+            let id = self.new_object(key, l.data_len as u64, meta_len, flags, PROMOTER)?;
+            let o = self.objects.get_mut(&id).expect("just created");
+            o.from_warm = true;
+            let a = o.alloc;
+            self.memory.bytes_mut(a)[..l.bytes.len()].copy_from_slice(&l.bytes);
+            self.publish(id)
+        });
+        if let Err(e) = r {
+            tracing::warn!("cannot promote {key} from the warm tier: {e}");
+        }
+        if let Some(ws) = self.waiters.remove(&key) {
+            for w in ws {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// Attaches the warm tier: evictions demote into it, misses promote from it.
+    pub(crate) fn set_warm(&mut self, w: Warm) {
+        self.warm = Some(w);
+    }
+
     /// Registers `n` to be notified when `key` is sealed.
     pub(crate) fn wait_for(&mut self, key: Key, n: &Arc<Notify>) {
         self.waiters.entry(key).or_default().push(n.clone());
@@ -522,10 +630,15 @@ impl Store {
 
     /// Delete: retire the key now; its memory is reused once no pin remains.
     pub(crate) fn delete(&mut self, client: u64, key: Key) -> Result<()> {
-        let id = *self
-            .keys
-            .get(&key)
-            .ok_or_else(|| Error::NotFound(format!("{key} is not stored")))?;
+        let Some(&id) = self.keys.get(&key) else {
+            return match &self.warm {
+                Some(w) if w.delete(&key)? => {
+                    self.counters.deletes += 1;
+                    Ok(())
+                }
+                _ => Err(Error::NotFound(format!("{key} is not stored"))),
+            };
+        };
         let o = &self.objects[&id];
         if o.plasma_owned || o.plasma_held {
             return Err(Error::PermissionDenied(format!(
@@ -545,6 +658,9 @@ impl Store {
                     "{key} is still being written by another client"
                 )))
             }
+        }
+        if let Some(w) = &self.warm {
+            w.delete(&key)?;
         }
         self.retire(id);
         self.policy.on_remove(id);
@@ -630,14 +746,27 @@ impl Store {
                 continue;
             };
             let len = o.alloc.len;
-            // (The Parquet warm tier will demote here instead of dropping non-ephemeral objects.)
-            let _ephemeral = o.flags & PUT_EPHEMERAL != 0;
+            self.demote(id);
             self.retire(id);
             self.counters.evictions += 1;
             self.counters.evicted_bytes += len;
         }
         self.reclaim();
         Ok(true)
+    }
+
+    /// Hands a sealed object's bytes to the warm tier (unless it is ephemeral or the warm tier
+    /// already holds the same bytes).
+    fn demote(&self, id: u64) {
+        let (Some(w), Some(o)) = (&self.warm, self.objects.get(&id)) else {
+            return;
+        };
+        if o.flags & PUT_EPHEMERAL != 0 || o.from_warm || o.plasma_owned {
+            return;
+        }
+        let bytes = self.memory.bytes(o.alloc);
+        let (d, m) = (o.data_len as usize, o.meta_len as usize);
+        w.demote(o.key, &bytes[..d], &bytes[d..d + m], o.flags);
     }
 
     /// Feeds the clients' hit rings to the policy.
@@ -713,6 +842,7 @@ impl Store {
                 },
                 plasma_owned: true,
                 plasma_held: false,
+                from_warm: false,
             },
         );
         let seg_size = self.memory.seg_size(alloc.seg).unwrap_or(0);
@@ -890,6 +1020,10 @@ impl Store {
                     .checked_div(live)
                     .unwrap_or(0),
             ),
+            ("hot.hit_ratio_permille", ratio(c.hits, c.misses)),
+            ("warm.hits", c.warm_hits),
+            ("warm.misses", c.warm_misses),
+            ("warm.hit_ratio_permille", ratio(c.warm_hits, c.warm_misses)),
             ("clients", self.clients.len() as u64),
             (
                 "pins",
@@ -899,7 +1033,11 @@ impl Store {
                     .sum(),
             ),
         ];
-        v.into_iter().map(|(k, n)| (k.to_string(), n)).collect()
+        let warm = self.warm.as_ref().map(|w| w.stats()).unwrap_or_default();
+        v.into_iter()
+            .chain(warm)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect()
     }
 
     /// Name of the eviction policy.
@@ -910,6 +1048,22 @@ impl Store {
     /// Shutdown: tell clients through the header and remove every segment.
     pub(crate) fn shutdown(&mut self) {
         self.header.set(hdr::STATE, crate::layout::STATE_STOPPED);
+        if self.persist_on_exit && self.warm.is_some() {
+            let sealed: Vec<u64> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| matches!(o.state, State::Sealed { .. }))
+                .map(|(&id, _)| id)
+                .collect();
+            for id in sealed {
+                self.demote(id);
+            }
+        }
+        // Writes what is queued and stops the writer.
+        if let Some(w) = self.warm.take() {
+            tracing::info!("warm tier: writing queued objects to {}", w.dir().display());
+            drop(w);
+        }
         for c in self.clients.values() {
             shm::unlink_segment(&self.shm_dir, &c.lease_name);
         }

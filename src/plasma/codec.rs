@@ -1135,7 +1135,7 @@ impl<'a> Reader<'a> {
         }
         let vt = vt as usize;
         let vt_len = self.u16(vt)? as usize;
-        if vt_len < 4 || vt_len % 2 != 0 {
+        if vt_len < 4 || !vt_len.is_multiple_of(2) {
             return Err(CodecError::BadVtable(vt));
         }
         self.bytes(vt, vt_len)?;

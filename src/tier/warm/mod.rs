@@ -1,0 +1,833 @@
+//! The warm tier: objects evicted from shared memory, kept as Parquet files in the store's data
+//! directory (`DATA_DIR/warm/`), and promoted back into shared memory when a get misses.
+//!
+//! Guarantees:
+//! - **Durable before visible.** A demoted object is served from memory until its file is
+//!   written, `fsync`ed and renamed into place; only then is it recorded as being in a file. A
+//!   crash loses at most the objects still queued, never a file half-written.
+//! - **Recovery from the files alone.** At start every file is scanned (in parallel); the files
+//!   are the truth and a deletion is made durable in `tombstones.log` before it is answered. A
+//!   truncated or corrupt file is moved to `quarantine/` and reported; the rest loads.
+//! - **Untrusted input.** Files are decoded with every length checked, raw objects carry a
+//!   checksum, and a decoder panic is caught and turned into [`Error::Corrupt`].
+//! - **Bounded.** Capacity is enforced on file bytes; the oldest files go first (their objects
+//!   are dropped), and queued demotions are bounded in memory (the evicting call waits).
+//!
+//! Thread safety: [`Warm`] is `Send + Sync`; one background thread writes files, promotions read
+//! them from any thread. Layouts: [`raw`] for byte objects, [`table`] for Arrow objects.
+
+pub(crate) mod files;
+pub(crate) mod raw;
+pub(crate) mod table;
+
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::proto::PUT_ARROW;
+use files::{Dirs, Staged};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use raw::RawLoc;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Compression of warm-tier files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmCompression {
+    /// zstd level 1: the default, a good ratio at close to lz4 speed.
+    Zstd,
+    /// lz4 (raw): fastest to decode.
+    Lz4,
+    /// No compression.
+    None,
+}
+
+impl std::str::FromStr for WarmCompression {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "zstd" => Ok(WarmCompression::Zstd),
+            "lz4" => Ok(WarmCompression::Lz4),
+            "none" => Ok(WarmCompression::None),
+            _ => Err(format!(
+                "unknown warm-tier compression {s:?}; choose zstd, lz4 or none"
+            )),
+        }
+    }
+}
+
+/// Settings of a warm tier.
+#[derive(Debug, Clone)]
+pub(crate) struct WarmConfig {
+    /// Directory of the tier (created mode 0700).
+    pub dir: PathBuf,
+    /// Bytes of files kept; the oldest files are dropped above it.
+    pub capacity: u64,
+    pub compression: WarmCompression,
+    /// Bytes of demotions queued in memory before an evicting call waits for the writer.
+    pub queue_bytes: u64,
+    /// Threads used to decode one promotion and to scan files at start.
+    pub threads: usize,
+}
+
+/// Where a warm object is.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Raw(RawLoc),
+    Table,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Located {
+    file: u64,
+    place: Place,
+    data_len: u64,
+    meta_len: u64,
+    flags: u32,
+}
+
+/// An object queued for writing, served from memory until its file is committed.
+pub(crate) struct Pending {
+    key: Key,
+    /// Data followed by metadata.
+    bytes: Vec<u8>,
+    data_len: usize,
+    flags: u32,
+}
+
+struct FileInfo {
+    path: PathBuf,
+    bytes: u64,
+    keys: Vec<Key>,
+}
+
+#[derive(Default)]
+struct Counters {
+    demotions: u64,
+    demoted_bytes: u64,
+    promotions: u64,
+    promoted_bytes: u64,
+    evictions: u64,
+    evicted_files: u64,
+    quarantined: u64,
+    write_errors: u64,
+    read_errors: u64,
+}
+
+struct State {
+    objects: HashMap<Key, Located>,
+    pending: HashMap<Key, Arc<Pending>>,
+    pending_bytes: u64,
+    files: BTreeMap<u64, FileInfo>,
+    file_bytes: u64,
+    next_seq: u64,
+    tombstones: std::fs::File,
+    counters: Counters,
+}
+
+struct Inner {
+    dirs: Dirs,
+    cfg: WarmConfig,
+    state: Mutex<State>,
+    /// Signalled when queued bytes drop or a flush completes.
+    written: Condvar,
+}
+
+/// The warm tier of one store. Dropping it writes what is queued, then stops the writer.
+pub(crate) struct Warm {
+    inner: Arc<Inner>,
+    tx: Option<mpsc::Sender<Arc<Pending>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Where to load a warm object from; obtained under the store lock, loaded outside it.
+pub(crate) struct Source {
+    inner: Arc<Inner>,
+    key: Key,
+    from: Origin,
+}
+
+enum Origin {
+    Memory(Arc<Pending>),
+    File(u64, PathBuf, Located),
+}
+
+/// A warm object read back, ready to publish in shared memory.
+pub(crate) struct Loaded {
+    /// Data followed by metadata.
+    pub bytes: Vec<u8>,
+    pub data_len: usize,
+    pub flags: u32,
+}
+
+/// A committed file: its path, size and the objects placed in it.
+type Written = (PathBuf, u64, Vec<(Key, Located)>);
+/// The objects found in one file at start.
+type Scanned = Result<Vec<(Key, Located)>>;
+
+/// What opening a warm tier found.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    pub files: usize,
+    pub objects: usize,
+    pub quarantined: Vec<PathBuf>,
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn file_name(seq: u64, arrow: bool) -> String {
+    format!("{}-{seq:016x}.parquet", if arrow { "arrow" } else { "raw" })
+}
+
+fn parse_name(name: &str) -> Option<(u64, bool)> {
+    let stem = name.strip_suffix(".parquet")?;
+    let (kind, seq) = stem.split_once('-')?;
+    let arrow = match kind {
+        "arrow" => true,
+        "raw" => false,
+        _ => return None,
+    };
+    Some((u64::from_str_radix(seq, 16).ok()?, arrow))
+}
+
+impl WarmConfig {
+    fn props(&self, raw: bool) -> WriterProperties {
+        let c = match self.compression {
+            WarmCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1")),
+            WarmCompression::Lz4 => Compression::LZ4_RAW,
+            WarmCompression::None => Compression::UNCOMPRESSED,
+        };
+        let mut b = WriterProperties::builder()
+            .set_compression(c)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(None)
+            .set_created_by(format!("cidcache {}", env!("CARGO_PKG_VERSION")));
+        if raw {
+            let key = ColumnPath::from("key");
+            b = b
+                .set_column_dictionary_enabled(key.clone(), false)
+                .set_column_bloom_filter_enabled(key, true)
+                .set_column_dictionary_enabled(ColumnPath::from("data"), false)
+                .set_column_encoding(ColumnPath::from("data"), Encoding::PLAIN)
+                .set_column_statistics_enabled(ColumnPath::from("data"), EnabledStatistics::None)
+                .set_column_statistics_enabled(ColumnPath::from("meta"), EnabledStatistics::None)
+                .set_column_dictionary_enabled(ColumnPath::from("part"), false)
+                .set_column_encoding(ColumnPath::from("part"), Encoding::DELTA_BINARY_PACKED);
+        }
+        b.build()
+    }
+}
+
+impl Warm {
+    /// Opens (or creates) the warm tier in `cfg.dir`: removes interrupted writes, scans every
+    /// file, quarantines unreadable ones, applies the tombstones, and starts the writer.
+    pub(crate) fn open(cfg: WarmConfig) -> Result<(Warm, Recovery)> {
+        let dirs = Dirs::create(&cfg.dir)?;
+        let mut found: Vec<(u64, bool, PathBuf)> = Vec::new();
+        let rd = std::fs::read_dir(&dirs.root)
+            .map_err(|e| Error::io(format!("cannot list {}", dirs.root.display()), e))?;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if let Some((seq, arrow)) = name.to_str().and_then(parse_name) {
+                found.push((seq, arrow, e.path()));
+            }
+        }
+        found.sort_by_key(|f| f.0);
+        let scanned = scan_all(&found, cfg.threads);
+        let mut rec = Recovery::default();
+        let mut objects = HashMap::new();
+        let mut files = BTreeMap::new();
+        let mut file_bytes = 0;
+        for ((seq, _, path), r) in found.iter().zip(scanned) {
+            match r {
+                Ok(entries) => {
+                    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                    let mut keys = Vec::with_capacity(entries.len());
+                    for (key, loc) in entries {
+                        keys.push(key);
+                        objects.insert(key, Located { file: *seq, ..loc });
+                    }
+                    file_bytes += bytes;
+                    files.insert(
+                        *seq,
+                        FileInfo {
+                            path: path.clone(),
+                            bytes,
+                            keys,
+                        },
+                    );
+                }
+                Err(e) => {
+                    files::quarantine(&dirs, path, &e.to_string());
+                    rec.quarantined.push(path.clone());
+                }
+            }
+        }
+        let tomb_path = dirs.root.join("tombstones.log");
+        let min_seq = files.keys().next().copied().unwrap_or(u64::MAX);
+        apply_tombstones(&dirs, &tomb_path, &mut objects, min_seq);
+        let tombstones = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&tomb_path)
+            .map_err(|e| Error::io(format!("cannot open {}", tomb_path.display()), e))?;
+        rec.files = files.len();
+        rec.objects = objects.len();
+        let next_seq = found.last().map_or(1, |f| f.0 + 1);
+        let inner = Arc::new(Inner {
+            dirs,
+            cfg,
+            state: Mutex::new(State {
+                objects,
+                pending: HashMap::new(),
+                pending_bytes: 0,
+                files,
+                file_bytes,
+                next_seq,
+                tombstones,
+                counters: Counters {
+                    quarantined: rec.quarantined.len() as u64,
+                    ..Counters::default()
+                },
+            }),
+            written: Condvar::new(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let w = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("cidcached-warm".into())
+            .spawn(move || writer_loop(&w, rx))
+            .map_err(|e| Error::io("cannot start the warm-tier writer", e))?;
+        // Files past the capacity (it may have been lowered) go now.
+        inner.enforce_capacity(&mut lock(&inner.state));
+        Ok((
+            Warm {
+                inner,
+                tx: Some(tx),
+                writer: Some(writer),
+            },
+            rec,
+        ))
+    }
+
+    /// Whether the tier holds `key` (in a file or queued). Memory only: never touches the disk.
+    pub(crate) fn contains(&self, key: &Key) -> bool {
+        let st = lock(&self.inner.state);
+        st.objects.contains_key(key) || st.pending.contains_key(key)
+    }
+
+    /// Queues `data` / `meta` of an object the hot tier evicts; it replaces what the tier held
+    /// under `key`. Waits while the queue is over its bound (the writer needs no store lock,
+    /// so this cannot deadlock).
+    pub(crate) fn demote(&self, key: Key, data: &[u8], meta: &[u8], flags: u32) {
+        let mut st = lock(&self.inner.state);
+        let len = (data.len() + meta.len()) as u64;
+        while st.pending_bytes > 0 && st.pending_bytes + len > self.inner.cfg.queue_bytes {
+            st = self
+                .inner
+                .written
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        bytes.extend_from_slice(data);
+        bytes.extend_from_slice(meta);
+        let p = Arc::new(Pending {
+            key,
+            bytes,
+            data_len: data.len(),
+            flags,
+        });
+        if let Some(old) = st.pending.insert(key, p.clone()) {
+            st.pending_bytes -= old.bytes.len() as u64;
+        }
+        st.pending_bytes += len;
+        st.counters.demotions += 1;
+        st.counters.demoted_bytes += len;
+        drop(st);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(p);
+        }
+    }
+
+    /// Where to load `key` from, if the tier holds it.
+    pub(crate) fn source(&self, key: &Key) -> Option<Source> {
+        let st = lock(&self.inner.state);
+        let from = if let Some(p) = st.pending.get(key) {
+            Origin::Memory(p.clone())
+        } else {
+            let l = *st.objects.get(key)?;
+            Origin::File(l.file, st.files.get(&l.file)?.path.clone(), l)
+        };
+        Some(Source {
+            inner: self.inner.clone(),
+            key: *key,
+            from,
+        })
+    }
+
+    /// Removes `key`; durable (a tombstone is synced) before it returns. False when absent.
+    pub(crate) fn delete(&self, key: &Key) -> Result<bool> {
+        self.remove(key, true)
+    }
+
+    /// Forgets `key` because a newer object replaced it in the hot tier. The tombstone is
+    /// written but not synced: after a power loss the older copy may come back, which for a
+    /// content address is the same bytes.
+    pub(crate) fn invalidate(&self, key: &Key) {
+        if let Err(e) = self.remove(key, false) {
+            tracing::warn!("warm tier: {e}");
+        }
+    }
+
+    fn remove(&self, key: &Key, sync: bool) -> Result<bool> {
+        let mut st = lock(&self.inner.state);
+        let queued = st.pending.remove(key);
+        if let Some(p) = &queued {
+            st.pending_bytes -= p.bytes.len() as u64;
+        }
+        let Some(l) = st.objects.remove(key) else {
+            return Ok(queued.is_some());
+        };
+        let line = format!("{} {}\n", table::hex(key.as_bytes()), l.file);
+        st.tombstones
+            .write_all(line.as_bytes())
+            .and_then(|_| {
+                if sync {
+                    st.tombstones.sync_data()
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| Error::io("cannot record a warm-tier deletion", e))?;
+        Ok(true)
+    }
+
+    /// Counters and sizes, named `warm.*`.
+    pub(crate) fn stats(&self) -> Vec<(&'static str, u64)> {
+        let st = lock(&self.inner.state);
+        let c = &st.counters;
+        let data: u64 = st
+            .objects
+            .values()
+            .map(|l| l.data_len + l.meta_len)
+            .sum::<u64>()
+            + st.pending_bytes;
+        vec![
+            ("warm.objects", (st.objects.len() + st.pending.len()) as u64),
+            ("warm.bytes", data),
+            ("warm.file_bytes", st.file_bytes),
+            ("warm.files", st.files.len() as u64),
+            ("warm.capacity", self.inner.cfg.capacity),
+            ("warm.queued_objects", st.pending.len() as u64),
+            ("warm.queued_bytes", st.pending_bytes),
+            ("warm.demotions", c.demotions),
+            ("warm.demoted_bytes", c.demoted_bytes),
+            ("warm.promotions", c.promotions),
+            ("warm.promoted_bytes", c.promoted_bytes),
+            ("warm.evictions", c.evictions),
+            ("warm.evicted_files", c.evicted_files),
+            ("warm.quarantined_files", c.quarantined),
+            ("warm.write_errors", c.write_errors),
+            ("warm.read_errors", c.read_errors),
+        ]
+    }
+
+    /// The tier's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.inner.dirs.root
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain the queue and stop.
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Source {
+    /// Reads the object (from memory or its file). Runs outside the store lock: it may decode
+    /// a large file. A file that fails to decode is quarantined and its objects forgotten.
+    pub(crate) fn load(self) -> Result<Loaded> {
+        let r = match &self.from {
+            Origin::Memory(p) => Ok(Loaded {
+                bytes: p.bytes.clone(),
+                data_len: p.data_len,
+                flags: p.flags,
+            }),
+            Origin::File(_, path, l) => match l.place {
+                Place::Raw(loc) => raw::read(path, loc, l.data_len).map(|(mut data, meta)| {
+                    let data_len = data.len();
+                    data.extend_from_slice(&meta);
+                    Loaded {
+                        bytes: data,
+                        data_len,
+                        flags: l.flags,
+                    }
+                }),
+                Place::Table => table::read(path, self.inner.cfg.threads).and_then(
+                    |(schema, mut batches, info)| {
+                        table::unify_dictionaries(&schema, &mut batches)?;
+                        let mut bytes = crate::arrow::encode_ipc_file(&schema, &batches)?;
+                        let data_len = bytes.len();
+                        bytes.extend_from_slice(&info.meta);
+                        Ok(Loaded {
+                            bytes,
+                            data_len,
+                            flags: info.flags,
+                        })
+                    },
+                ),
+            },
+        };
+        let mut st = lock(&self.inner.state);
+        match &r {
+            Ok(l) => {
+                st.counters.promotions += 1;
+                st.counters.promoted_bytes += l.bytes.len() as u64;
+            }
+            Err(e) => {
+                st.counters.read_errors += 1;
+                if let (Error::Corrupt(_), Origin::File(seq, path, _)) = (e, &self.from) {
+                    // A file that vanished meanwhile (dropped for capacity) is not corrupt.
+                    if path.exists() {
+                        let e = files::quarantine(&self.inner.dirs, path, &e.to_string());
+                        self.inner.forget_file(&mut st, *seq);
+                        st.counters.quarantined += 1;
+                        return Err(e);
+                    }
+                }
+                tracing::warn!("warm tier: cannot promote {}: {e}", self.key);
+            }
+        }
+        r
+    }
+}
+
+impl Inner {
+    /// Drops a file's objects from the map (the ones still located in it).
+    fn forget_file(&self, st: &mut State, seq: u64) -> Option<FileInfo> {
+        let f = st.files.remove(&seq)?;
+        for k in &f.keys {
+            if st.objects.get(k).is_some_and(|l| l.file == seq) {
+                st.objects.remove(k);
+            }
+        }
+        st.file_bytes -= f.bytes;
+        Some(f)
+    }
+
+    /// Deletes the oldest files until the tier fits its capacity.
+    fn enforce_capacity(&self, st: &mut State) {
+        while st.file_bytes > self.cfg.capacity {
+            let Some(&seq) = st.files.keys().next() else {
+                break;
+            };
+            let before = st.objects.len();
+            if let Some(f) = self.forget_file(st, seq) {
+                let _ = std::fs::remove_file(&f.path);
+                st.counters.evicted_files += 1;
+                st.counters.evictions += (before - st.objects.len()) as u64;
+            }
+        }
+    }
+
+    /// Writes one batch of queued objects: raw ones into one file, Arrow ones into a file each
+    /// (or with the raw ones when they do not decode as Arrow IPC).
+    fn write_batch(&self, batch: Vec<Arc<Pending>>) {
+        let mut raws: Vec<&Arc<Pending>> = Vec::new();
+        for p in &batch {
+            if p.flags & PUT_ARROW != 0 {
+                match self.write_table(p) {
+                    Ok(()) => continue,
+                    Err(e) => tracing::debug!("warm tier: {} is kept as raw bytes ({e})", p.key),
+                }
+            }
+            raws.push(p);
+        }
+        if raws.is_empty() {
+            return;
+        }
+        let seq = self.take_seq();
+        let r = (|| -> Result<Written> {
+            let name = file_name(seq, false);
+            let (staged, f) = Staged::create(&self.dirs, &name)?;
+            let mut w = raw::RawWriter::new(f, self.cfg.props(true))?;
+            let mut placed = Vec::with_capacity(raws.len());
+            for p in &raws {
+                let (data, meta) = p.bytes.split_at(p.data_len);
+                let loc = w.append(&p.key, p.flags, data, meta)?;
+                placed.push((
+                    p.key,
+                    Located {
+                        file: seq,
+                        place: Place::Raw(loc),
+                        data_len: data.len() as u64,
+                        meta_len: meta.len() as u64,
+                        flags: p.flags,
+                    },
+                ));
+            }
+            let f = w.finish()?;
+            let dest = self.dirs.root.join(&name);
+            staged.commit(&f, &dest)?;
+            let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+            Ok((dest, bytes, placed))
+        })();
+        self.install(seq, &raws, r);
+    }
+
+    /// Writes an Arrow object into a file of its own. On failure (not decodable as Arrow IPC,
+    /// or a type Parquet cannot hold) nothing is recorded and the caller keeps it as raw bytes.
+    fn write_table(&self, p: &Arc<Pending>) -> Result<()> {
+        let (data, meta) = p.bytes.split_at(p.data_len);
+        let obj = crate::arrow::decode_ipc_file(&arrow_buffer::Buffer::from(data))?;
+        let seq = self.take_seq();
+        let name = file_name(seq, true);
+        let (staged, f) = Staged::create(&self.dirs, &name)?;
+        let f = table::write(
+            f,
+            self.cfg.props(false),
+            &p.key,
+            &obj.schema,
+            &obj.batches,
+            meta,
+            p.flags,
+            data.len() as u64,
+        )?;
+        let dest = self.dirs.root.join(&name);
+        staged.commit(&f, &dest)?;
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let l = Located {
+            file: seq,
+            place: Place::Table,
+            data_len: data.len() as u64,
+            meta_len: meta.len() as u64,
+            flags: p.flags,
+        };
+        self.install(seq, &[p], Ok((dest, bytes, vec![(p.key, l)])));
+        Ok(())
+    }
+
+    fn take_seq(&self) -> u64 {
+        let mut st = lock(&self.state);
+        st.next_seq += 1;
+        st.next_seq - 1
+    }
+
+    /// Records a written file (or a failed write) and releases the queued objects.
+    fn install(&self, seq: u64, items: &[&Arc<Pending>], r: Result<Written>) {
+        let mut st = lock(&self.state);
+        match r {
+            Ok((path, bytes, placed)) => {
+                let mut keys = Vec::with_capacity(placed.len());
+                for ((key, l), p) in placed.into_iter().zip(items) {
+                    // Deleted (or deleted and demoted again) while being written: not indexed.
+                    if st.pending.get(&key).is_some_and(|q| Arc::ptr_eq(q, p)) {
+                        st.pending.remove(&key);
+                        st.pending_bytes -= p.bytes.len() as u64;
+                        st.objects.insert(key, l);
+                        keys.push(key);
+                    }
+                }
+                st.file_bytes += bytes;
+                st.files.insert(seq, FileInfo { path, bytes, keys });
+                self.enforce_capacity(&mut st);
+            }
+            Err(e) => {
+                st.counters.write_errors += 1;
+                tracing::error!(
+                    "warm tier: cannot write {} object(s), they are dropped: {e}",
+                    items.len()
+                );
+                for p in items {
+                    if st.pending.get(&p.key).is_some_and(|q| Arc::ptr_eq(q, p)) {
+                        st.pending.remove(&p.key);
+                        st.pending_bytes -= p.bytes.len() as u64;
+                    }
+                }
+            }
+        }
+        drop(st);
+        self.written.notify_all();
+    }
+}
+
+/// Largest batch of queued objects written into one file.
+const BATCH_BYTES: u64 = 64 << 20;
+const BATCH_ITEMS: usize = 4096;
+/// How long the writer waits for more objects before writing a partial batch.
+const LINGER: Duration = Duration::from_millis(5);
+
+fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Arc<Pending>>) {
+    while let Ok(first) = rx.recv() {
+        let mut bytes = first.bytes.len() as u64;
+        let mut batch = vec![first];
+        while bytes < BATCH_BYTES && batch.len() < BATCH_ITEMS {
+            match rx.recv_timeout(LINGER) {
+                Ok(p) => {
+                    bytes += p.bytes.len() as u64;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        // Objects deleted or replaced while queued are skipped.
+        let batch: Vec<Arc<Pending>> = {
+            let st = lock(&inner.state);
+            batch
+                .into_iter()
+                .filter(|p| st.pending.get(&p.key).is_some_and(|q| Arc::ptr_eq(q, p)))
+                .collect()
+        };
+        if !batch.is_empty() {
+            inner.write_batch(batch);
+        }
+    }
+}
+
+/// Scans every file on `threads` threads; one result per file, in order.
+fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize) -> Vec<Scanned> {
+    let scan = |(seq, arrow, path): &(u64, bool, PathBuf)| -> Scanned {
+        if *arrow {
+            let i = table::info(path)?;
+            Ok(vec![(
+                i.key,
+                Located {
+                    file: *seq,
+                    place: Place::Table,
+                    data_len: i.ipc_len,
+                    meta_len: i.meta.len() as u64,
+                    flags: i.flags,
+                },
+            )])
+        } else {
+            Ok(raw::scan(path)?
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.key,
+                        Located {
+                            file: *seq,
+                            place: Place::Raw(e.loc),
+                            data_len: e.data_len,
+                            meta_len: e.meta_len,
+                            flags: e.flags,
+                        },
+                    )
+                })
+                .collect())
+        }
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<Scanned>>> = Mutex::new((0..found.len()).map(|_| None).collect());
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(f) = found.get(i) else { break };
+        let r = scan(f);
+        out.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads.max(1).min(found.len()) {
+            s.spawn(work);
+        }
+        work();
+    });
+    out.into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Internal("file not scanned".into()))))
+        .collect()
+}
+
+/// Applies `tombstones.log` (lines `HEXKEY FILESEQ`): a key deleted while in file `FILESEQ` is
+/// dropped when it is found in that file or an older one (a later demotion brings it back).
+/// Lines that no remaining file can need (`FILESEQ` older than every file) are compacted away.
+fn apply_tombstones(dirs: &Dirs, path: &Path, objects: &mut HashMap<Key, Located>, min_seq: u64) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let mut keep = String::new();
+    let mut dropped = false;
+    for line in text.lines() {
+        let parsed = line.split_once(' ').and_then(|(k, seq)| {
+            Some((
+                table::unhex(k).and_then(|b| Key::new(&b).ok())?,
+                seq.parse::<u64>().ok()?,
+            ))
+        });
+        // A torn last line (a crash while appending) parses as nothing and is dropped.
+        let Some((key, seq)) = parsed else {
+            dropped = true;
+            continue;
+        };
+        if objects.get(&key).is_some_and(|l| l.file <= seq) {
+            objects.remove(&key);
+        }
+        if seq >= min_seq {
+            keep.push_str(line);
+            keep.push('\n');
+        } else {
+            dropped = true;
+        }
+    }
+    if dropped {
+        let r = Staged::create(dirs, "tombstones.log").and_then(|(staged, mut f)| {
+            f.write_all(keep.as_bytes())
+                .map_err(|e| Error::io("cannot compact tombstones.log", e))?;
+            staged.commit(&f, path)
+        });
+        if let Err(e) = r {
+            tracing::warn!("warm tier: {e}");
+        }
+    }
+}
+
+/// Measurement hooks for `benches/warm.rs`; not part of the API.
+#[doc(hidden)]
+pub mod bench {
+    use super::*;
+
+    /// Opens a warm tier in `dir` holding `objects` small objects (written to a file), then
+    /// times `lookups` lookups of keys it does not hold, in groups of 1,000; returns the
+    /// nanoseconds per lookup of each group.
+    pub fn negative_lookup_ns(dir: &Path, objects: usize, lookups: usize) -> Vec<f64> {
+        let (w, _) = Warm::open(WarmConfig {
+            dir: dir.to_path_buf(),
+            capacity: u64::MAX,
+            compression: WarmCompression::Lz4,
+            queue_bytes: 1 << 30,
+            threads: 2,
+        })
+        .expect("open warm tier");
+        for i in 0..objects {
+            let k = Key::new(format!("present-{i}").as_bytes()).expect("key");
+            w.demote(k, &[i as u8; 64], &[], 0);
+        }
+        while lock(&w.inner.state).pending_bytes > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let keys: Vec<Key> = (0..1000)
+            .map(|i| Key::new(format!("absent-{i}").as_bytes()).expect("key"))
+            .collect();
+        (0..lookups.div_ceil(1000))
+            .map(|_| {
+                let t = std::time::Instant::now();
+                for k in &keys {
+                    assert!(!std::hint::black_box(w.contains(std::hint::black_box(k))));
+                }
+                t.elapsed().as_nanos() as f64 / keys.len() as f64
+            })
+            .collect()
+    }
+}

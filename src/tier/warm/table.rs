@@ -1,0 +1,315 @@
+//! The warm tier's layout for Arrow objects: one Parquet file per object, with the object's own
+//! schema, so that any Parquet reader (pyarrow, DuckDB, Spark) sees the table itself.
+//!
+//! Each record batch of the object becomes one row group (so promotion rebuilds the same
+//! batches), the Arrow schema is embedded (`ARROW:schema`, so dictionary and other Arrow-only
+//! types come back exactly), and the file's key-value metadata carries what the cache needs:
+//! `cidcache.key` (hex), `cidcache.meta` (hex of the object's metadata bytes), `cidcache.flags`,
+//! `cidcache.ipc_len` (the object's size in shared memory) and `cidcache.batch_rows` (rows of
+//! each batch, so empty batches survive too).
+//!
+//! Promotion decodes row groups and columns in parallel, one task per (row group, column set),
+//! on every core.
+
+use super::files::no_panic;
+use crate::error::{Error, Result};
+use crate::key::Key;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const K_KEY: &str = "cidcache.key";
+const K_META: &str = "cidcache.meta";
+const K_FLAGS: &str = "cidcache.flags";
+const K_IPC_LEN: &str = "cidcache.ipc_len";
+const K_ROWS: &str = "cidcache.batch_rows";
+
+/// What the footer says about the object in an Arrow file.
+#[derive(Debug, Clone)]
+pub(crate) struct TableInfo {
+    pub key: Key,
+    pub meta: Vec<u8>,
+    pub flags: u32,
+    pub ipc_len: u64,
+    batch_rows: Vec<usize>,
+}
+
+/// Lower-case hex of `b`.
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes of a lower-case or upper-case hex string; `None` when it is not hex.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Writes an Arrow object (its schema and batches) as a Parquet file.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write(
+    file: File,
+    props: WriterProperties,
+    key: &Key,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    meta: &[u8],
+    flags: u32,
+    ipc_len: u64,
+) -> Result<File> {
+    let err = |e: parquet::errors::ParquetError| {
+        Error::io(
+            "cannot write an Arrow object to the warm tier",
+            std::io::Error::other(e),
+        )
+    };
+    let handle = file
+        .try_clone()
+        .map_err(|e| Error::io("cannot write an Arrow object to the warm tier", e))?;
+    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(err)?;
+    for b in batches {
+        w.write(b).map_err(err)?;
+        // One row group per batch: promotion gives the same batches back.
+        w.flush().map_err(err)?;
+    }
+    let rows: Vec<String> = batches.iter().map(|b| b.num_rows().to_string()).collect();
+    for (k, v) in [
+        (K_KEY, hex(key.as_bytes())),
+        (K_META, hex(meta)),
+        (K_FLAGS, flags.to_string()),
+        (K_IPC_LEN, ipc_len.to_string()),
+        (K_ROWS, rows.join(",")),
+    ] {
+        w.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+    }
+    w.close().map_err(err)?;
+    Ok(handle)
+}
+
+/// Gives every dictionary column of `batches` one shared dictionary (an Arrow IPC file allows
+/// only one per field): the Parquet reader builds a dictionary per row group.
+pub(crate) fn unify_dictionaries(schema: &SchemaRef, batches: &mut [RecordBatch]) -> Result<()> {
+    let nonempty: Vec<usize> = (0..batches.len())
+        .filter(|&i| batches[i].num_rows() > 0)
+        .collect();
+    if nonempty.len() < 2 {
+        return Ok(());
+    }
+    for (c, f) in schema.fields().iter().enumerate() {
+        if !matches!(f.data_type(), arrow_schema::DataType::Dictionary(..)) {
+            continue;
+        }
+        let parts: Vec<&dyn arrow_array::Array> = nonempty
+            .iter()
+            .map(|&i| batches[i].column(c).as_ref())
+            .collect();
+        let whole = arrow_select::concat::concat(&parts)?;
+        let mut off = 0;
+        // Empty batches too: a dictionary of their own would also be a replacement.
+        for b in batches.iter_mut() {
+            let n = b.num_rows();
+            let mut cols = b.columns().to_vec();
+            cols[c] = whole.slice(off, n);
+            off += n;
+            *b = RecordBatch::try_new(schema.clone(), cols)?;
+        }
+    }
+    Ok(())
+}
+
+fn load_meta(path: &Path) -> Result<(File, ArrowReaderMetadata, TableInfo)> {
+    let f =
+        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let md = ArrowReaderMetadata::load(&f, ArrowReaderOptions::new())?;
+    let kv: HashMap<&str, &str> = md
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|v| {
+            v.iter()
+                .filter_map(|kv| Some((kv.key.as_str(), kv.value.as_deref()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let bad = |what: &str| Error::Corrupt(format!("{}: {what}", path.display()));
+    let key = kv
+        .get(K_KEY)
+        .and_then(|s| unhex(s))
+        .and_then(|b| Key::new(&b).ok())
+        .ok_or_else(|| bad("no valid cidcache.key"))?;
+    let meta = kv
+        .get(K_META)
+        .and_then(|s| unhex(s))
+        .ok_or_else(|| bad("no valid cidcache.meta"))?;
+    let flags = kv
+        .get(K_FLAGS)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no valid cidcache.flags"))?;
+    let ipc_len = kv
+        .get(K_IPC_LEN)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no valid cidcache.ipc_len"))?;
+    let batch_rows: Vec<usize> = match kv.get(K_ROWS) {
+        Some(&"") => Vec::new(),
+        Some(s) => s
+            .split(',')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("invalid cidcache.batch_rows"))?,
+        None => return Err(bad("no cidcache.batch_rows")),
+    };
+    let groups: Vec<usize> = md
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows() as usize)
+        .collect();
+    let nonempty: Vec<usize> = batch_rows.iter().copied().filter(|&r| r > 0).collect();
+    if nonempty != groups {
+        return Err(bad("row groups do not match the recorded batches"));
+    }
+    Ok((
+        f,
+        md,
+        TableInfo {
+            key,
+            meta,
+            flags,
+            ipc_len,
+            batch_rows,
+        },
+    ))
+}
+
+/// Reads only the footer of an Arrow file.
+pub(crate) fn info(path: &Path) -> Result<TableInfo> {
+    no_panic(&path.display().to_string(), || {
+        load_meta(path).map(|(_, _, i)| i)
+    })
+}
+
+/// Reads an Arrow object back: its schema (as it was put) and its batches (same boundaries).
+/// Row groups and column sets are decoded in parallel on up to `threads` threads.
+pub(crate) fn read(
+    path: &Path,
+    threads: usize,
+) -> Result<(SchemaRef, Vec<RecordBatch>, TableInfo)> {
+    no_panic(&path.display().to_string(), || {
+        let (f, md, info) = load_meta(path)?;
+        // The reader folds the file's key-value metadata into the schema's; the object's own
+        // schema is the embedded Arrow schema without ours.
+        let mut schema_md = md.schema().metadata().clone();
+        schema_md.retain(|k, _| !k.starts_with("cidcache."));
+        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
+            md.schema().fields().clone(),
+            schema_md,
+        ));
+        let groups = md.metadata().num_row_groups();
+        let ncols = schema.fields().len();
+        let threads = threads.max(1);
+        // Split columns into sets so that there are about `threads` tasks per row group when
+        // there are few row groups.
+        let sets = if groups >= threads || ncols == 0 {
+            1
+        } else {
+            threads.min(ncols)
+        };
+        let col_sets: Vec<Vec<usize>> = (0..sets)
+            .map(|s| (0..ncols).filter(|c| c % sets == s).collect())
+            .collect();
+        let tasks: Vec<(usize, usize)> = (0..groups)
+            .flat_map(|g| (0..col_sets.len()).map(move |s| (g, s)))
+            .collect();
+        let results: Mutex<Vec<Option<Result<Vec<ArrayRef>>>>> =
+            Mutex::new((0..tasks.len()).map(|_| None).collect());
+        let next = AtomicUsize::new(0);
+        let worker = || loop {
+            let t = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(g, s)) = tasks.get(t) else { break };
+            let r = (|| -> Result<Vec<ArrayRef>> {
+                let file = f
+                    .try_clone()
+                    .map_err(|e| Error::io("cannot reopen a warm-tier file", e))?;
+                let b = ParquetRecordBatchReaderBuilder::new_with_metadata(file, md.clone());
+                let mask = ProjectionMask::roots(b.parquet_schema(), col_sets[s].iter().copied());
+                let rows = md.metadata().row_group(g).num_rows() as usize;
+                let rd = b
+                    .with_projection(mask)
+                    .with_row_groups(vec![g])
+                    .with_batch_size(rows.max(1))
+                    .build()?;
+                let mut out: Option<RecordBatch> = None;
+                for batch in rd {
+                    if out.is_some() {
+                        return Err(Error::Corrupt(format!(
+                            "{}: row group {g} decoded into several batches",
+                            path.display()
+                        )));
+                    }
+                    out = Some(batch?);
+                }
+                let out = out.ok_or_else(|| {
+                    Error::Corrupt(format!("{}: row group {g} is empty", path.display()))
+                })?;
+                if out.num_rows() != rows {
+                    return Err(Error::Corrupt(format!(
+                        "{}: row group {g} is short",
+                        path.display()
+                    )));
+                }
+                Ok(out.columns().to_vec())
+            })();
+            results.lock().unwrap_or_else(|p| p.into_inner())[t] = Some(r);
+        };
+        std::thread::scope(|sc| {
+            for _ in 1..threads.min(tasks.len()) {
+                sc.spawn(worker);
+            }
+            worker();
+        });
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut batches = Vec::with_capacity(info.batch_rows.len());
+        let mut g = 0;
+        for &rows in &info.batch_rows {
+            if rows == 0 {
+                batches.push(RecordBatch::new_empty(schema.clone()));
+                continue;
+            }
+            let mut cols: Vec<Option<ArrayRef>> = vec![None; ncols];
+            for (s, set) in col_sets.iter().enumerate() {
+                let r = results[g * col_sets.len() + s]
+                    .take()
+                    .ok_or_else(|| Error::Internal("a decode task did not run".into()))??;
+                for (c, a) in set.iter().zip(r) {
+                    cols[*c] = Some(a);
+                }
+            }
+            let cols: Vec<ArrayRef> = cols
+                .into_iter()
+                .map(|c| c.ok_or_else(|| Error::Internal("a column was not decoded".into())))
+                .collect::<Result<_>>()?;
+            batches.push(RecordBatch::try_new_with_options(
+                schema.clone(),
+                cols,
+                &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            )?);
+            g += 1;
+        }
+        Ok((schema, batches, info))
+    })
+}
