@@ -271,7 +271,7 @@ fn main() {
     drop(d);
 
     println!("\n== raw objects: demotion and promotion (64 KiB) ==");
-    let n = if quick { 500 } else { 4000 };
+    let n: usize = if quick { 500 } else { 4000 };
     let mut d = Daemon::start("16M", &compression);
     let c = d.client();
     let obj: Vec<u8> = (0..64 << 10).map(|i| (i * 31 % 251) as u8).collect();

@@ -881,6 +881,42 @@ impl Client {
         Ok(None)
     }
 
+    /// Projects and filters the Arrow object `key` (see [`crate::scan`]). In shared memory
+    /// the projection is zero-copy and the filter copies the rows kept; otherwise the
+    /// coordinator reads only what the scan needs from the warm tier and publishes the result
+    /// (an ephemeral object), which is then read zero-copy. `None` when no tier holds `key`.
+    pub fn get_arrow_scan(
+        &self,
+        key: &[u8],
+        scan: &crate::scan::Scan,
+    ) -> Result<Option<crate::arrow::ArrowObject>> {
+        let k = Key::new(key)?;
+        let spec = scan.to_strings();
+        for _ in 0..MISS_RETRIES {
+            if let Some(o) = self.try_hit(&k, k.hash())? {
+                let a = crate::arrow::arrow_from_object(o)?;
+                let (schema, batches) = scan.apply(&a.schema, &a.batches)?;
+                return Ok(Some(crate::arrow::ArrowObject { schema, batches }));
+            }
+            self.check_alive()?;
+            let req = Request::Scan {
+                key: k,
+                spec: spec.clone(),
+            };
+            match self.inner.conn.call(&req)? {
+                Response::Bool(true) => continue,
+                Response::Bool(false) => return Ok(None),
+                Response::Key(d) => {
+                    if let Some(o) = self.try_hit(&d, d.hash())? {
+                        return crate::arrow::arrow_from_object(o).map(Some);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(None)
+    }
+
     /// Async [`Client::get_timeout`] (`None` timeout = wait forever).
     pub async fn get_async(
         &self,

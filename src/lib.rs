@@ -24,6 +24,7 @@ pub mod pins;
 pub mod plasma;
 pub mod policy;
 pub mod proto;
+pub mod scan;
 pub mod shm;
 pub mod sketch;
 pub(crate) mod sync;

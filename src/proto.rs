@@ -43,6 +43,7 @@ pub mod msg {
     pub const DELETE: u16 = 10;
     pub const LIST: u16 = 11;
     pub const STATS: u16 = 12;
+    pub const SCAN: u16 = 13;
 
     pub const R_HELLO: u16 = 0x8001;
     pub const R_CREATED: u16 = 0x8002;
@@ -51,6 +52,7 @@ pub mod msg {
     pub const R_BOOL: u16 = 0x8005;
     pub const R_LIST: u16 = 0x8006;
     pub const R_STATS: u16 = 0x8007;
+    pub const R_KEY: u16 = 0x8008;
     pub const R_ERROR: u16 = 0x80ff;
 }
 
@@ -347,6 +349,16 @@ pub enum Request<'a> {
     },
     /// Counters.
     Stats,
+    /// Project and filter an Arrow object that is not in shared memory (see [`crate::scan`]):
+    /// the answer is [`Response::Key`] of an ephemeral object holding the result,
+    /// `Bool(true)` when the object is in shared memory (scan it there), or `Bool(false)`.
+    Scan {
+        /// Key of the Arrow object.
+        key: Key,
+        /// The scan in its text form: the column list (`*` for all, else names separated by
+        /// U+001F), then one predicate per string.
+        spec: Vec<String>,
+    },
 }
 
 fn put_item<'a>(r: &mut Reader<'a>) -> Result<PutItem<'a>> {
@@ -410,6 +422,15 @@ impl<'a> Request<'a> {
                 limit: r.u32()?,
             },
             msg::STATS => Request::Stats,
+            msg::SCAN => {
+                let key = r.key()?;
+                let n = r.count(4)?;
+                let mut spec = Vec::with_capacity(n);
+                for _ in 0..n {
+                    spec.push(r.string()?);
+                }
+                Request::Scan { key, spec }
+            }
             other => {
                 return Err(Error::Protocol(format!(
                     "unknown request type {other:#06x}"
@@ -485,6 +506,13 @@ impl<'a> Request<'a> {
                 w.u64(*cursor).u32(*limit);
             }
             Request::Stats => w = Writer::frame(msg::STATS, request_id),
+            Request::Scan { key, spec } => {
+                w = Writer::frame(msg::SCAN, request_id);
+                w.key(key).u32(spec.len() as u32);
+                for s in spec {
+                    w.string(s);
+                }
+            }
         }
         w.finish()
     }
@@ -552,6 +580,8 @@ pub enum Response {
     },
     /// Named counters.
     Stats(Vec<(String, u64)>),
+    /// A key (Scan: the object holding the result).
+    Key(Key),
     /// The request failed.
     Error {
         /// Code.
@@ -624,6 +654,10 @@ impl Response {
                     w.string(k).u64(*val);
                 }
             }
+            Response::Key(k) => {
+                w = Writer::frame(msg::R_KEY, request_id);
+                w.key(k);
+            }
             Response::Error { code, message } => {
                 w = Writer::frame(msg::R_ERROR, request_id);
                 w.u16(*code as u16).string(message);
@@ -684,6 +718,7 @@ impl Response {
                 }
                 Response::Stats(v)
             }
+            msg::R_KEY => Response::Key(r.key()?),
             msg::R_ERROR => Response::Error {
                 code: Code::from_u16(r.u16()?),
                 message: r.string()?,
@@ -762,6 +797,10 @@ mod tests {
             limit: 10,
         });
         round_trip(Request::Stats);
+        round_trip(Request::Scan {
+            key: k(b"t"),
+            spec: vec!["*".into(), "x>=5".into()],
+        });
     }
 
     #[test]
@@ -793,6 +832,7 @@ mod tests {
                 next: 0,
             },
             Response::Stats(vec![("a".into(), 1)]),
+            Response::Key(k(b"derived")),
             Response::Error {
                 code: Code::NotFound,
                 message: "nope".into(),

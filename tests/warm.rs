@@ -504,3 +504,89 @@ print(t.column("items")[13].as_py())
         "row 13 holds one item"
     );
 }
+
+#[test]
+fn projection_and_filters_on_hot_and_warm_tables() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use cidcache::scan::Scan;
+    let d = Daemon::start(&["-m", "24M", "--arena-size", "4M", "--policy", "lru"]);
+    let c = d.client();
+    // Four row groups of 100,000 sorted ids; pages of at most 20,000 rows.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("x", DataType::Float64, true),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let batches: Vec<RecordBatch> = (0..4)
+        .map(|g| {
+            let ids = Int64Array::from_iter_values(g * 100_000..(g + 1) * 100_000);
+            let x =
+                Float64Array::from_iter((0..100_000).map(|i| (i % 10 != 0).then_some(i as f64)));
+            let name = StringArray::from_iter((0..100_000).map(|i| Some(format!("n{}", i % 100))));
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(ids) as ArrayRef, Arc::new(x), Arc::new(name)],
+            )
+            .unwrap()
+        })
+        .collect();
+    c.put_arrow(b"scanned", &schema, &batches).unwrap();
+    let scan = Scan::default()
+        .columns(&["name", "id"])
+        .filter("id>=390000")
+        .unwrap()
+        .filter("name=n7")
+        .unwrap();
+    let ids = |t: &cidcache::arrow::ArrowObject| -> Vec<i64> {
+        t.batches
+            .iter()
+            .flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    };
+    let want: Vec<i64> = (390_000..400_000).filter(|i| i % 100 == 7).collect();
+    // In shared memory: scanned by the client.
+    let hot = c.get_arrow_scan(b"scanned", &scan).unwrap().unwrap();
+    assert_eq!(hot.schema.fields().len(), 2);
+    assert_eq!(hot.schema.field(0).name(), "name");
+    assert_eq!(ids(&hot), want);
+    // Projection alone is zero-copy.
+    let proj = c
+        .get_arrow_scan(b"scanned", &Scan::default().columns(&["x"]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(proj.batches.len(), 4);
+    // Released, so that it can be evicted.
+    drop(proj);
+    let hot_schema = hot.schema.clone();
+    drop(hot);
+    // In the warm tier: the coordinator reads only what is needed.
+    fill(&c, 100, 300 << 10);
+    drain(&c);
+    assert!(c
+        .list()
+        .unwrap()
+        .iter()
+        .all(|e| e.key.as_bytes() != b"scanned"));
+    let warm = c.get_arrow_scan(b"scanned", &scan).unwrap().unwrap();
+    assert_eq!(warm.schema, hot_schema);
+    assert_eq!(ids(&warm), want);
+    assert_eq!(stat(&c, "warm.scans"), 1);
+    assert_eq!(stat(&c, "warm.scan_row_groups_skipped"), 3);
+    assert!(stat(&c, "warm.scan_rows_skipped_by_pages") >= 80_000);
+    // The full object was not promoted; the same scan again is served from its result.
+    assert!(c
+        .list()
+        .unwrap()
+        .iter()
+        .all(|e| e.key.as_bytes() != b"scanned"));
+    let again = c.get_arrow_scan(b"scanned", &scan).unwrap().unwrap();
+    assert_eq!(ids(&again), want);
+    assert_eq!(stat(&c, "warm.scans"), 1);
+    // Bad scans are clear errors.
+    let e = c
+        .get_arrow_scan(b"scanned", &Scan::default().columns(&["nope"]))
+        .unwrap_err();
+    assert!(e.to_string().contains("no column"), "{e}");
+    assert!(c.get_arrow_scan(b"absent", &scan).unwrap().is_none());
+}

@@ -3,7 +3,7 @@
 //! The connection is the client's lease: when it closes for any reason (the process exited or
 //! died), the client's lease page and pins are dropped and its unsealed objects freed.
 
-use super::store::{Lookup, Promotion, Store};
+use super::store::{Lookup, Promotion, ScanStart, Store};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::proto::{self, Header, HelloInfo, Request, Response, HEADER_LEN};
@@ -131,6 +131,21 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                     });
                 }
             }
+            Request::Scan { key, spec } => {
+                let scan = match crate::scan::Scan::from_strings(&spec) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Response::error(&e).encode(h.request_id));
+                        continue;
+                    }
+                };
+                let start = lock(&store).begin_scan(&key, &scan);
+                let (store, tx) = (store.clone(), tx.clone());
+                waits.spawn(async move {
+                    let r = run_scan(store, start, scan).await;
+                    let _ = tx.send(r.encode(h.request_id));
+                });
+            }
             other => {
                 let resp = handle(&mut lock(&store), cid, other);
                 let _ = tx.send(resp.encode(h.request_id));
@@ -172,9 +187,9 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
             Ok(Response::List { entries, next })
         }
         Request::Stats => Ok(Response::Stats(st.stats())),
-        Request::Get { .. } | Request::GetMany { .. } => {
-            Err(Error::Internal("gets are dispatched separately".into()))
-        }
+        Request::Get { .. } | Request::GetMany { .. } | Request::Scan { .. } => Err(
+            Error::Internal("gets and scans are dispatched separately".into()),
+        ),
     };
     r.unwrap_or_else(|e| Response::error(&e))
 }
@@ -291,5 +306,45 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
             }
             _ => notify.notified().await,
         }
+    }
+}
+
+/// Runs (or waits for) a warm scan and answers with the key of its result.
+async fn run_scan(store: Shared, start: ScanStart, scan: crate::scan::Scan) -> Response {
+    let derived = match start {
+        ScanStart::Hot => return Response::Bool(true),
+        ScanStart::Missing => return Response::Bool(false),
+        ScanStart::Ready(d) => return Response::Key(d),
+        ScanStart::Start(src, d) => {
+            let r = match tokio::task::spawn_blocking(move || src.scan(&scan)).await {
+                Ok(r) => r,
+                Err(e) => Err(Error::Internal(format!("scan task failed: {e}"))),
+            };
+            return match lock(&store).finish_scan(d, r) {
+                Ok(()) => Response::Key(d),
+                Err(e) => Response::error(&e),
+            };
+        }
+        ScanStart::InProgress(d) => d,
+    };
+    // Another request runs the same scan: wait for its end.
+    let notify = Arc::new(Notify::new());
+    loop {
+        {
+            let mut st = lock(&store);
+            if matches!(st.lookup(&derived), Lookup::Present) {
+                st.unwait(&[derived], &notify);
+                return Response::Key(derived);
+            }
+            if !st.is_promoting(&derived) {
+                st.unwait(&[derived], &notify);
+                return Response::error(&Error::NotFound(
+                    "the same scan, run by another request, failed".into(),
+                ));
+            }
+            st.unwait(&[derived], &notify);
+            st.wait_for(derived, &notify);
+        }
+        notify.notified().await;
     }
 }

@@ -125,6 +125,20 @@ pub(crate) struct Counters {
     pub warm_misses: u64,
 }
 
+/// How a scan request proceeds.
+pub(crate) enum ScanStart {
+    /// The object is in shared memory: the client scans it there, zero-copy.
+    Hot,
+    /// No tier holds it.
+    Missing,
+    /// The result of the same scan is already published under this key.
+    Ready(Key),
+    /// The same scan is under way; its result will be published under this key.
+    InProgress(Key),
+    /// Run this (outside the store lock), then [`Store::finish_scan`].
+    Start(Source, Key),
+}
+
 /// Hits per thousand lookups (0 when there were none).
 fn ratio(hits: u64, misses: u64) -> u64 {
     (hits * 1000).checked_div(hits + misses).unwrap_or(0)
@@ -588,7 +602,7 @@ impl Store {
                 return Ok(());
             }
             let meta_len = (l.bytes.len() - l.data_len) as u64;
-            let flags = l.flags & !(PUT_VERIFY_CID | PUT_EPHEMERAL);
+            let flags = l.flags & !PUT_VERIFY_CID;
             let id = self.new_object(key, l.data_len as u64, meta_len, flags, PROMOTER)?;
             let o = self.objects.get_mut(&id).expect("just created");
             o.from_warm = true;
@@ -604,6 +618,52 @@ impl Store {
                 w.notify_one();
             }
         }
+    }
+
+    /// Starts (or joins) a scan of the Arrow object `key`, which must not be in shared memory:
+    /// its result is published (ephemeral) under a key derived from `key` and the scan.
+    pub(crate) fn begin_scan(&mut self, key: &Key, scan: &crate::scan::Scan) -> ScanStart {
+        if matches!(self.lookup(key), Lookup::Present) {
+            return ScanStart::Hot;
+        }
+        let mut d = Vec::with_capacity(46);
+        d.extend_from_slice(b"cidcache.scan:");
+        d.extend_from_slice(format!("{:016x}{:016x}", key.hash(), scan.digest()).as_bytes());
+        let derived = Key::new(&d).expect("46 bytes");
+        if matches!(self.lookup(&derived), Lookup::Present) {
+            return ScanStart::Ready(derived);
+        }
+        if self.promoting.contains(&derived) {
+            return ScanStart::InProgress(derived);
+        }
+        match self.warm.as_ref().and_then(|w| w.source(key)) {
+            Some(src) => {
+                self.promoting.insert(derived);
+                ScanStart::Start(src, derived)
+            }
+            None => ScanStart::Missing,
+        }
+    }
+
+    /// Publishes a scan's result under `derived` (ephemeral: never demoted) and wakes those
+    /// waiting for it.
+    pub(crate) fn finish_scan(&mut self, derived: Key, r: Result<Loaded>) -> Result<()> {
+        let mut l = r?;
+        l.flags |= PUT_EPHEMERAL;
+        self.finish_promotion(derived, Ok(l));
+        match self.lookup(&derived) {
+            Lookup::Present => Ok(()),
+            Lookup::Missing => Err(Error::StoreFull(format!(
+                "the result of the scan does not fit in the hot tier ({} used of {})",
+                human_bytes(self.memory.used()),
+                human_bytes(self.memory.limit())
+            ))),
+        }
+    }
+
+    /// Whether `key` is being promoted or scanned.
+    pub(crate) fn is_promoting(&self, key: &Key) -> bool {
+        self.promoting.contains(key)
     }
 
     /// Attaches the warm tier: evictions demote into it, misses promote from it.

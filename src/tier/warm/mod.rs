@@ -116,6 +116,9 @@ struct Counters {
     quarantined: u64,
     write_errors: u64,
     read_errors: u64,
+    scans: u64,
+    scan_row_groups_skipped: u64,
+    scan_rows_skipped_by_pages: u64,
 }
 
 struct State {
@@ -436,6 +439,12 @@ impl Warm {
             ("warm.quarantined_files", c.quarantined),
             ("warm.write_errors", c.write_errors),
             ("warm.read_errors", c.read_errors),
+            ("warm.scans", c.scans),
+            ("warm.scan_row_groups_skipped", c.scan_row_groups_skipped),
+            (
+                "warm.scan_rows_skipped_by_pages",
+                c.scan_rows_skipped_by_pages,
+            ),
         ]
     }
 
@@ -511,6 +520,66 @@ impl Source {
             }
         }
         r
+    }
+}
+
+impl Source {
+    /// Projects and filters the Arrow object this source names, reading only what the scan
+    /// needs from its file; returns the result encoded as an Arrow IPC file.
+    pub(crate) fn scan(self, scan: &crate::scan::Scan) -> Result<Loaded> {
+        let not_arrow = || {
+            Error::InvalidArgument(format!(
+                "{} was not stored as an Arrow object; use get()",
+                self.key
+            ))
+        };
+        let (schema, batches) = match &self.from {
+            Origin::File(
+                _,
+                path,
+                Located {
+                    place: Place::Table,
+                    ..
+                },
+            ) => {
+                let (schema, batches, report) = table::scan(path, scan)?;
+                let mut st = lock(&self.inner.state);
+                st.counters.scans += 1;
+                st.counters.scan_row_groups_skipped += report.row_groups_skipped as u64;
+                st.counters.scan_rows_skipped_by_pages += report.rows_skipped_by_pages as u64;
+                drop(st);
+                tracing::debug!(
+                    "warm scan of {}: {} of {} row groups skipped by statistics, {} rows by pages",
+                    self.key,
+                    report.row_groups_skipped,
+                    report.row_groups,
+                    report.rows_skipped_by_pages
+                );
+                (schema, batches)
+            }
+            _ => {
+                let flags = match &self.from {
+                    Origin::Memory(p) => p.flags,
+                    Origin::File(_, _, l) => l.flags,
+                };
+                if flags & PUT_ARROW == 0 {
+                    return Err(not_arrow());
+                }
+                let l = self.load()?;
+                let obj = crate::arrow::decode_ipc_file(&arrow_buffer::Buffer::from(
+                    &l.bytes[..l.data_len],
+                ))?;
+                let (schema, mut batches) = scan.apply(&obj.schema, &obj.batches)?;
+                table::unify_dictionaries(&schema, &mut batches)?;
+                (schema, batches)
+            }
+        };
+        let bytes = crate::arrow::encode_ipc_file(&schema, &batches)?;
+        Ok(Loaded {
+            data_len: bytes.len(),
+            bytes,
+            flags: PUT_ARROW,
+        })
     }
 }
 

@@ -313,3 +313,141 @@ pub(crate) fn read(
         Ok((schema, batches, info))
     })
 }
+
+/// What a warm scan read and skipped.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ScanReport {
+    pub row_groups: usize,
+    pub row_groups_skipped: usize,
+    pub rows_skipped_by_pages: usize,
+}
+
+/// Reads the rows of an Arrow file that satisfy `scan`'s predicates, only the columns it
+/// needs: row groups are skipped by their statistics, pages inside the others by the page index
+/// (a row selection), and the remaining rows filtered exactly.
+pub(crate) fn scan(
+    path: &Path,
+    scan: &crate::scan::Scan,
+) -> Result<(SchemaRef, Vec<RecordBatch>, ScanReport)> {
+    use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    no_panic(&path.display().to_string(), || {
+        let (f, _, _) = load_meta(path)?;
+        let md = ArrowReaderMetadata::load(
+            &f,
+            ArrowReaderOptions::new()
+                .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional),
+        )?;
+        let mut schema_md = md.schema().metadata().clone();
+        schema_md.retain(|k, _| !k.starts_with("cidcache."));
+        let schema = Arc::new(Schema::new_with_metadata(
+            md.schema().fields().clone(),
+            schema_md,
+        ));
+        let proj = scan.projection(&schema)?;
+        let fcols = scan.filter_columns(&schema)?;
+        let pq = md.metadata();
+        let groups = pq.row_groups();
+        let mut report = ScanReport {
+            row_groups: groups.len(),
+            ..ScanReport::default()
+        };
+        let mut keep_groups = Vec::new();
+        let mut selectors: Vec<RowSelector> = Vec::new();
+        for g in 0..groups.len() {
+            let rows = groups[g].num_rows() as usize;
+            let mut keep = true;
+            let mut sel = RowSelection::from(vec![RowSelector::select(rows)]);
+            for p in &scan.filters {
+                let Ok(conv) =
+                    StatisticsConverter::try_new(&p.column, &schema, md.parquet_schema())
+                else {
+                    continue;
+                };
+                if let (Ok(lo), Ok(hi)) = (
+                    conv.row_group_mins(std::iter::once(&groups[g])),
+                    conv.row_group_maxes(std::iter::once(&groups[g])),
+                ) {
+                    if lo.len() == 1 && !crate::scan::Scan::may_match(p, &lo, &hi, 0) {
+                        keep = false;
+                        break;
+                    }
+                }
+                // Pages: one selector run per page of the predicate's column.
+                let Some(pi) = pq.page_index() else { continue };
+                let pages = (
+                    conv.data_page_mins(pi.as_ref(), std::iter::once(&g)),
+                    conv.data_page_maxes(pi.as_ref(), std::iter::once(&g)),
+                    conv.data_page_row_counts(pi.as_ref(), groups, std::iter::once(&g)),
+                );
+                if let (Ok(lo), Ok(hi), Ok(Some(counts))) = pages {
+                    if counts.len() == lo.len()
+                        && counts.values().iter().sum::<u64>() as usize == rows
+                    {
+                        let runs: Vec<RowSelector> = (0..lo.len())
+                            .map(|i| {
+                                let n = counts.value(i) as usize;
+                                if crate::scan::Scan::may_match(p, &lo, &hi, i) {
+                                    RowSelector::select(n)
+                                } else {
+                                    RowSelector::skip(n)
+                                }
+                            })
+                            .collect();
+                        sel = sel.intersection(&RowSelection::from(runs));
+                    }
+                }
+            }
+            if !keep {
+                report.row_groups_skipped += 1;
+                continue;
+            }
+            let selected = sel.row_count();
+            report.rows_skipped_by_pages += rows - selected;
+            keep_groups.push(g);
+            selectors.extend(Vec::<RowSelector>::from(sel));
+        }
+        // Decode the projected and predicate columns only.
+        let mut need: Vec<usize> = proj.iter().chain(&fcols).copied().collect();
+        need.sort_unstable();
+        need.dedup();
+        let read_schema = Arc::new(schema.project(&need)?);
+        let mut batches = Vec::new();
+        if !keep_groups.is_empty() {
+            let b = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                f.try_clone()
+                    .map_err(|e| Error::io("cannot reopen a warm-tier file", e))?,
+                md.clone(),
+            );
+            let mask = ProjectionMask::roots(b.parquet_schema(), need.iter().copied());
+            let rd = b
+                .with_projection(mask)
+                .with_row_groups(keep_groups)
+                .with_row_selection(RowSelection::from(selectors))
+                .with_batch_size(64 * 1024)
+                .build()?;
+            for batch in rd {
+                let batch = batch?.with_schema(read_schema.clone())?;
+                batches.push(batch);
+            }
+        }
+        let out_proj: Vec<usize> = proj
+            .iter()
+            .map(|c| {
+                need.iter()
+                    .position(|n| n == c)
+                    .expect("projected column read")
+            })
+            .collect();
+        let (_, mut out) = scan.apply(&read_schema, &batches)?;
+        // `apply` projected with the requested names already; keep the object's field order
+        // for the schema of the result.
+        let out_schema = Arc::new(schema.project(&proj)?);
+        let _ = out_proj;
+        for b in &mut out {
+            *b = b.clone().with_schema(out_schema.clone())?;
+        }
+        unify_dictionaries(&out_schema, &mut out)?;
+        Ok((out_schema, out, report))
+    })
+}
