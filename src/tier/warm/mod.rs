@@ -103,6 +103,7 @@ struct FileInfo {
     path: PathBuf,
     bytes: u64,
     keys: Vec<Key>,
+    raw: bool,
 }
 
 #[derive(Default)]
@@ -117,6 +118,8 @@ struct Counters {
     write_errors: u64,
     read_errors: u64,
     scans: u64,
+    compactions: u64,
+    compacted_files: u64,
     scan_row_groups_skipped: u64,
     scan_rows_skipped_by_pages: u64,
 }
@@ -247,7 +250,7 @@ impl Warm {
         let mut objects = HashMap::new();
         let mut files = BTreeMap::new();
         let mut file_bytes = 0;
-        for ((seq, _, path), r) in found.iter().zip(scanned) {
+        for ((seq, arrow, path), r) in found.iter().zip(scanned) {
             match r {
                 Ok(entries) => {
                     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -263,6 +266,7 @@ impl Warm {
                             path: path.clone(),
                             bytes,
                             keys,
+                            raw: !*arrow,
                         },
                     );
                 }
@@ -439,6 +443,8 @@ impl Warm {
             ("warm.quarantined_files", c.quarantined),
             ("warm.write_errors", c.write_errors),
             ("warm.read_errors", c.read_errors),
+            ("warm.compactions", c.compactions),
+            ("warm.compacted_files", c.compacted_files),
             ("warm.scans", c.scans),
             ("warm.scan_row_groups_skipped", c.scan_row_groups_skipped),
             (
@@ -699,6 +705,7 @@ impl Inner {
         let mut st = lock(&self.state);
         match r {
             Ok((path, bytes, placed)) => {
+                let placed_kind = placed.first().map(|(_, l)| l.place);
                 let mut keys = Vec::with_capacity(placed.len());
                 for ((key, l), p) in placed.into_iter().zip(items) {
                     // Deleted (or deleted and demoted again) while being written: not indexed.
@@ -710,7 +717,16 @@ impl Inner {
                     }
                 }
                 st.file_bytes += bytes;
-                st.files.insert(seq, FileInfo { path, bytes, keys });
+                let raw = matches!(placed_kind, Some(Place::Raw(_)));
+                st.files.insert(
+                    seq,
+                    FileInfo {
+                        path,
+                        bytes,
+                        keys,
+                        raw,
+                    },
+                );
                 self.enforce_capacity(&mut st);
             }
             Err(e) => {
@@ -762,6 +778,164 @@ fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Arc<Pending>>) {
         if !batch.is_empty() {
             inner.write_batch(batch);
         }
+        inner.compact();
+    }
+}
+
+/// An object copied by compaction: (old file, key, old place, new place).
+type Moved = (u64, Key, Located, Located);
+
+/// Raw files below this size are merged by compaction...
+const SMALL_FILE: u64 = 8 << 20;
+/// ...once there are this many of them...
+const COMPACT_AT: usize = 8;
+/// ...up to this many input bytes at a time.
+const COMPACT_MAX: u64 = 128 << 20;
+
+impl Inner {
+    /// Merges small raw files (the writer makes one per batch, small under a light load) into
+    /// one, dropping the rows of deleted and replaced objects. Runs on the writer thread, so no
+    /// demotion is written meanwhile; deletions made meanwhile are re-recorded against the new
+    /// file so that recovery never brings them back.
+    fn compact(&self) {
+        let olds: Vec<(u64, PathBuf)> = {
+            let st = lock(&self.state);
+            let small: Vec<(u64, PathBuf, u64)> = st
+                .files
+                .iter()
+                .filter(|(_, f)| f.raw && f.bytes < SMALL_FILE)
+                .map(|(&s, f)| (s, f.path.clone(), f.bytes))
+                .collect();
+            if small.len() < COMPACT_AT {
+                return;
+            }
+            let mut total = 0;
+            small
+                .into_iter()
+                .take_while(|(_, _, b)| {
+                    total += b;
+                    total <= COMPACT_MAX
+                })
+                .map(|(s, p, _)| (s, p))
+                .collect()
+        };
+        let seq = self.take_seq();
+        let name = file_name(seq, false);
+        let r = (|| -> Result<(Staged, std::fs::File, Vec<Moved>)> {
+            let (staged, f) = Staged::create(&self.dirs, &name)?;
+            let mut w = raw::RawWriter::new(f, self.cfg.props(true))?;
+            let mut moved = Vec::new();
+            for (old, path) in &olds {
+                // Only the objects still located in that file are carried over.
+                let live: HashMap<Key, Located> = {
+                    let st = lock(&self.state);
+                    st.files
+                        .get(old)
+                        .map(|f| {
+                            f.keys
+                                .iter()
+                                .filter_map(|k| {
+                                    st.objects
+                                        .get(k)
+                                        .filter(|l| l.file == *old)
+                                        .map(|l| (*k, *l))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let objects = match raw::read_all(path) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let mut st = lock(&self.state);
+                        files::quarantine(&self.dirs, path, &e.to_string());
+                        self.forget_file(&mut st, *old);
+                        st.counters.quarantined += 1;
+                        continue;
+                    }
+                };
+                for o in objects {
+                    let Some(l) = live.get(&o.key) else { continue };
+                    if !matches!(l.place, Place::Raw(loc) if loc == o.loc) {
+                        continue;
+                    }
+                    let loc = w.append(&o.key, o.flags, &o.data, &o.meta)?;
+                    let new = Located {
+                        file: seq,
+                        place: Place::Raw(loc),
+                        ..*l
+                    };
+                    moved.push((*old, o.key, *l, new));
+                }
+            }
+            let f = w.finish()?;
+            Ok((staged, f, moved))
+        })();
+        let (staged, f, moved) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("warm tier: compaction failed, files left as they are: {e}");
+                return;
+            }
+        };
+        let dest = self.dirs.root.join(&name);
+        // Under the state lock from here: no deletion can slip between the tombstones written
+        // for the objects that died meanwhile and the new file becoming visible.
+        let mut st = lock(&self.state);
+        let mut keys = Vec::with_capacity(moved.len());
+        let mut live = Vec::with_capacity(moved.len());
+        let mut gone = String::new();
+        for (old, key, was, now) in moved {
+            let still = st.objects.get(&key).is_some_and(|l| {
+                l.file == old
+                    && matches!((l.place, was.place), (Place::Raw(a), Place::Raw(b)) if a == b)
+            });
+            if still {
+                live.push((key, now));
+            } else {
+                // Deleted or replaced while compacting: its copy in the new file must stay dead.
+                gone.push_str(&format!("{} {seq}\n", table::hex(key.as_bytes())));
+            }
+        }
+        if !gone.is_empty() {
+            let r = st
+                .tombstones
+                .write_all(gone.as_bytes())
+                .and_then(|_| st.tombstones.sync_data());
+            if let Err(e) = r {
+                tracing::warn!("warm tier: compaction abandoned, cannot record deletions: {e}");
+                return;
+            }
+        }
+        if let Err(e) = staged.commit(&f, &dest) {
+            tracing::warn!("warm tier: compaction failed, files left as they are: {e}");
+            return;
+        }
+        for (key, now) in live {
+            st.objects.insert(key, now);
+            keys.push(key);
+        }
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        st.file_bytes += bytes;
+        st.files.insert(
+            seq,
+            FileInfo {
+                path: dest,
+                bytes,
+                keys,
+                raw: true,
+            },
+        );
+        for (old, _) in &olds {
+            if let Some(f) = st.files.remove(old) {
+                st.file_bytes -= f.bytes;
+                let _ = std::fs::remove_file(&f.path);
+                st.counters.compacted_files += 1;
+            }
+        }
+        st.counters.compactions += 1;
+        drop(st);
+        let _ = files::sync_dir(&self.dirs.root);
     }
 }
 

@@ -339,3 +339,86 @@ pub(crate) fn read(path: &Path, loc: RawLoc, data_len: u64) -> Result<(Vec<u8>, 
         Ok((data, meta))
     })
 }
+
+/// One whole object read back by [`read_all`].
+pub(crate) struct RawObject {
+    pub key: Key,
+    pub loc: RawLoc,
+    pub flags: u32,
+    pub data: Vec<u8>,
+    pub meta: Vec<u8>,
+}
+
+/// Reads every object of a raw file (for compaction), checking lengths and checksums.
+pub(crate) fn read_all(path: &Path) -> Result<Vec<RawObject>> {
+    let entries = scan(path)?;
+    no_panic(&path.display().to_string(), || {
+        let b = open(path, false)?;
+        let groups = b.metadata().num_row_groups();
+        let mut out: Vec<RawObject> = Vec::with_capacity(entries.len());
+        let mut next = entries.into_iter().peekable();
+        for g in 0..groups {
+            let rd = open(path, false)?
+                .with_projection(ProjectionMask::roots(
+                    b.parquet_schema(),
+                    [CHECKSUM, META, DATA],
+                ))
+                .with_row_groups(vec![g])
+                .with_batch_size(1024)
+                .build()?;
+            let mut row = 0u32;
+            let mut cur: Option<(RawEntry, u64, Vec<u8>, Vec<u8>)> = None;
+            for batch in rd {
+                let batch = batch?;
+                let sums = col::<UInt64Array>(&batch, 0, path)?;
+                let metas = col::<BinaryArray>(&batch, 1, path)?;
+                let chunks = col::<BinaryArray>(&batch, 2, path)?;
+                for i in 0..batch.num_rows() {
+                    if cur.is_none() {
+                        let e = next
+                            .next_if(|e| e.loc.row_group == g as u32 && e.loc.row == row)
+                            .ok_or_else(|| {
+                                Error::Corrupt(format!("{}: rows out of order", path.display()))
+                            })?;
+                        let cap = usize::try_from(e.data_len).unwrap_or(usize::MAX);
+                        cur = Some((
+                            e,
+                            sums.value(i),
+                            Vec::with_capacity(cap.min(1 << 30)),
+                            metas.value(i).to_vec(),
+                        ));
+                    }
+                    let (e, _, data, _) = cur.as_mut().expect("set above");
+                    data.extend_from_slice(chunks.value(i));
+                    if data.len() as u64 > e.data_len {
+                        return Err(Error::Corrupt(format!(
+                            "{}: object longer than recorded",
+                            path.display()
+                        )));
+                    }
+                    row += 1;
+                    if row == e.loc.row + e.loc.parts {
+                        let (e, sum, data, meta) = cur.take().expect("set above");
+                        if data.len() as u64 != e.data_len
+                            || xxhash_rust::xxh3::xxh3_64(&data) != sum
+                        {
+                            return Err(Error::Corrupt(format!(
+                                "{}: {} is damaged",
+                                path.display(),
+                                e.key
+                            )));
+                        }
+                        out.push(RawObject {
+                            key: e.key,
+                            loc: e.loc,
+                            flags: e.flags,
+                            data,
+                            meta,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })
+}
