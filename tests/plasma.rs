@@ -516,6 +516,44 @@ fn external_store_eviction_and_restore() {
     assert_eq!(g[0].as_ref().unwrap().data(), &vec![0u8; 300_000][..]);
 }
 
+#[test]
+fn parquet_external_store_spills_evicted_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("parquet://{}", dir.path().join("spill").display());
+    let data = |i: u32| -> Vec<u8> { (0..300_000u32).map(|j| (i * 7 + j) as u8).collect() };
+    {
+        let store = Store::start(&our_store(), 1_000_000, &["-e", &endpoint]);
+        let a = store.client();
+        for i in 0..7u32 {
+            a.create_and_seal(&oid(i), &data(i), b"m").unwrap();
+        }
+        for i in 0..7u32 {
+            assert!(a.contains(&oid(i)).unwrap(), "{i}");
+        }
+        let g = a.get(&[oid(0)], 1000).unwrap();
+        let o = g[0].as_ref().expect("restored from Parquet");
+        assert_eq!(o.data(), &data(0)[..]);
+        assert_eq!(o.metadata(), b"m");
+    }
+    assert!(std::fs::read_dir(dir.path().join("spill"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".parquet")));
+    let (c, _, e) = run(
+        &our_store(),
+        &[
+            "-s",
+            "/tmp/unused.sock",
+            "-m",
+            "1000",
+            "-e",
+            "parquet://relative",
+        ],
+    );
+    assert_eq!(c, Some(1));
+    assert!(e.contains("parquet:///ABSOLUTE/DIRECTORY"), "{e}");
+}
+
 fn run(bin: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(bin).arg("plasma").args(args).output().unwrap();
     (

@@ -163,10 +163,13 @@ pub enum ExternalStoreError {
     /// No store of that name exists.
     #[error("no such external store \"{0}\"")]
     Unknown(String),
+    /// The store exists but cannot be opened.
+    #[error("cannot open the external store: {0}")]
+    Unusable(String),
 }
 
-/// Creates the external store named by `endpoint` (`name://rest`); only
-/// `hashtable` exists.
+/// Creates the external store named by `endpoint` (`name://rest`): `hashtable://` (in memory)
+/// or `parquet:///DIR` (the Parquet warm tier in `DIR`, which survives restarts).
 pub fn external_store_from_endpoint(
     endpoint: &str,
 ) -> Result<Box<dyn ExternalStore>, ExternalStoreError> {
@@ -175,6 +178,19 @@ pub fn external_store_from_endpoint(
     };
     match name {
         "hashtable" => Ok(Box::new(HashTableStore::default())),
+        "parquet" => {
+            let dir = endpoint
+                .strip_prefix("parquet://")
+                .filter(|d| d.starts_with('/'))
+                .ok_or_else(|| {
+                    ExternalStoreError::Unusable(format!(
+                        "{endpoint:?}: write parquet:///ABSOLUTE/DIRECTORY"
+                    ))
+                })?;
+            crate::tier::warm::external::ParquetExternalStore::open(dir.into())
+                .map(|s| Box::new(s) as Box<dyn ExternalStore>)
+                .map_err(|e| ExternalStoreError::Unusable(e.to_string()))
+        }
         other => Err(ExternalStoreError::Unknown(other.to_string())),
     }
 }

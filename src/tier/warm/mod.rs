@@ -16,6 +16,7 @@
 //! Thread safety: [`Warm`] is `Send + Sync`; one background thread writes files, promotions read
 //! them from any thread. Layouts: [`raw`] for byte objects, [`table`] for Arrow objects.
 
+pub(crate) mod external;
 pub(crate) mod files;
 pub(crate) mod raw;
 pub(crate) mod table;

@@ -210,7 +210,7 @@ pub(crate) fn read(
     threads: usize,
 ) -> Result<(SchemaRef, Vec<RecordBatch>, TableInfo)> {
     no_panic(&path.display().to_string(), || {
-        let (f, md, info) = load_meta(path)?;
+        let (_, md, info) = load_meta(path)?;
         // The reader folds the file's key-value metadata into the schema's; the object's own
         // schema is the embedded Arrow schema without ours.
         let mut schema_md = md.schema().metadata().clone();
@@ -242,9 +242,10 @@ pub(crate) fn read(
             let t = next.fetch_add(1, Ordering::Relaxed);
             let Some(&(g, s)) = tasks.get(t) else { break };
             let r = (|| -> Result<Vec<ArrayRef>> {
-                let file = f
-                    .try_clone()
-                    .map_err(|e| Error::io("cannot reopen a warm-tier file", e))?;
+                // A file of its own: a dup'ed descriptor shares the file offset, and the reader
+                // seeks and reads.
+                let file = File::open(path)
+                    .map_err(|e| Error::io(format!("cannot reopen {}", path.display()), e))?;
                 let b = ParquetRecordBatchReaderBuilder::new_with_metadata(file, md.clone());
                 let mask = ProjectionMask::roots(b.parquet_schema(), col_sets[s].iter().copied());
                 let rows = md.metadata().row_group(g).num_rows() as usize;
