@@ -17,6 +17,8 @@ mod client;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+#[doc(hidden)]
+pub mod harness;
 pub mod index;
 pub mod key;
 pub mod layout;
