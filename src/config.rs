@@ -85,6 +85,8 @@ pub struct Config {
     pub policy: String,
     /// File mode of sockets and segments (0o600; 0o660 for a group store).
     pub mode: u32,
+    /// Serve Prometheus metrics over HTTP on this address (`GET /metrics`); `None` = off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -103,6 +105,7 @@ impl Config {
             inline_max: 64 << 10,
             policy: "s3fifo".into(),
             mode: 0o600,
+            metrics_addr: None,
         }
     }
 }

@@ -49,6 +49,9 @@ struct Args {
     /// Let members of the daemon's group connect (mode 0660 instead of 0600).
     #[arg(long)]
     group: bool,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics (off by default).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -126,7 +129,16 @@ fn config(a: &Args, store: &str) -> Config {
     if a.group {
         cfg.mode = 0o660;
     }
+    cfg.metrics_addr = a.metrics_addr;
     cfg
+}
+
+fn parse_socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: no address"))
 }
 
 fn run_native(a: Args) -> ExitCode {
