@@ -37,7 +37,7 @@ const COUNTERS: [&str; 16] = [
 ];
 
 fn is_counter(name: &str) -> bool {
-    COUNTERS.iter().any(|c| name == *c) || name.ends_with("_errors") || name.ends_with("_total")
+    COUNTERS.contains(&name) || name.ends_with("_errors") || name.ends_with("_total")
 }
 
 fn sanitize(s: &str) -> String {
@@ -46,10 +46,13 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// A metric family: name, whether it is a counter, and its samples (tier, source name, value).
+type Family = (String, bool, Vec<(Option<String>, String, u64)>);
+
 /// Renders statistics (as `Store::stats` names them) in the Prometheus text format 0.0.4.
 pub(crate) fn render(stats: &[(String, u64)]) -> String {
     // Families in first-seen order; samples of one family stay together, as the format needs.
-    let mut families: Vec<(String, bool, Vec<(Option<String>, String, u64)>)> = Vec::new();
+    let mut families: Vec<Family> = Vec::new();
     for (name, value) in stats {
         let (tier, rest) = match name.split_once('.') {
             Some((t, r)) if TIERS.contains(&t) => (Some(t.to_string()), r),
