@@ -329,9 +329,7 @@ fn preload(c: &Client, prefix: &str, keys: usize, size: usize) -> Result<()> {
 }
 
 fn cleanup(c: &Client, prefix: &str, keys: usize) {
-    for i in 0..keys {
-        let _ = c.delete(&dataset_key(prefix, i));
-    }
+    workload::delete_all(c, (0..keys).map(|i| dataset_key(prefix, i)).collect());
 }
 
 struct Worker {
@@ -409,25 +407,28 @@ fn run_workload(
         }
     }
     let mut results: Vec<WorkerResult> = Vec::new();
-    for mut wk in workers {
-        let line = wk.lines.next();
-        let status = wk.child.wait();
-        let res = match line {
-            Some(Ok(l)) => serde_json::from_str::<WorkerResult>(&l)
-                .map_err(|e| Error::Internal(format!("bad worker report {l:?}: {e}")))?,
-            _ => {
-                return Err(Error::Internal(format!(
-                    "bench worker ended without a report ({status:?})"
-                )))
-            }
-        };
-        results.push(res);
+    let mut failed = None;
+    for wk in &mut workers {
+        match wk.lines.next() {
+            Some(Ok(l)) => match serde_json::from_str::<WorkerResult>(&l) {
+                Ok(r) => results.push(r),
+                Err(e) => failed = Some(format!("bad worker report {l:?}: {e}")),
+            },
+            other => failed = Some(format!("bench worker ended without a report: {other:?}")),
+        }
     }
+    // Taken before the workers delete what they wrote, so the clean-up is not counted.
     let cpu = match (cpu0, pid.and_then(procstat::cpu_ns)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
         _ => None,
     };
     let rss = pid.and_then(procstat::peak_rss);
+    for mut wk in workers {
+        let _ = wk.child.wait();
+    }
+    if let Some(f) = failed {
+        return Err(Error::Internal(f));
+    }
     if w.read_percent > 0 {
         cleanup(c, &prefix, keys);
     }
@@ -533,8 +534,10 @@ pub fn worker_main(socket: &Path, spec_json: &str) -> Result<()> {
     std::io::stdin()
         .read_line(&mut go)
         .map_err(|e| Error::io("worker standard input", e))?;
-    let r = workload::run_worker(&c, &spec)?;
+    let (r, written) = workload::run_worker(&c, &spec)?;
     let line = serde_json::to_string(&r).map_err(|e| Error::Internal(e.to_string()))?;
     writeln!(out, "{line}").map_err(io)?;
-    out.flush().map_err(io)
+    out.flush().map_err(io)?;
+    workload::delete_all(&c, written);
+    Ok(())
 }

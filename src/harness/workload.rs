@@ -197,14 +197,41 @@ fn touch(data: &[u8]) -> u64 {
         .fold(0u64, |a, &b| a.wrapping_add(b as u64))
 }
 
+/// Deletes `keys` (ignoring errors such as an already evicted key), with up to 256 deletes in
+/// flight on the connection instead of one round trip after another.
+pub fn delete_all(client: &Client, keys: Vec<Vec<u8>>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        for k in &keys {
+            let _ = client.delete(k);
+        }
+        return;
+    };
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for k in keys {
+            if set.len() >= 256 {
+                set.join_next().await;
+            }
+            let c = client.clone();
+            set.spawn(async move {
+                let _ = c.delete_async(&k).await;
+            });
+        }
+        while set.join_next().await.is_some() {}
+    });
+}
+
 /// Creates the latency histogram used everywhere (1 ns .. 1 hour, 3 significant digits).
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Runs `spec` on `client` for its duration and returns what it measured. Objects this worker
-/// wrote are deleted afterwards (untimed).
-pub fn run_worker(client: &Client, spec: &WorkerSpec) -> Result<WorkerResult> {
+/// Runs `spec` on `client` for its duration; returns what it measured and the keys of the
+/// objects it wrote (for the caller to delete once the result is reported).
+pub fn run_worker(client: &Client, spec: &WorkerSpec) -> Result<(WorkerResult, Vec<Vec<u8>>)> {
     let w = &spec.workload;
     let batch = w.batch.max(1);
     let sampler = Sampler::new(spec.keys, w.popularity);
@@ -223,6 +250,14 @@ pub fn run_worker(client: &Client, spec: &WorkerSpec) -> Result<WorkerResult> {
         }
     };
     let mut sum = 0u64;
+    // Untimed warm-up: map the segments and fault in the first objects' pages.
+    if w.read_percent > 0 {
+        for k in dataset.iter().take(64) {
+            if let Ok(Some(o)) = client.get(k) {
+                sum = sum.wrapping_add(touch(o.data()));
+            }
+        }
+    }
     let start = Instant::now();
     let until = start + Duration::from_millis(w.duration_ms);
     while Instant::now() < until {
@@ -284,9 +319,6 @@ pub fn run_worker(client: &Client, spec: &WorkerSpec) -> Result<WorkerResult> {
     r.elapsed_ns = start.elapsed().as_nanos() as u64;
     r.bytes = r.items * w.object_size as u64;
     black_box(sum);
-    for k in &written {
-        let _ = client.delete(k);
-    }
     r.histogram = hist
         .iter_recorded()
         .map(|v| (v.value_iterated_to(), v.count_at_value()))
@@ -294,7 +326,7 @@ pub fn run_worker(client: &Client, spec: &WorkerSpec) -> Result<WorkerResult> {
     let me = std::process::id();
     r.cpu_ns = super::procstat::cpu_ns(me).unwrap_or(0);
     r.peak_rss = super::procstat::peak_rss(me).unwrap_or(0);
-    Ok(r)
+    Ok((r, written))
 }
 
 #[cfg(test)]
