@@ -1,7 +1,7 @@
 //! PNG plots of a report (plotters, bitmap backend, text through ab_glyph with a system
 //! TrueType font; charts are drawn without text when no font is found).
 
-use super::report::{bytes, Report, WorkloadResult};
+use super::report::{Report, WorkloadResult};
 use crate::error::{Error, Result};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -31,6 +31,16 @@ fn font() -> bool {
         }
         false
     })
+}
+
+/// Log-axis ticks fall on powers of ten: `100B`, `10kB`, `1MB`.
+fn decimal_bytes(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{}GB", x / 1e9),
+        x if x >= 1e6 => format!("{}MB", x / 1e6),
+        x if x >= 1e3 => format!("{}kB", x / 1e3),
+        x => format!("{x}B"),
+    }
 }
 
 fn perr(e: impl std::fmt::Display) -> Error {
@@ -214,7 +224,7 @@ fn xy(
         if text {
             mesh.x_desc(xdesc)
                 .y_desc(ydesc)
-                .x_label_formatter(&|x| bytes(*x as u64))
+                .x_label_formatter(&|x| decimal_bytes(*x))
                 .y_label_formatter(&fmt_y);
         } else {
             mesh.x_labels(0).y_labels(0);
@@ -251,7 +261,14 @@ fn xy(
         if text {
             mesh.x_desc(xdesc)
                 .y_desc(ydesc)
-                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_labels((xmax - xmin) as usize + 2)
+                .x_label_formatter(&|x| {
+                    if (x - x.round()).abs() < 1e-6 {
+                        format!("{x:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
                 .y_label_formatter(&fmt_y);
         } else {
             mesh.x_labels(0).y_labels(0);
