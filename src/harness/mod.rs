@@ -520,8 +520,8 @@ pub fn run(o: &BenchOptions) -> Result<Report> {
     Ok(report)
 }
 
-/// Body of the hidden worker subcommand: connects to `socket`, prints `READY`, waits for a
-/// line on standard input, runs the workload of `spec_json` and prints one JSON result line.
+/// Body of the hidden worker subcommand: connects to `socket`, prints `READY`, waits for `GO`
+/// on standard input (ends quietly on anything else), runs the workload of `spec_json` and prints one JSON result line.
 pub fn worker_main(socket: &Path, spec_json: &str) -> Result<()> {
     let spec: WorkerSpec = serde_json::from_str(spec_json)
         .map_err(|e| Error::InvalidArgument(format!("bad worker spec: {e}")))?;
@@ -534,6 +534,10 @@ pub fn worker_main(socket: &Path, spec_json: &str) -> Result<()> {
     std::io::stdin()
         .read_line(&mut go)
         .map_err(|e| Error::io("worker standard input", e))?;
+    if go.trim() != "GO" {
+        // The harness went away (or gave up on this workload) before the start.
+        return Ok(());
+    }
     let (r, written) = workload::run_worker(&c, &spec)?;
     let line = serde_json::to_string(&r).map_err(|e| Error::Internal(e.to_string()))?;
     writeln!(out, "{line}").map_err(io)?;

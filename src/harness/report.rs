@@ -188,6 +188,12 @@ pub fn table(r: &Report) -> String {
             .unwrap_or_else(|| "?".into()),
         bytes(r.hot_tier_bytes)
     );
+    if r.build == "debug" {
+        let _ = writeln!(
+            s,
+            "(a debug build checks the harness; its figures, and the Plasma ratios, compare nothing)"
+        );
+    }
     let _ = writeln!(
         s,
         "{:<26} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9}",
