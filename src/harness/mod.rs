@@ -303,8 +303,10 @@ fn progress(quiet: bool, len: u64) -> ProgressBar {
     pb
 }
 
-/// Preloads `keys` objects of `size` bytes under `prefix` (put_many batches of up to 8 MiB).
-fn preload(c: &Client, prefix: &str, keys: usize, size: usize) -> Result<()> {
+/// Preloads `keys` objects of `size` bytes under `prefix` (put_many batches of up to 8 MiB);
+/// returns how many the store refused as full.
+fn preload(c: &Client, prefix: &str, keys: usize, size: usize) -> Result<u64> {
+    let mut full = 0;
     let data = payload(size);
     let per = (8 << 20) / size.max(1);
     let per = per.clamp(1, 256);
@@ -319,13 +321,13 @@ fn preload(c: &Client, prefix: &str, keys: usize, size: usize) -> Result<()> {
                 Ok(()) | Err(Error::AlreadyExists(_)) => {}
                 // Above the hot tier a put may find no room right now: the workload then
                 // measures misses, which is what a dataset larger than the tier means.
-                Err(Error::StoreFull(_)) => {}
+                Err(Error::StoreFull(_)) => full += 1,
                 Err(e) => return Err(e),
             }
         }
         i += n;
     }
-    Ok(())
+    Ok(full)
 }
 
 fn cleanup(c: &Client, prefix: &str, keys: usize) {
@@ -384,9 +386,11 @@ fn run_workload(
         None => w.keys.max(1),
     };
     let prefix = format!("b{}-{seq}", std::process::id());
-    if w.read_percent > 0 {
-        preload(c, &prefix, keys, w.object_size)?;
-    }
+    let refused = if w.read_percent > 0 {
+        preload(c, &prefix, keys, w.object_size)?
+    } else {
+        0
+    };
     let mut workers = Vec::new();
     for i in 0..w.clients.max(1) {
         let spec = WorkerSpec {
@@ -432,7 +436,9 @@ fn run_workload(
     if w.read_percent > 0 {
         cleanup(c, &prefix, keys);
     }
-    Ok(report::aggregate(w, keys, &results, cpu, rss))
+    let mut r = report::aggregate(w, keys, &results, cpu, rss);
+    r.preload_refused = refused;
+    Ok(r)
 }
 
 /// Runs a suite and returns the report (also printed, written as JSON and plotted as asked).

@@ -29,6 +29,9 @@ pub struct WorkloadResult {
     pub workload: Workload,
     /// Dataset objects preloaded.
     pub keys: usize,
+    /// Dataset objects the store refused as full while preloading.
+    #[serde(default)]
+    pub preload_refused: u64,
     /// Objects per second over all clients (sum of per-client rates).
     pub ops_per_s: f64,
     /// Calls per second over all clients.
@@ -113,6 +116,7 @@ pub fn aggregate(
     WorkloadResult {
         workload: workload.clone(),
         keys,
+        preload_refused: 0,
         ops_per_s: rate(|w| w.items),
         calls_per_s: rate(|w| w.calls),
         gb_per_s: rate(|w| w.bytes) / 1e9,
@@ -237,6 +241,13 @@ pub fn table(r: &Report) -> String {
                     "  ({} errors: {})",
                     w.errors,
                     w.first_error.as_deref().unwrap_or("")
+                )
+            } else {
+                String::new()
+            } + &if w.preload_refused > 0 {
+                format!(
+                    "  ({} of {} dataset objects refused: store full)",
+                    w.preload_refused, w.keys
                 )
             } else {
                 String::new()
