@@ -300,6 +300,7 @@ fn progress(quiet: bool, len: u64) -> ProgressBar {
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    pb.enable_steady_tick(Duration::from_millis(120));
     pb
 }
 
