@@ -39,4 +39,10 @@ fi
 step "benchmark harness smoke run (debug build, short)"
 cargo bench -p cidcache --profile dev --bench spine -- --quick
 
+step "cidcache bench --suite smoke (debug build, seconds): table, JSON report and plots"
+cargo build -q -p cidcache --bins
+target/debug/cidcache bench --spawn --suite smoke --quiet \
+  --json target/bench-smoke.json --plot target/bench-smoke-plots
+python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["workloads"] and all(w["ops_per_s"] > 0 for w in r["workloads"]), r' target/bench-smoke.json
+
 printf '\nall checks passed in %ss\n' "$(( $(date +%s) - start ))"

@@ -98,6 +98,8 @@ pub struct Config {
     /// On a clean shutdown, demote every hot object to the warm tier so that it survives the
     /// restart.
     pub persist_on_exit: bool,
+    /// Serve Prometheus metrics over HTTP on this address (`GET /metrics`); `None` = off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -120,6 +122,7 @@ impl Config {
             warm_capacity: None,
             warm_compression: WarmCompression::Zstd,
             persist_on_exit: true,
+            metrics_addr: None,
         }
     }
 }

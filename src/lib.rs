@@ -17,6 +17,8 @@ mod client;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+#[doc(hidden)]
+pub mod harness;
 pub mod index;
 pub mod key;
 pub mod layout;
@@ -36,3 +38,28 @@ pub use tier::warm::bench as __warm_bench;
 pub use client::{Client, ConnectOptions, ObjectRef, PutOptions, WriteObject};
 pub use error::{Code, Error, Result};
 pub use key::Key;
+
+/// Constructors that the criterion micro-benchmarks (`benches/micro.rs`) need and that the
+/// public API does not offer. Not a stable API.
+#[doc(hidden)]
+pub mod bench_support {
+    use crate::index::Slot;
+    use crate::sync::AtomicU64;
+
+    /// `n` empty index slots (all words zero), as a fresh control segment holds them.
+    pub fn empty_slots(n: usize) -> Vec<Slot> {
+        (0..n)
+            .map(|_| Slot {
+                seq: AtomicU64::new(0),
+                hash: AtomicU64::new(0),
+                key: Default::default(),
+                seg: AtomicU64::new(0),
+                offset: AtomicU64::new(0),
+                data_len: AtomicU64::new(0),
+                meta_len: AtomicU64::new(0),
+                state: AtomicU64::new(0),
+                object_id: AtomicU64::new(0),
+            })
+            .collect()
+    }
+}

@@ -18,6 +18,9 @@ struct Args {
     /// Socket path (overrides --store).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// No progress bars (they are also off when standard error is not a terminal).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -61,6 +64,49 @@ enum Cmd {
     },
     /// Show the store's counters.
     Stats,
+    /// Store every file under a directory (recursively); prints `CID<TAB>path` per file.
+    Import {
+        /// Directory to import.
+        dir: PathBuf,
+        /// Drop instead of demoting when evicted.
+        #[arg(long)]
+        ephemeral: bool,
+    },
+    /// Run the benchmark harness (see docs/benchmarks.md): a table, and JSON / plots on request.
+    Bench {
+        /// Preset: smoke (seconds, for CI), standard (the documented figures) or full.
+        #[arg(long, default_value = "standard")]
+        suite: cidcache::harness::Suite,
+        /// Start a temporary cidcached (found next to this executable) instead of using the
+        /// store named by --store / --socket.
+        #[arg(long)]
+        spawn: bool,
+        /// Hot-tier memory limit of the --spawn'ed daemon (e.g. 256M, 2G) [default: the suite's].
+        #[arg(long, short = 'm', value_parser = cidcache::shm::parse_bytes)]
+        memory: Option<u64>,
+        /// Run only workloads whose name contains this (or whose group is this: size, batch,
+        /// clients, popularity, mix, dataset).
+        #[arg(long)]
+        only: Option<String>,
+        /// Timed phase of every workload, milliseconds [default: the suite's].
+        #[arg(long)]
+        duration_ms: Option<u64>,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write PNG plots into this directory.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Skip the Plasma side-by-side (plasma-store-server vs cidcached plasma vs memcpy).
+        #[arg(long)]
+        no_plasma: bool,
+    },
+    /// Internal: one client process of `cidcache bench`.
+    #[command(name = "__bench-worker", hide = true)]
+    BenchWorker {
+        /// The worker's spec (JSON).
+        spec: String,
+    },
 }
 
 fn connect(a: &Args) -> Result<Client, Error> {
@@ -73,6 +119,11 @@ fn connect(a: &Args) -> Result<Client, Error> {
 
 fn run(a: Args) -> Result<(), Error> {
     match &a.cmd {
+        Cmd::Put {
+            file,
+            key: None,
+            ephemeral,
+        } if file.is_dir() => import(&a, file, *ephemeral)?,
         Cmd::Put {
             file,
             key,
@@ -171,7 +222,122 @@ fn run(a: Args) -> Result<(), Error> {
                 println!("{k:w$}  {v}");
             }
         }
+        Cmd::Import { dir, ephemeral } => import(&a, dir, *ephemeral)?,
+        Cmd::Bench {
+            suite,
+            spawn,
+            memory,
+            only,
+            duration_ms,
+            json,
+            plot,
+            no_plasma,
+        } => {
+            let opts = cidcache::harness::BenchOptions {
+                suite: *suite,
+                spawn: *spawn,
+                socket: a
+                    .socket
+                    .clone()
+                    .unwrap_or_else(|| cidcache::config::default_socket(&a.store)),
+                memory: *memory,
+                filter: only.clone(),
+                duration_ms: *duration_ms,
+                json: json.clone(),
+                plot: plot.clone(),
+                no_plasma: *no_plasma,
+                quiet: a.quiet,
+            };
+            let report = cidcache::harness::run(&opts)?;
+            print!("{}", cidcache::harness::report::table(&report));
+            if let Some(p) = json {
+                println!("wrote {}", p.display());
+            }
+            if let Some(d) = plot {
+                println!("wrote plots into {}", d.display());
+            }
+        }
+        Cmd::BenchWorker { spec } => {
+            let socket = a
+                .socket
+                .clone()
+                .unwrap_or_else(|| cidcache::config::default_socket(&a.store));
+            cidcache::harness::worker_main(&socket, spec)?;
+        }
     }
+    Ok(())
+}
+
+/// Files under `dir`, recursively, sorted (symbolic links are not followed).
+fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::Io {
+        context: format!("reading directory {}", dir.display()),
+        source: e,
+    })?;
+    let mut entries: Vec<_> = rd.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let t = e.file_type().map_err(|err| Error::Io {
+            context: format!("stat {}", e.path().display()),
+            source: err,
+        })?;
+        if t.is_dir() {
+            walk(&e.path(), out)?;
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// `cidcache import DIR` (and `cidcache put DIR`): one content-addressed put per file, a
+/// progress bar over the bytes when standard error is a terminal.
+fn import(a: &Args, dir: &std::path::Path, ephemeral: bool) -> Result<(), Error> {
+    use std::io::IsTerminal;
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let c = connect(a)?;
+    let pb = if a.quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let pb = indicatif::ProgressBar::new(total);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    };
+    let mut out = std::io::stdout().lock();
+    for f in &files {
+        let data = std::fs::read(f).map_err(|e| Error::Io {
+            context: format!("reading {}", f.display()),
+            source: e,
+        })?;
+        let key = cid::cid_v1_raw(&data);
+        let opts = cidcache::PutOptions {
+            ephemeral,
+            verify_cid: true,
+            ..Default::default()
+        };
+        match c.put_with(&key, &data, opts) {
+            Ok(()) | Err(Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        pb.suspend(|| writeln!(out, "{}\t{}", cid::format_key(&key), f.display()))
+            .map_err(|e| Error::Io {
+                context: "writing standard output".into(),
+                source: e,
+            })?;
+        pb.inc(data.len() as u64);
+    }
+    pb.finish_and_clear();
     Ok(())
 }
 

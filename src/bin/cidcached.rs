@@ -62,6 +62,9 @@ struct Args {
     /// On SIGTERM/SIGINT, drop the hot tier instead of demoting it to the warm tier.
     #[arg(long)]
     no_persist_on_exit: bool,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics (off by default).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -143,7 +146,16 @@ fn config(a: &Args, store: &str) -> Config {
     cfg.warm_capacity = a.warm_capacity;
     cfg.warm_compression = a.warm_compression;
     cfg.persist_on_exit = !a.no_persist_on_exit;
+    cfg.metrics_addr = a.metrics_addr;
     cfg
+}
+
+fn parse_socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: no address"))
 }
 
 fn run_native(a: Args) -> ExitCode {

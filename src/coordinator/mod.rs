@@ -7,6 +7,7 @@
 //! the socket, so a client that can connect always finds a complete store.
 
 mod memory;
+mod metrics;
 mod plasma;
 mod session;
 mod store;
@@ -39,6 +40,7 @@ pub struct Coordinator {
     _ctl: Mapping,
     listener: std::os::unix::net::UnixListener,
     plasma: Option<PlasmaFrontEnd>,
+    metrics: Option<std::net::TcpListener>,
     // Created before the socket is bound, so that a client able to connect can also stop the
     // daemon cleanly with SIGTERM (exit status 0), however early it sends it.
     runtime: Option<tokio::runtime::Runtime>,
@@ -320,6 +322,13 @@ impl Coordinator {
             (term, int)
         };
 
+        let metrics = match cfg.metrics_addr {
+            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+                shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+                Error::io(format!("cannot bind the metrics address {addr}"), e)
+            })?),
+            None => None,
+        };
         // We hold the lock, so any socket file at the path is stale.
         let _ = std::fs::remove_file(&cfg.socket);
         let listener = std::os::unix::net::UnixListener::bind(&cfg.socket).map_err(|e| {
@@ -337,6 +346,7 @@ impl Coordinator {
             _ctl: ctl,
             listener,
             plasma: None,
+            metrics,
             runtime: Some(runtime),
             signals: Some(signals),
         })
@@ -392,6 +402,7 @@ impl Coordinator {
     /// Serves until SIGTERM or SIGINT, then cleans up. Returns when the store is gone.
     pub fn run(mut self) -> Result<()> {
         let plasma_front = self.plasma.take();
+        let metrics = self.metrics.take();
         let rt = self
             .runtime
             .take()
@@ -418,6 +429,14 @@ impl Coordinator {
                 Some(p) => Some(start_plasma(p)?),
                 None => None,
             };
+            if let Some(m) = metrics {
+                m.set_nonblocking(true)
+                    .map_err(|e| Error::io("set_nonblocking", e))?;
+                let m = tokio::net::TcpListener::from_std(m)
+                    .map_err(|e| Error::io("cannot register the metrics listener", e))?;
+                tracing::info!("serving Prometheus metrics on http://{}/metrics", m.local_addr().map(|a| a.to_string()).unwrap_or_default());
+                tokio::spawn(metrics::serve(m, store.clone()));
+            }
             let maint_store = store.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(5));
