@@ -191,17 +191,15 @@ fn main() {
 
     println!("== promotion of an Arrow table from the warm tier ({compression}) ==");
     let (schema, batches) = table(rows);
-    let mem: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
     let mut d = Daemon::start("1G", &compression);
     d.client()
         .put_arrow(b"table", &schema, &batches)
         .expect("put_arrow");
     let ipc = d.client().get(b"table").unwrap().unwrap().data().len();
     println!(
-        "table: {rows} rows, {} batches, {:.1} MB as Arrow IPC ({:.1} MB in memory)",
+        "table: {rows} rows, {} batches, {:.1} MB as Arrow IPC",
         batches.len(),
-        ipc as f64 / 1e6,
-        mem as f64 / 1e6
+        ipc as f64 / 1e6
     );
     let mut promote = Vec::new();
     let mut hit = Vec::new();
