@@ -53,6 +53,53 @@ pub fn encode_ipc_file(schema: &Schema, batches: &[RecordBatch]) -> Result<Vec<u
     Ok(out)
 }
 
+/// An upper bound of the size of [`encode_ipc_file`]'s output for `batches` (all buffers of the
+/// batches' slices, each padded to 64 bytes, plus generous room for the messages).
+pub(crate) fn ipc_size_bound(schema: &Schema, batches: &[RecordBatch]) -> usize {
+    fn buffers(d: &arrow_data::ArrayData) -> usize {
+        d.buffers().len() + 1 + d.child_data().iter().map(buffers).sum::<usize>()
+    }
+    let per_field = 256 + 64 * schema.fields().len();
+    batches
+        .iter()
+        .map(|b| {
+            b.columns()
+                .iter()
+                .map(|c| {
+                    let d = c.to_data();
+                    // Bitmaps of slices may be re-aligned: a byte more each.
+                    d.get_slice_memory_size()
+                        .unwrap_or(d.get_buffer_memory_size())
+                        + 72 * buffers(&d)
+                        + 64
+                })
+                .sum::<usize>()
+                + 1024
+                + per_field
+        })
+        .sum::<usize>()
+        + 64 * 1024
+        + 4 * per_field
+}
+
+/// Encodes like [`encode_ipc_file`] straight into `out`; returns the bytes written, or an error
+/// when `out` is too small.
+pub(crate) fn encode_ipc_into(
+    schema: &Schema,
+    batches: &[RecordBatch],
+    out: &mut [u8],
+) -> Result<usize> {
+    let opts = IpcWriteOptions::try_new(64, false, arrow_ipc::MetadataVersion::V5)?;
+    let mut cur = std::io::Cursor::new(out);
+    let mut w = FileWriter::try_new_with_options(&mut cur, schema, opts)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    drop(w);
+    Ok(cur.position() as usize)
+}
+
 /// Decodes an Arrow IPC file held in `buf` without copying, with `require_alignment = true`.
 pub fn decode_ipc_file(buf: &Buffer) -> Result<ArrowObject> {
     let n = buf.len();

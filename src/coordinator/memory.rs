@@ -34,7 +34,8 @@ struct Segment {
     kind: Kind,
     // Kept open so Plasma clients can be handed the descriptor.
     fd: OwnedFd,
-    map: Mapping,
+    // Shared with fills in progress ([`FillTarget`]), which must outlive a shutdown.
+    map: std::sync::Arc<Mapping>,
 }
 
 /// Why an allocation failed.
@@ -140,7 +141,7 @@ impl Memory {
                 size,
                 kind,
                 fd,
-                map,
+                map: std::sync::Arc::new(map),
             },
         );
         self.reserved += size;
@@ -345,6 +346,19 @@ impl Memory {
         }
     }
 
+    /// Exclusive write access to allocation `a` from another thread, without the store lock.
+    /// The caller must own `a` as an unsealed object that nothing else writes (promotions do)
+    /// and must not hand out a second target for it.
+    pub(crate) fn fill_target(&self, a: Alloc) -> FillTarget {
+        let s = &self.segs[&a.seg];
+        debug_assert!(a.offset + a.len <= s.size);
+        FillTarget {
+            map: s.map.clone(),
+            offset: a.offset as usize,
+            len: a.len as usize,
+        }
+    }
+
     /// Bytes of an allocation (to verify a CID at seal).
     pub(crate) fn bytes(&self, a: Alloc) -> &[u8] {
         let s = &self.segs[&a.seg];
@@ -368,5 +382,25 @@ impl Memory {
     /// Bytes lost to alignment and arena slack: reserved minus requested.
     pub(crate) fn alignment_waste(&self, requested: u64) -> u64 {
         self.used.saturating_sub(requested)
+    }
+}
+
+/// The bytes of one unsealed allocation, writable from any thread while the store lock is not
+/// held (a promotion encodes straight into shared memory). It keeps the segment mapped, so a
+/// shutdown that removes the segment meanwhile cannot make the writes fault.
+pub(crate) struct FillTarget {
+    map: std::sync::Arc<Mapping>,
+    offset: usize,
+    len: usize,
+}
+
+impl FillTarget {
+    /// The allocation's bytes.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: offset..offset+len lies inside the mapping (checked when the target was made
+        // from an in-bounds allocation), the mapping lives as long as `self.map`, and the store
+        // hands out one target per unsealed allocation, which it neither reads nor writes
+        // until the fill is finished: `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().add(self.offset), self.len) }
     }
 }

@@ -240,15 +240,70 @@ fn try_get(store: &Shared, keys: &[Key], timeout_ms: i64, many: bool) -> Option<
 }
 
 /// Loads a warm object on the blocking pool and publishes it; detached from the connection
-/// that asked, so other waiters of the key are served even if that one goes away.
+/// that asked, so other waiters of the key are served even if that one goes away. An Arrow
+/// table is encoded straight into its shared-memory allocation, outside the store lock.
 fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
+    use crate::tier::warm::Prepared;
     let store = store.clone();
     tokio::spawn(async move {
-        let r = match tokio::task::spawn_blocking(move || src.load()).await {
+        let prepared = match tokio::task::spawn_blocking(move || src.prepare()).await {
             Ok(r) => r,
             Err(e) => Err(Error::Internal(format!("promotion task failed: {e}"))),
         };
-        lock(&store).finish_promotion(key, r);
+        let (schema, batches, meta, flags, bound) = match prepared {
+            Ok(Prepared::Table {
+                schema,
+                batches,
+                meta,
+                flags,
+                bound,
+            }) => (schema, batches, meta, flags, bound),
+            Ok(Prepared::Bytes(l)) => return lock(&store).finish_promotion(key, Ok(l)),
+            Err(e) => return lock(&store).finish_promotion(key, Err(e)),
+        };
+        let total = (bound + meta.len()) as u64;
+        let begun = lock(&store).begin_fill(key, total, flags);
+        let (id, mut target) = match begun {
+            Ok(x) => x,
+            Err(e) => return lock(&store).finish_promotion(key, Err(e)),
+        };
+        let filled = tokio::task::spawn_blocking(move || {
+            let out = target.bytes_mut();
+            match crate::arrow::encode_ipc_into(&schema, &batches, out) {
+                Ok(n) => {
+                    out[n..n + meta.len()].copy_from_slice(&meta);
+                    Ok((n as u64, meta.len() as u64))
+                }
+                // The bound was too small (it should not be): encode in memory instead.
+                Err(e) => Err((e, schema, batches, meta)),
+            }
+        })
+        .await;
+        match filled {
+            Ok(Ok(lens)) => lock(&store).finish_fill(key, id, Ok(lens)),
+            Ok(Err((e, schema, batches, meta))) => {
+                tracing::warn!("promotion of {key}: direct encoding failed ({e}), copying");
+                lock(&store).abort_fill(key, id);
+                let r = tokio::task::spawn_blocking(move || {
+                    let mut bytes = crate::arrow::encode_ipc_file(&schema, &batches)?;
+                    let data_len = bytes.len();
+                    bytes.extend_from_slice(&meta);
+                    Ok(crate::tier::warm::Loaded {
+                        bytes,
+                        data_len,
+                        flags,
+                    })
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("promotion task failed: {e}"))));
+                lock(&store).finish_promotion(key, r);
+            }
+            Err(e) => lock(&store).finish_fill(
+                key,
+                id,
+                Err(Error::Internal(format!("promotion task failed: {e}"))),
+            ),
+        }
     });
 }
 

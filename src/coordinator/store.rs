@@ -2,7 +2,7 @@
 //! reclamation. One `Store` per coordinator, behind a mutex held only for the duration of one
 //! request (never across an await), which makes the coordinator the index's single writer.
 
-use super::memory::{Alloc, AllocError, Memory};
+use super::memory::{Alloc, AllocError, FillTarget, Memory};
 use crate::error::{Error, Result};
 use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW};
 use crate::key::Key;
@@ -664,6 +664,66 @@ impl Store {
     /// Whether `key` is being promoted or scanned.
     pub(crate) fn is_promoting(&self, key: &Key) -> bool {
         self.promoting.contains(key)
+    }
+
+    /// Reserves `len` bytes for a promoted object `key` (not visible yet) and returns where to
+    /// write them from outside the store lock. Then [`Store::finish_fill`] or `abort_fill`.
+    pub(crate) fn begin_fill(
+        &mut self,
+        key: Key,
+        len: u64,
+        flags: u32,
+    ) -> Result<(u64, FillTarget)> {
+        if self.keys.contains_key(&key) {
+            return Err(Error::AlreadyExists(format!("{key} was stored meanwhile")));
+        }
+        let id = self.new_object(key, len, 0, flags & !PUT_VERIFY_CID, PROMOTER)?;
+        let o = self.objects.get_mut(&id).expect("just created");
+        o.from_warm = true;
+        Ok((id, self.memory.fill_target(o.alloc)))
+    }
+
+    /// Frees a fill that will not be finished; the key stays being promoted.
+    pub(crate) fn abort_fill(&mut self, key: Key, id: u64) {
+        if self
+            .objects
+            .get(&id)
+            .is_some_and(|o| matches!(o.state, State::Created { owner: PROMOTER }))
+        {
+            let o = self.objects.remove(&id).expect("present");
+            self.keys.remove(&key);
+            self.memory.free(o.alloc);
+        }
+    }
+
+    /// Publishes a filled object with its real lengths (at most what was reserved); on `Err`
+    /// frees it. Wakes the key's waiters either way.
+    pub(crate) fn finish_fill(&mut self, key: Key, id: u64, lens: Result<(u64, u64)>) {
+        self.promoting.remove(&key);
+        let r = lens.and_then(|(data_len, meta_len)| {
+            let o = self
+                .objects
+                .get_mut(&id)
+                .filter(|o| matches!(o.state, State::Created { owner: PROMOTER }))
+                .ok_or_else(|| {
+                    Error::Internal(format!("the promotion of {key} lost its object"))
+                })?;
+            if data_len + meta_len > o.alloc.len {
+                return Err(Error::Internal("a fill overran its reservation".into()));
+            }
+            o.data_len = data_len;
+            o.meta_len = meta_len;
+            self.publish(id)
+        });
+        if let Err(e) = r {
+            tracing::warn!("cannot promote {key} from the warm tier: {e}");
+            self.abort_fill(key, id);
+        }
+        if let Some(ws) = self.waiters.remove(&key) {
+            for w in ws {
+                w.notify_one();
+            }
+        }
     }
 
     /// Attaches the warm tier: evictions demote into it, misses promote from it.

@@ -471,36 +471,53 @@ impl Drop for Warm {
     }
 }
 
+/// A warm object read back, in the form best suited to publishing it.
+pub(crate) enum Prepared {
+    /// Bytes to copy into shared memory.
+    Bytes(Loaded),
+    /// An Arrow table to encode straight into shared memory (no intermediate copy): at most
+    /// `bound` bytes of IPC, then `meta`.
+    Table {
+        schema: arrow_schema::SchemaRef,
+        batches: Vec<arrow_array::RecordBatch>,
+        meta: Vec<u8>,
+        flags: u32,
+        bound: usize,
+    },
+}
+
 impl Source {
-    /// Reads the object (from memory or its file). Runs outside the store lock: it may decode
-    /// a large file. A file that fails to decode is quarantined and its objects forgotten.
-    pub(crate) fn load(self) -> Result<Loaded> {
+    /// Reads the object (from memory or its file); an Arrow table from its Parquet file comes
+    /// back decoded, for the caller to encode where it will live. Runs outside the store lock:
+    /// it may decode a large file. A file that fails to decode is quarantined and its objects
+    /// forgotten.
+    pub(crate) fn prepare(self) -> Result<Prepared> {
         let r = match &self.from {
-            Origin::Memory(p) => Ok(Loaded {
+            Origin::Memory(p) => Ok(Prepared::Bytes(Loaded {
                 bytes: p.bytes.clone(),
                 data_len: p.data_len,
                 flags: p.flags,
-            }),
+            })),
             Origin::File(_, path, l) => match l.place {
                 Place::Raw(loc) => raw::read(path, loc, l.data_len).map(|(mut data, meta)| {
                     let data_len = data.len();
                     data.extend_from_slice(&meta);
-                    Loaded {
+                    Prepared::Bytes(Loaded {
                         bytes: data,
                         data_len,
                         flags: l.flags,
-                    }
+                    })
                 }),
                 Place::Table => table::read(path, self.inner.cfg.threads).and_then(
                     |(schema, mut batches, info)| {
                         table::unify_dictionaries(&schema, &mut batches)?;
-                        let mut bytes = crate::arrow::encode_ipc_file(&schema, &batches)?;
-                        let data_len = bytes.len();
-                        bytes.extend_from_slice(&info.meta);
-                        Ok(Loaded {
-                            bytes,
-                            data_len,
+                        let bound = crate::arrow::ipc_size_bound(&schema, &batches);
+                        Ok(Prepared::Table {
+                            schema,
+                            batches,
+                            meta: info.meta,
                             flags: info.flags,
+                            bound,
                         })
                     },
                 ),
@@ -508,9 +525,12 @@ impl Source {
         };
         let mut st = lock(&self.inner.state);
         match &r {
-            Ok(l) => {
+            Ok(p) => {
                 st.counters.promotions += 1;
-                st.counters.promoted_bytes += l.bytes.len() as u64;
+                st.counters.promoted_bytes += match p {
+                    Prepared::Bytes(l) => l.bytes.len() as u64,
+                    Prepared::Table { bound, meta, .. } => (*bound + meta.len()) as u64,
+                };
             }
             Err(e) => {
                 st.counters.read_errors += 1;
@@ -527,6 +547,30 @@ impl Source {
             }
         }
         r
+    }
+
+    /// Reads the object as the bytes it had in shared memory (an Arrow table is encoded as
+    /// Arrow IPC in memory).
+    pub(crate) fn load(self) -> Result<Loaded> {
+        match self.prepare()? {
+            Prepared::Bytes(l) => Ok(l),
+            Prepared::Table {
+                schema,
+                batches,
+                meta,
+                flags,
+                ..
+            } => {
+                let mut bytes = crate::arrow::encode_ipc_file(&schema, &batches)?;
+                let data_len = bytes.len();
+                bytes.extend_from_slice(&meta);
+                Ok(Loaded {
+                    bytes,
+                    data_len,
+                    flags,
+                })
+            }
+        }
     }
 }
 
