@@ -123,7 +123,9 @@ impl Memory {
         self.next_id = id + 1;
         let name = shm::data_name(&self.store, id);
         let fd = shm::create_segment(&self.dir, &name, size, self.mode)?;
-        let map = match Mapping::map(&fd, size as usize, Access::ReadWrite, false) {
+        // Arenas are written over and over (inline puts, promotions): populate their page
+        // tables once here rather than faulting on first touch of every page later.
+        let map = match Mapping::map(&fd, size as usize, Access::ReadWrite, arena) {
             Ok(m) => m,
             Err(e) => {
                 shm::unlink_segment(&self.dir, &name);
