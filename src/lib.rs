@@ -27,6 +27,7 @@ pub mod proto;
 pub mod shm;
 pub mod sketch;
 pub(crate) mod sync;
+pub mod tier;
 
 pub use client::{Client, ConnectOptions, ObjectRef, PutOptions, WriteObject};
 pub use error::{Code, Error, Result};

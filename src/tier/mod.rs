@@ -1,0 +1,3 @@
+//! Storage tiers below shared memory.
+
+pub mod catalog;
