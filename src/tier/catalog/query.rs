@@ -509,7 +509,7 @@ pub struct ScanReport {
     pub files: usize,
     /// Row groups in those files.
     pub row_groups: usize,
-    /// Row groups skipped by statistics (never read).
+    /// Row groups skipped by statistics or the `cid` bloom filter (never read).
     pub row_groups_pruned: usize,
     /// Rows decoded (after row-group and page pruning).
     pub rows_decoded: usize,
@@ -629,6 +629,9 @@ fn scan_file(
                 rg_ranges = intersect(&rg_ranges, &pr);
             }
         }
+        if !pruned {
+            pruned = bloom_excludes(&builder, rg, &query.filters, leaf(Column::Cid));
+        }
         if pruned || rg_ranges.is_empty() {
             rep.row_groups_pruned += usize::from(pruned);
             continue;
@@ -687,6 +690,42 @@ fn scan_file(
         }
     }
     Ok((rows, keys))
+}
+
+/// True when the `cid` bloom filter of row group `rg` proves that no `cid =` / `cid in`
+/// filter value is present (a missing or unreadable filter proves nothing).
+fn bloom_excludes<T: parquet::file::reader::ChunkReader + 'static>(
+    builder: &ParquetRecordBatchReaderBuilder<T>,
+    rg: usize,
+    filters: &[Filter],
+    cid_leaf: Option<usize>,
+) -> bool {
+    let Some(ci) = cid_leaf else { return false };
+    let wanted: Vec<&[u8]> = filters
+        .iter()
+        .filter(|f| f.column == Column::Cid)
+        .filter_map(|f| match (&f.op, &f.value) {
+            (CmpOp::Eq, Literal::Bytes(b)) => Some(vec![b.as_slice()]),
+            (CmpOp::In, Literal::List(items)) => Some(
+                items
+                    .iter()
+                    .filter_map(|l| match l {
+                        Literal::Bytes(b) => Some(b.as_slice()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .next()
+        .unwrap_or_default();
+    if wanted.is_empty() {
+        return false;
+    }
+    match builder.get_row_group_column_bloom_filter(rg, ci) {
+        Ok(Some(sbbf)) => !wanted.iter().any(|v| sbbf.check(*v)),
+        _ => false,
+    }
 }
 
 /// A bound from statistics, typed for comparison with a literal.
