@@ -320,15 +320,16 @@ impl Catalog {
     /// was new.
     #[inline]
     pub fn upsert(&mut self, entry: CatalogEntry) -> bool {
-        match self.map.get(&entry.key) {
-            Some(&i) => {
-                self.rows[i as usize].entry = entry;
-                self.mark(i as usize);
+        use std::collections::hash_map::Entry;
+        match self.map.entry(entry.key) {
+            Entry::Occupied(o) => {
+                let i = *o.get() as usize;
+                self.rows[i].entry = entry;
+                self.mark(i);
                 false
             }
-            None => {
-                let i = self.rows.len();
-                self.map.insert(entry.key, i as u32);
+            Entry::Vacant(v) => {
+                v.insert(self.rows.len() as u32);
                 self.rows.push(Row {
                     entry,
                     part: NO_PART,

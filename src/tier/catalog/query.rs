@@ -647,7 +647,14 @@ fn scan_file(
     let mut rows = Vec::new();
     if !keep.is_empty() {
         let sel = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
+        // Decode only the columns the filters and the projection need (plus the key and the
+        // tombstone flag); the others get defaults in `from_batch` and are never looked at.
+        let mut needed: Vec<&str> = vec![Column::Cid.name(), super::schema::DELETED_COLUMN];
+        needed.extend(query.filters.iter().map(|f| f.column.name()));
+        needed.extend(query.columns().iter().map(|c| c.name()));
+        let mask = ProjectionMask::columns(builder.parquet_schema(), needed);
         let reader = builder
+            .with_projection(mask)
             .with_row_groups(keep)
             .with_row_selection(sel)
             .with_batch_size(64 * 1024)
