@@ -6,9 +6,9 @@
 //! checkpoint (full snapshot) write speed, bytes per row and recovery (open) speed for each
 //! preset, a small delta checkpoint; persisted-scan speed with 1 thread vs one per core.
 
-use cidcache::tier::catalog::query::scan_persisted;
 use cidcache::tier::catalog::{
-    Catalog, CatalogEntry, CatalogOptions, PartitionStrategy, Preset, Query, StorageTier,
+    scan_persisted, Catalog, CatalogEntry, CatalogOptions, PartitionStrategy, Preset, Query,
+    StorageTier,
 };
 use cidcache::Key;
 use hdrhistogram::Histogram;

@@ -3,7 +3,6 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
-use cidcache::tier::catalog::query::{format_table, scan_persisted, write_ipc, write_parquet};
 use cidcache::tier::catalog::*;
 use cidcache::{Error, Key};
 use std::collections::BTreeSet;

@@ -13,24 +13,27 @@
 //! checkpoint writes only what changed since the last one.
 //!
 //! # Persistence
-//! See [`persist`] for the file layout and recovery rules and `docs/catalog.md` for the design.
+//! The file layout and recovery rules are described in `docs/catalog.md`.
 //! A checkpoint writes, per partition with changes, one delta of live rows, then (in a second
 //! phase) one delta of tombstones for keys removed or moved to another partition; a crash
 //! between the two phases leaves a key live in two partitions, and recovery keeps the copy from
 //! the newer file and tombstones the other at the next checkpoint. A partition with
 //! [`CatalogOptions::max_deltas`] deltas is compacted into a new snapshot.
 
-pub mod encoding;
-pub mod partition;
-pub mod persist;
-pub mod query;
-pub mod schema;
+mod encoding;
+mod partition;
+mod persist;
+mod query;
+mod schema;
 
 pub use encoding::Preset;
 pub use partition::PartitionStrategy;
 pub use persist::{QuarantinedFile, RecoveryReport};
-pub use query::{CmpOp, Filter, Literal, Query, ScanReport};
-pub use schema::{catalog_schema, CatalogEntry, Column, StorageTier};
+pub use query::{
+    format_table, scan_persisted, write_ipc, write_parquet, CmpOp, Filter, Literal, Query,
+    ScanReport,
+};
+pub use schema::{catalog_schema, CatalogEntry, Column, StorageTier, SCHEMA_VERSION};
 
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -120,6 +123,41 @@ struct Row {
     dirty: bool,
 }
 
+/// One file to write: the rows `idxs` (sorted by key) of partition `pid`.
+struct WriteJob {
+    pid: u32,
+    dir: PathBuf,
+    seq: u64,
+    idxs: Vec<usize>,
+}
+
+/// Sorts row numbers by key bytes (lexicographic), without chasing rows for most comparisons:
+/// the first 16 key bytes, zero-padded and read big-endian, order keys consistently with
+/// lexicographic order whenever they differ; ties fall back to the full keys.
+fn sort_rows_by_key(rows: &[Row], idxs: &mut Vec<usize>) {
+    let mut tagged: Vec<(u128, usize)> = idxs
+        .iter()
+        .map(|&i| {
+            let b = rows[i].entry.key.as_bytes();
+            let mut p = [0u8; 16];
+            let n = b.len().min(16);
+            p[..n].copy_from_slice(&b[..n]);
+            (u128::from_be_bytes(p), i)
+        })
+        .collect();
+    tagged.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            rows[a.1]
+                .entry
+                .key
+                .as_bytes()
+                .cmp(rows[b.1].entry.key.as_bytes())
+        })
+    });
+    idxs.clear();
+    idxs.extend(tagged.into_iter().map(|(_, i)| i));
+}
+
 struct PartState {
     name: String,
     /// Active files, oldest first (a snapshot, if any, comes first).
@@ -206,8 +244,12 @@ impl Catalog {
         };
         let mut seqs: Vec<u64> = Vec::new();
         let mut max_seq = 0u64;
+        let loaded: Vec<persist::LoadedPartition> = loaded.into_iter().collect::<Result<_>>()?;
+        let total: usize = loaded.iter().map(|lp| lp.rows.len()).sum();
+        cat.map.reserve(total);
+        cat.rows.reserve(total);
+        seqs.reserve(total);
         for lp in loaded {
-            let lp = lp?;
             report.files_loaded += lp.files_loaded;
             report.removed_files += lp.removed;
             for q in &lp.quarantined {
@@ -471,31 +513,49 @@ impl Catalog {
         }
         let mut groups: Vec<(String, Vec<usize>)> = by_part.into_iter().collect();
         groups.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut jobs: Vec<WriteJob> = Vec::with_capacity(groups.len());
         for (name, mut idxs) in groups {
-            let (pid, pdir) = self.part_dir(&name)?;
-            idxs.sort_by(|&a, &b| self.rows[a].entry.key.cmp(&self.rows[b].entry.key));
+            let (pid, dir) = self.part_dir(&name)?;
+            sort_rows_by_key(&self.rows, &mut idxs);
             let seq = self.next_seq;
             self.next_seq += 1;
-            let fname = persist::file_name(seq, false);
-            let entries: Vec<&CatalogEntry> = idxs.iter().map(|&i| &self.rows[i].entry).collect();
-            let bytes = persist::write_entries(&pdir, &fname, &entries, false, preset)?;
-            stats.rows_written += idxs.len();
+            jobs.push(WriteJob {
+                pid,
+                dir,
+                seq,
+                idxs,
+            });
+        }
+        let results = self.write_jobs(&jobs, false);
+        let mut first_err = None;
+        for (job, res) in jobs.into_iter().zip(results) {
+            let bytes = match res {
+                Ok(b) => b,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    continue; // those rows stay dirty
+                }
+            };
+            stats.rows_written += job.idxs.len();
             stats.files_written += 1;
             stats.bytes_written += bytes;
-            self.parts[pid as usize].files.push(FileRef {
-                seq,
+            self.parts[job.pid as usize].files.push(FileRef {
+                seq: job.seq,
                 snapshot: false,
-                path: pdir.join(&fname),
+                path: job.dir.join(persist::file_name(job.seq, false)),
             });
-            for i in idxs {
+            for i in job.idxs {
                 let row = &mut self.rows[i];
-                if row.part != NO_PART && row.part != pid {
+                if row.part != NO_PART && row.part != job.pid {
                     self.tombs.push((row.entry.key, row.part));
                 }
-                row.part = pid;
+                row.part = job.pid;
                 row.dirty = false;
                 self.dirty -= 1;
             }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
         // Phase 2: tombstones, skipping keys that are live again in that same partition.
         if !self.tombs.is_empty() {
@@ -576,25 +636,40 @@ impl Catalog {
                 v.push(i);
             }
         }
+        let mut jobs: Vec<WriteJob> = Vec::with_capacity(pids.len());
         for &pid in pids {
             let mut idxs = members.remove(&pid).unwrap_or_default();
-            idxs.sort_by(|&a, &b| self.rows[a].entry.key.cmp(&self.rows[b].entry.key));
+            sort_rows_by_key(&self.rows, &mut idxs);
             let name = self.parts[pid as usize].name.clone();
-            let (_, pdir) = self.part_dir(&name)?;
+            let (_, dir) = self.part_dir(&name)?;
             let seq = self.next_seq;
             self.next_seq += 1;
-            let fname = persist::file_name(seq, true);
-            let entries: Vec<&CatalogEntry> = idxs.iter().map(|&i| &self.rows[i].entry).collect();
-            let bytes = persist::write_entries(&pdir, &fname, &entries, false, self.opts.preset)?;
+            jobs.push(WriteJob {
+                pid,
+                dir,
+                seq,
+                idxs,
+            });
+        }
+        let results = self.write_jobs(&jobs, true);
+        let mut first_err = None;
+        for (job, res) in jobs.into_iter().zip(results) {
+            let bytes = match res {
+                Ok(b) => b,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    continue; // the old files stay in use
+                }
+            };
             stats.files_written += 1;
             stats.bytes_written += bytes;
             stats.partitions_compacted += 1;
             let old = std::mem::replace(
-                &mut self.parts[pid as usize].files,
+                &mut self.parts[job.pid as usize].files,
                 vec![FileRef {
-                    seq,
+                    seq: job.seq,
                     snapshot: true,
-                    path: pdir.join(&fname),
+                    path: job.dir.join(persist::file_name(job.seq, true)),
                 }],
             );
             for f in old {
@@ -603,15 +678,66 @@ impl Catalog {
                     tracing::warn!(file = %f.path.display(), error = %e, "could not delete superseded catalog file");
                 }
             }
-            persist::fsync_dir(&pdir)?;
+            persist::fsync_dir(&job.dir)?;
         }
-        Ok(())
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes each job's rows as one file (snapshot or delta), partitions in parallel.
+    fn write_jobs(&self, jobs: &[WriteJob], snapshot: bool) -> Vec<Result<u64>> {
+        let threads = match self.opts.threads {
+            0 => persist::cores(),
+            n => n,
+        };
+        let preset = self.opts.preset;
+        persist::parallel_map(jobs, threads, |job| {
+            let entries: Vec<&CatalogEntry> =
+                job.idxs.iter().map(|&i| &self.rows[i].entry).collect();
+            let name = persist::file_name(job.seq, snapshot);
+            persist::write_entries(&job.dir, &name, &entries, false, preset)
+        })
     }
 
     /// Scans the persisted files of this catalog's directory (not the unsaved changes) with
-    /// `query`; see [`query::scan_persisted`].
+    /// `query`; see [`scan_persisted`].
     pub fn scan_persisted(&self, query: &Query) -> Result<(Vec<RecordBatch>, ScanReport)> {
         let dir = self.require_dir()?;
         query::scan_persisted(&dir, query, self.opts.threads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_sort_is_lexicographic_for_any_lengths() {
+        let mut s = 0x1234_5678_9abc_def1u64;
+        let mut rows = Vec::new();
+        for i in 0..2000u32 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            // Short keys, zero bytes and shared prefixes longer than 16 bytes.
+            let len = 1 + (s % 40) as usize;
+            let mut b: Vec<u8> = (0..len).map(|j| ((s >> (j % 8)) & 3) as u8).collect();
+            if i % 3 == 0 {
+                b = [vec![0u8; 20], b].concat();
+            }
+            rows.push(Row {
+                entry: CatalogEntry::bare(Key::new(&b[..b.len().min(63)]).unwrap(), 0, 0),
+                part: NO_PART,
+                dirty: false,
+            });
+        }
+        let mut idxs: Vec<usize> = (0..rows.len()).collect();
+        sort_rows_by_key(&rows, &mut idxs);
+        for w in idxs.windows(2) {
+            assert!(rows[w[0]].entry.key.as_bytes() <= rows[w[1]].entry.key.as_bytes());
+        }
+        assert_eq!(idxs.len(), rows.len());
     }
 }

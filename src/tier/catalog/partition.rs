@@ -3,7 +3,8 @@
 //! Each partition has its own snapshot + delta file set. Directory names are
 //! `part=all` (no partitioning), `day=YYYY-MM-DD` (by `added_at`, UTC), `size=2^K` (by
 //! `size_bytes`, log2 buckets; `size=0` for empty objects), `type=<top-level mimetype>`
-//! (`type=unknown` when absent, `type=other` when it is not a plain token) and `hash=NNNN`
+//! (`type=unknown` when absent, `type=other` when it is not a plain token starting with a
+//! letter or digit) and `hash=NNNN`
 //! (xxh3 of the key, the fixed slot hash, modulo N).
 
 use super::schema::CatalogEntry;
@@ -51,8 +52,8 @@ impl PartitionStrategy {
                         .unwrap_or("")
                         .trim()
                         .to_ascii_lowercase();
-                    if !top.is_empty()
-                        && top.len() <= 32
+                    if top.len() <= 32
+                        && top.starts_with(|c: char| c.is_ascii_alphanumeric())
                         && top
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')

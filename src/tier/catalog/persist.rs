@@ -242,13 +242,15 @@ pub(crate) fn load_partition(catalog_dir: &Path, name: &str) -> Result<LoadedPar
     let files = list_partition(&dir, &mut removed)?;
     let mut quarantined = Vec::new();
     let mut files_loaded = 0;
-    let mut live: HashMap<Key, (CatalogEntry, u64)> = HashMap::new();
+    let mut live: HashMap<Key, (CatalogEntry, u64), super::KeyHashBuilder> =
+        HashMap::with_hasher(super::KeyHashBuilder);
     // Newest readable snapshot.
     let mut base: Option<usize> = None;
     for (i, f) in files.iter().enumerate().rev().filter(|(_, f)| f.snapshot) {
         match read_file(&f.path) {
             Ok(rows) => {
                 files_loaded += 1;
+                live.reserve(rows.len());
                 for (e, del) in rows {
                     if del {
                         live.remove(&e.key);
@@ -291,6 +293,7 @@ pub(crate) fn load_partition(catalog_dir: &Path, name: &str) -> Result<LoadedPar
         match read_file(&f.path) {
             Ok(rows) => {
                 files_loaded += 1;
+                live.reserve(rows.len());
                 for (e, del) in rows {
                     if del {
                         live.remove(&e.key);
