@@ -717,3 +717,94 @@ fn key_live_in_two_partitions_resolves_to_newest() {
     let (c, _) = Catalog::open(tmp.path(), o).unwrap();
     assert!(c.is_empty());
 }
+
+#[test]
+fn wrong_types_and_garbage_are_quarantined_not_fatal() {
+    use arrow_array::{BinaryArray, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(PartitionStrategy::Hash(2), Preset::Fast);
+    let (mut c, _) = Catalog::open(tmp.path(), o.clone()).unwrap();
+    let es = entries(200, 31);
+    c.upsert_batch(es.iter().cloned());
+    c.checkpoint().unwrap();
+    drop(c);
+    let pdir = tmp.path().join("hash=0000");
+    // A file whose size_bytes column is text: a type this version cannot read.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("cid", DataType::Binary, false),
+        Field::new("size_bytes", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(BinaryArray::from_iter_values([key(5000).as_bytes()])),
+            Arc::new(StringArray::from(vec!["big"])),
+        ],
+    )
+    .unwrap();
+    let f = std::fs::File::create(pdir.join("delta-00000000000000a0.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    // Pure garbage, an empty file, and a valid Parquet file with an empty key.
+    std::fs::write(
+        pdir.join("delta-00000000000000a1.parquet"),
+        vec![0xA5u8; 5000],
+    )
+    .unwrap();
+    std::fs::write(pdir.join("delta-00000000000000a2.parquet"), b"").unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "cid",
+        DataType::Binary,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(BinaryArray::from_iter_values([b"".as_slice()]))],
+    )
+    .unwrap();
+    let f = std::fs::File::create(pdir.join("delta-00000000000000a3.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    // A read-only scan reports them and still answers from the good files.
+    let q = Query::parse(&["size_bytes>=0"], Some("cid")).unwrap();
+    let (b, rep) = scan_persisted(tmp.path(), &q, 2).unwrap();
+    assert_eq!(rep.skipped_files.len(), 4, "{rep:?}");
+    assert_eq!(keys_of(&b).len(), 200);
+
+    let (c, rep) = Catalog::open(tmp.path(), o).unwrap();
+    assert_eq!(rep.quarantined.len(), 4, "{rep:?}");
+    assert!(
+        rep.quarantined
+            .iter()
+            .any(|q| q.reason.contains("size_bytes")),
+        "{rep:?}"
+    );
+    assert!(rep
+        .quarantined
+        .iter()
+        .all(|q| q.moved_to.as_ref().is_some_and(|p| p.exists())));
+    assert_eq!(c.len(), 200);
+    assert!(c.get(&key(5000)).is_none());
+    let mut want = es.clone();
+    want.sort_by_key(|e| e.key);
+    assert_eq!(sorted(&c), want);
+    // Quarantined seqs are never reused.
+    let mut c = c;
+    c.touch(&es[0].key, T0 + 1);
+    c.checkpoint().unwrap();
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.as_str() > "delta-00000000000000a3.parquet" && n.starts_with("delta-")),
+        "{names:?}"
+    );
+}
