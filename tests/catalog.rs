@@ -808,3 +808,32 @@ fn wrong_types_and_garbage_are_quarantined_not_fatal() {
         "{names:?}"
     );
 }
+
+#[test]
+fn output_formats_by_name() {
+    let mut c = Catalog::new();
+    c.upsert_batch(entries(20, 4));
+    let q = Query::parse(&["size_bytes>0"], Some("cid,storage_tier")).unwrap();
+    let b = c.query(&q).unwrap();
+    let schema = output_schema(&q);
+    assert_eq!(b.schema(), schema);
+    for (name, fmt) in [
+        ("table", OutputFormat::Table),
+        ("IPC", OutputFormat::Ipc),
+        ("parquet", OutputFormat::Parquet),
+    ] {
+        assert_eq!(name.parse::<OutputFormat>().unwrap(), fmt);
+        let mut out = Vec::new();
+        write_output(&mut out, fmt, &schema, std::slice::from_ref(&b)).unwrap();
+        match fmt {
+            OutputFormat::Table => assert!(String::from_utf8(out).unwrap().starts_with("cid")),
+            OutputFormat::Ipc => assert_eq!(&out[..6], b"ARROW1"),
+            OutputFormat::Parquet => assert_eq!(&out[..4], b"PAR1"),
+        }
+        // Empty results still produce a file with the columns.
+        let mut out = Vec::new();
+        write_output(&mut out, fmt, &schema, &[]).unwrap();
+        assert!(!out.is_empty());
+    }
+    assert!("csv".parse::<OutputFormat>().is_err());
+}

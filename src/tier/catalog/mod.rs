@@ -30,8 +30,8 @@ pub use encoding::Preset;
 pub use partition::PartitionStrategy;
 pub use persist::{QuarantinedFile, RecoveryReport};
 pub use query::{
-    format_table, scan_persisted, write_ipc, write_parquet, CmpOp, Filter, Literal, Query,
-    ScanReport,
+    format_table, output_schema, scan_persisted, write_ipc, write_output, write_parquet, CmpOp,
+    Filter, Literal, OutputFormat, Query, ScanReport,
 };
 pub use schema::{catalog_schema, CatalogEntry, Column, StorageTier, SCHEMA_VERSION};
 

@@ -1103,3 +1103,61 @@ pub fn write_parquet<W: Write + Send>(
         .map_err(|e| Error::Arrow(format!("finish parquet: {e}")))?;
     Ok(())
 }
+
+/// Output format of `cidcache query` (CLI values `table`, `ipc` / `arrow`, `parquet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// Aligned text table ([`format_table`]).
+    #[default]
+    Table,
+    /// Arrow IPC file ([`write_ipc`]).
+    Ipc,
+    /// Parquet file ([`write_parquet`], balanced preset).
+    Parquet,
+}
+
+impl FromStr for OutputFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "table" | "text" => Ok(OutputFormat::Table),
+            "ipc" | "arrow" | "feather" => Ok(OutputFormat::Ipc),
+            "parquet" => Ok(OutputFormat::Parquet),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown output format {other:?}; expected table, ipc or parquet"
+            ))),
+        }
+    }
+}
+
+/// Writes query results to `w` in `format`. `schema` is used when `batches` is empty (an
+/// empty IPC/Parquet file still carries the columns).
+pub fn write_output<W: Write + Send>(
+    mut w: W,
+    format: OutputFormat,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or(schema.clone());
+    match format {
+        OutputFormat::Table => w
+            .write_all(format_table(batches).as_bytes())
+            .map_err(|e| Error::io("write query output", e)),
+        OutputFormat::Ipc => write_ipc(w, &schema, batches),
+        OutputFormat::Parquet => write_parquet(w, &schema, batches, Preset::Balanced),
+    }
+}
+
+/// The schema of a query's output (the projected catalog columns).
+pub fn output_schema(query: &Query) -> SchemaRef {
+    std::sync::Arc::new(arrow_schema::Schema::new(
+        query
+            .columns()
+            .iter()
+            .map(|c| c.field())
+            .collect::<Vec<_>>(),
+    ))
+}
