@@ -318,27 +318,30 @@ impl Filter {
 
     /// True when `entry` satisfies this filter.
     pub fn matches(&self, entry: &CatalogEntry) -> bool {
-        let f = field(entry, self.column);
+        self.matches_field(&field(entry, self.column))
+    }
+
+    fn matches_field(&self, f: &Field<'_>) -> bool {
         match self.op {
             CmpOp::IsNull => matches!(f, Field::Null),
             CmpOp::IsNotNull => !matches!(f, Field::Null),
             _ if matches!(f, Field::Null) => false,
-            CmpOp::Eq => cmp_field(&f, &self.value) == Some(Ordering::Equal),
+            CmpOp::Eq => cmp_field(f, &self.value) == Some(Ordering::Equal),
             CmpOp::Ne => matches!(
-                cmp_field(&f, &self.value),
+                cmp_field(f, &self.value),
                 Some(Ordering::Less | Ordering::Greater)
             ),
-            CmpOp::Lt => cmp_field(&f, &self.value) == Some(Ordering::Less),
+            CmpOp::Lt => cmp_field(f, &self.value) == Some(Ordering::Less),
             CmpOp::Le => matches!(
-                cmp_field(&f, &self.value),
+                cmp_field(f, &self.value),
                 Some(Ordering::Less | Ordering::Equal)
             ),
-            CmpOp::Gt => cmp_field(&f, &self.value) == Some(Ordering::Greater),
+            CmpOp::Gt => cmp_field(f, &self.value) == Some(Ordering::Greater),
             CmpOp::Ge => matches!(
-                cmp_field(&f, &self.value),
+                cmp_field(f, &self.value),
                 Some(Ordering::Greater | Ordering::Equal)
             ),
-            CmpOp::Prefix => match (&f, &self.value) {
+            CmpOp::Prefix => match (f, &self.value) {
                 (Field::Str(s), Literal::Str(p)) => s.starts_with(p.as_str()),
                 (Field::Bytes(b), Literal::Bytes(p)) => b.starts_with(p),
                 _ => false,
@@ -346,7 +349,7 @@ impl Filter {
             CmpOp::In => match &self.value {
                 Literal::List(items) => items
                     .iter()
-                    .any(|l| cmp_field(&f, l) == Some(Ordering::Equal)),
+                    .any(|l| cmp_field(f, l) == Some(Ordering::Equal)),
                 _ => false,
             },
         }
@@ -544,41 +547,53 @@ pub fn scan_persisted(
         ..Default::default()
     };
     let mut batches = Vec::new();
-    let cols = query.columns();
     let limit = query.limit.unwrap_or(usize::MAX);
     for r in results {
-        let (entries, rep) = r?;
+        let (part_batches, rep) = r?;
         report.files += rep.files;
         report.row_groups += rep.row_groups;
         report.row_groups_pruned += rep.row_groups_pruned;
         report.rows_decoded += rep.rows_decoded;
         report.skipped_files.extend(rep.skipped_files);
-        let room = limit.saturating_sub(report.rows_matched);
-        if room == 0 || entries.is_empty() {
-            continue;
+        for b in part_batches {
+            let room = limit.saturating_sub(report.rows_matched);
+            if room == 0 {
+                break;
+            }
+            let b = if b.num_rows() > room {
+                b.slice(0, room)
+            } else {
+                b
+            };
+            report.rows_matched += b.num_rows();
+            batches.push(b);
         }
-        let refs: Vec<&CatalogEntry> = entries.iter().take(room).collect();
-        report.rows_matched += refs.len();
-        batches.push(to_batch(&refs, &cols)?);
     }
     Ok((batches, report))
 }
 
-fn scan_partition(dir: &Path, query: &Query) -> Result<(Vec<CatalogEntry>, ScanReport)> {
+fn scan_partition(dir: &Path, query: &Query) -> Result<(Vec<RecordBatch>, ScanReport)> {
     let files = persist::active_files(dir)?;
     let mut rep = ScanReport::default();
     let mut shadow: HashSet<Key> = HashSet::new();
     let mut out = Vec::new();
     for (n, f) in files.iter().rev().enumerate() {
         let oldest = n + 1 == files.len();
-        match scan_file(f, query, &mut rep, !oldest) {
-            Ok((rows, keys)) => {
-                rep.files += 1;
-                for (e, deleted) in rows {
-                    if !deleted && !shadow.contains(&e.key) && query.matches(&e) {
-                        out.push(e);
-                    }
+        let res = scan_file(f, query, &mut rep, !oldest).and_then(|(raw, keys)| {
+            let mut sel = Vec::new();
+            for b in &raw {
+                if let Some(b) = select(b, query, &shadow)
+                    .map_err(|e| persist::pq_err("decode", &f.path, e.message()))?
+                {
+                    sel.push(b);
                 }
+            }
+            Ok((sel, keys))
+        });
+        match res {
+            Ok((sel, keys)) => {
+                rep.files += 1;
+                out.extend(sel);
                 shadow.extend(keys);
             }
             Err(e) => rep.skipped_files.push((f.path.clone(), e.message())),
@@ -587,14 +602,143 @@ fn scan_partition(dir: &Path, query: &Query) -> Result<(Vec<CatalogEntry>, ScanR
     Ok((out, rep))
 }
 
+/// The value of column `c` at row `i` of array `a` (of the exact catalog type), with the
+/// decoding rules of `from_batch`: nulls in non-nullable columns read as the default, an empty
+/// map reads as null.
+fn array_field<'a>(c: Column, a: &'a dyn Array, i: usize, default: &'a CatalogEntry) -> Field<'a> {
+    if a.is_null(i) {
+        return if c.nullable() {
+            Field::Null
+        } else {
+            field(default, c)
+        };
+    }
+    match c {
+        Column::Cid => Field::Bytes(a.as_binary::<i32>().value(i)),
+        Column::Mimetype
+        | Column::Filename
+        | Column::StorageTier
+        | Column::Source
+        | Column::MultihashType => Field::Str(a.as_string::<i32>().value(i)),
+        Column::SizeBytes | Column::AccessCount => {
+            Field::UInt(a.as_primitive::<UInt64Type>().value(i))
+        }
+        Column::CidVersion => Field::UInt(a.as_primitive::<UInt8Type>().value(i).into()),
+        Column::AddedAt | Column::LastAccessed => {
+            Field::Int(a.as_primitive::<TimestampMicrosecondType>().value(i))
+        }
+        Column::HeatScore => Field::Float(a.as_primitive::<Float64Type>().value(i)),
+        Column::IsPinned | Column::Valid => Field::Bool(a.as_boolean().value(i)),
+        Column::Properties => {
+            let off = a.as_map().value_offsets();
+            if off[i + 1] > off[i] {
+                Field::Map
+            } else {
+                Field::Null
+            }
+        }
+    }
+}
+
+/// Applies tombstones, shadowing by newer files and the filters to one decoded batch and
+/// returns the projected matches. Batches whose catalog columns all have the exact current
+/// types are evaluated on the Arrow arrays directly; others (older or foreign type variants)
+/// go through `from_batch`, with the same results.
+fn select(
+    batch: &RecordBatch,
+    query: &Query,
+    shadow: &HashSet<Key>,
+) -> Result<Option<RecordBatch>> {
+    let cols = query.columns();
+    let deleted_name = super::schema::DELETED_COLUMN;
+    let exact = Column::ALL.iter().all(|c| {
+        batch
+            .column_by_name(c.name())
+            .is_none_or(|a| *a.data_type() == c.data_type())
+    }) && batch
+        .column_by_name(deleted_name)
+        .is_none_or(|a| *a.data_type() == DataType::Boolean)
+        && batch
+            .column_by_name(Column::Cid.name())
+            .is_some_and(|a| a.null_count() == 0);
+    if !exact {
+        let rows = from_batch(batch)?;
+        let refs: Vec<&CatalogEntry> = rows
+            .iter()
+            .filter(|(e, d)| !d && !shadow.contains(&e.key) && query.matches(e))
+            .map(|(e, _)| e)
+            .collect();
+        return if refs.is_empty() {
+            Ok(None)
+        } else {
+            to_batch(&refs, &cols).map(Some)
+        };
+    }
+    let default = CatalogEntry::bare(
+        Key::new(&[0]).map_err(|e| Error::Internal(e.message()))?,
+        0,
+        0,
+    );
+    // Filters on columns this file lacks are constant over it.
+    let mut on_arrays: Vec<(&Filter, &dyn Array)> = Vec::new();
+    for f in &query.filters {
+        match batch.column_by_name(f.column.name()) {
+            Some(a) => on_arrays.push((f, a.as_ref())),
+            None if f.matches(&default) => {}
+            None => return Ok(None),
+        }
+    }
+    let cid = batch
+        .column_by_name(Column::Cid.name())
+        .map(|a| a.as_binary::<i32>())
+        .ok_or_else(|| Error::Arrow("catalog file has no cid column".into()))?;
+    let deleted = batch.column_by_name(deleted_name).map(|a| a.as_boolean());
+    let tiers = batch
+        .column_by_name(Column::StorageTier.name())
+        .map(|a| a.as_string::<i32>());
+    let n = batch.num_rows();
+    let mut mask = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = cid.value(i);
+        if k.is_empty() || k.len() > crate::key::MAX_KEY_LEN {
+            return Err(Error::Arrow(format!("catalog row {i} has an invalid cid")));
+        }
+        if let Some(t) = tiers.filter(|t| t.is_valid(i)) {
+            t.value(i)
+                .parse::<StorageTier>()
+                .map_err(|e| Error::Arrow(format!("catalog row {i}: {e}")))?;
+        }
+        let keep = !deleted.is_some_and(|d| d.is_valid(i) && d.value(i))
+            && (shadow.is_empty() || Key::new(k).is_ok_and(|k| !shadow.contains(&k)))
+            && on_arrays
+                .iter()
+                .all(|(f, a)| f.matches_field(&array_field(f.column, *a, i, &default)));
+        mask.push(keep);
+    }
+    let filtered =
+        arrow_select::filter::filter_record_batch(batch, &arrow_array::BooleanArray::from(mask))?;
+    let m = filtered.num_rows();
+    if m == 0 {
+        return Ok(None);
+    }
+    let defaults: Vec<&CatalogEntry> = vec![&default; m];
+    let arrays = cols
+        .iter()
+        .map(|c| match filtered.column_by_name(c.name()) {
+            Some(a) => a.clone(),
+            None => super::schema::build_columns(&defaults, &[*c]).remove(0),
+        })
+        .collect::<Vec<_>>();
+    Ok(Some(RecordBatch::try_new(output_schema(query), arrays)?))
+}
+
 /// Reads the rows of `f` that may match `query` (pruned), plus all its keys when `want_keys`.
-#[allow(clippy::type_complexity)]
 fn scan_file(
     f: &FileRef,
     query: &Query,
     rep: &mut ScanReport,
     want_keys: bool,
-) -> Result<(Vec<(CatalogEntry, bool)>, Vec<Key>)> {
+) -> Result<(Vec<RecordBatch>, Vec<Key>)> {
     let path = &f.path;
     let open = || File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e));
     let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -647,9 +791,13 @@ fn scan_file(
     let mut rows = Vec::new();
     if !keep.is_empty() {
         let sel = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
-        // Decode only the columns the filters and the projection need (plus the key and the
-        // tombstone flag); the others get defaults in `from_batch` and are never looked at.
-        let mut needed: Vec<&str> = vec![Column::Cid.name(), super::schema::DELETED_COLUMN];
+        // Decode only the columns the filters and the projection need (plus the key, the
+        // tombstone flag and the tier, which is validated); the others are never looked at.
+        let mut needed: Vec<&str> = vec![
+            Column::Cid.name(),
+            super::schema::DELETED_COLUMN,
+            Column::StorageTier.name(),
+        ];
         needed.extend(query.filters.iter().map(|f| f.column.name()));
         needed.extend(query.columns().iter().map(|c| c.name()));
         let mask = ProjectionMask::columns(builder.parquet_schema(), needed);
@@ -663,7 +811,7 @@ fn scan_file(
         for b in reader {
             let b = b.map_err(|e| persist::pq_err("decode", path, e))?;
             rep.rows_decoded += b.num_rows();
-            rows.extend(from_batch(&b).map_err(|e| persist::pq_err("decode", path, e.message()))?);
+            rows.push(b);
         }
     }
     let mut keys = Vec::new();

@@ -273,7 +273,7 @@ impl Column {
         }
     }
 
-    fn nullable(self) -> bool {
+    pub(crate) fn nullable(self) -> bool {
         matches!(
             self,
             Column::Mimetype
