@@ -375,3 +375,48 @@ pub(crate) fn cores() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn parallel_map_runs_items_concurrently_and_keeps_order() {
+        // Each item waits (up to 5 s) until both items have started: only possible when they
+        // run on two threads at once.
+        let started = AtomicUsize::new(0);
+        let out = parallel_map(&[10, 20], 2, |&x| {
+            started.fetch_add(1, Ordering::SeqCst);
+            let t = Instant::now();
+            while started.load(Ordering::SeqCst) < 2 && t.elapsed() < Duration::from_secs(5) {
+                std::thread::yield_now();
+            }
+            (x, started.load(Ordering::SeqCst) == 2)
+        });
+        assert_eq!(out, vec![(10, true), (20, true)]);
+        let serial = parallel_map(&[1, 2, 3], 1, |&x| x * 2);
+        assert_eq!(serial, vec![2, 4, 6]);
+        let many: Vec<usize> = (0..100).collect();
+        assert_eq!(
+            parallel_map(&many, 3, |&x| x + 1),
+            (1..101).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        for (seq, snap) in [(1u64, true), (0xabc, false), (u64::MAX, true)] {
+            assert_eq!(parse_file_name(&file_name(seq, snap)), Some((seq, snap)));
+        }
+        for bad in [
+            "snap-1.parquet",
+            "delta-000000000000000g.parquet",
+            "x.parquet",
+            ".tmp-snap-0000000000000001.parquet",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+    }
+}
