@@ -272,6 +272,17 @@ fn filter_parse_errors_are_clear() {
             Literal::Str("warm".into())
         ])
     );
+    for extreme in [
+        "added_at>9223372036854775807-01-01",
+        "added_at>-9223372036854775807-01-01",
+        "last_accessed<2025-13-01",
+        "added_at>2025-12-01T24:00:00Z",
+        "added_at>2025-12-01T10:00:00.1234567Z",
+        "size_bytes>99999999999999999999",
+        "size_bytes>20000000000t",
+    ] {
+        assert!(Filter::parse(extreme).is_err(), "{extreme}");
+    }
     let f = Filter::parse("added_at < 2025-12-01T01:00:00Z").unwrap();
     assert_eq!(f.value, Literal::Int(T0 + 3_600_000_000));
 }
@@ -860,4 +871,35 @@ fn output_formats_by_name() {
         assert!(!out.is_empty());
     }
     assert!("csv".parse::<OutputFormat>().is_err());
+}
+
+#[test]
+fn format_table_never_panics_on_foreign_batches() {
+    use arrow_array::builder::{Int32Builder, MapBuilder, StringBuilder};
+    use arrow_array::{Int32Array, StringArray};
+    let mut mb = MapBuilder::new(None, StringBuilder::new(), Int32Builder::new());
+    mb.keys().append_value("a");
+    mb.values().append_value(1);
+    mb.append(true).unwrap();
+    mb.append(false).unwrap();
+    let map = mb.finish();
+    let b = RecordBatch::try_from_iter(vec![
+        (
+            "n",
+            Arc::new(Int32Array::from(vec![1, 2])) as Arc<dyn Array>,
+        ),
+        ("m", Arc::new(map) as Arc<dyn Array>),
+        (
+            "s",
+            Arc::new(StringArray::from(vec![Some("x".repeat(100)), None])) as Arc<dyn Array>,
+        ),
+    ])
+    .unwrap();
+    let t = format_table(&[b]);
+    assert!(
+        t.contains("<Int32>") && t.contains("<Map") && t.contains('…'),
+        "{t}"
+    );
+    assert!(t.ends_with("(2 rows)\n"), "{t}");
+    assert_eq!(format_table(&[]), "(no rows)\n");
 }

@@ -421,7 +421,12 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
     let y: i64 = dp.next()?.parse().ok()?;
     let m: u32 = dp.next()?.parse().ok()?;
     let d: u32 = dp.next()?.parse().ok()?;
-    if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    // ±200,000 years keeps every µs value inside i64.
+    if dp.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || !(-200_000..=200_000).contains(&y)
+    {
         return None;
     }
     let mut us = days_from_civil(y, m, d).checked_mul(86_400_000_000)?;
@@ -1142,19 +1147,17 @@ fn cell(a: &dyn Array, name: &str, i: usize) -> String {
             fmt_ts(a.as_primitive::<TimestampMicrosecondType>().value(i))
         }
         DataType::Map(_, _) => {
-            let m = a.as_map();
-            let e = m.value(i);
-            let (k, v) = (
-                e.column(0).as_string::<i32>(),
-                e.column(1).as_string::<i32>(),
-            );
+            let e = a.as_map().value(i);
+            let (Some(k), Some(v)) = (
+                e.column(0).as_string_opt::<i32>(),
+                e.column(1).as_string_opt::<i32>(),
+            ) else {
+                return format!("<{}>", a.data_type());
+            };
             let parts: Vec<String> = (0..e.len())
                 .map(|j| {
-                    format!(
-                        "{}={}",
-                        k.value(j),
-                        if v.is_valid(j) { v.value(j) } else { "" }
-                    )
+                    let val = if v.is_valid(j) { v.value(j) } else { "" };
+                    format!("{}={val}", k.value(j))
                 })
                 .collect();
             format!("{{{}}}", parts.join(", "))
