@@ -903,3 +903,86 @@ fn format_table_never_panics_on_foreign_batches() {
     assert!(t.ends_with("(2 rows)\n"), "{t}");
     assert_eq!(format_table(&[]), "(no rows)\n");
 }
+
+mod model {
+    //! Random operation sequences against a model: what `open` recovers is exactly the state
+    //! at the last successful checkpoint, whatever moved between partitions, was removed,
+    //! re-added or compacted in between.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upsert {
+            k: u8,
+            mime: u8,
+            size: u32,
+        },
+        Remove {
+            k: u8,
+        },
+        Touch {
+            k: u8,
+        },
+        Checkpoint,
+        Compact,
+        /// Drop the catalog without a checkpoint (a crash) and reopen.
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..6, 0u8..4, 0u32..4).prop_map(|(k, mime, size)| Op::Upsert { k, mime, size }),
+            2 => (0u8..6).prop_map(|k| Op::Remove { k }),
+            1 => (0u8..6).prop_map(|k| Op::Touch { k }),
+            2 => Just(Op::Checkpoint),
+            1 => Just(Op::Compact),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    fn state(c: &Catalog) -> BTreeMap<Key, CatalogEntry> {
+        c.iter().map(|e| (e.key, e.clone())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn recovery_equals_last_checkpoint(ops in proptest::collection::vec(op(), 1..60), strat in 0usize..3, max_deltas in 2usize..7) {
+            let strategy = [PartitionStrategy::ContentType, PartitionStrategy::SizeClass, PartitionStrategy::Hash(3)][strat];
+            let tmp = tempfile::tempdir().unwrap();
+            let o = CatalogOptions { strategy, preset: Preset::Fast, max_deltas, ..Default::default() };
+            let (mut c, _) = Catalog::open(tmp.path(), o.clone()).unwrap();
+            let mut durable: BTreeMap<Key, CatalogEntry> = BTreeMap::new();
+            let mut now = T0;
+            for op in ops {
+                now += 1_000_000;
+                match op {
+                    Op::Upsert { k, mime, size } => {
+                        let mut e = CatalogEntry::new(key(u64::from(k)), u64::from(size), now);
+                        e.mimetype = ["image/png", "text/plain", "video/mp4", "x/y"].get(usize::from(mime)).map(|m| m.to_string());
+                        e.properties = vec![("n".into(), format!("{k}-{size}"))];
+                        c.upsert(e);
+                    }
+                    Op::Remove { k } => { c.remove(&key(u64::from(k))); }
+                    Op::Touch { k } => { c.touch(&key(u64::from(k)), now); }
+                    Op::Checkpoint => { c.checkpoint().unwrap(); durable = state(&c); }
+                    Op::Compact => { c.compact().unwrap(); durable = state(&c); }
+                    Op::Reopen => {
+                        drop(c);
+                        let (c2, rep) = Catalog::open(tmp.path(), o.clone()).unwrap();
+                        prop_assert!(rep.quarantined.is_empty());
+                        prop_assert_eq!(&state(&c2), &durable);
+                        c = c2;
+                    }
+                }
+            }
+            c.checkpoint().unwrap();
+            let want = state(&c);
+            drop(c);
+            let (c2, _) = Catalog::open(tmp.path(), o).unwrap();
+            prop_assert_eq!(state(&c2), want);
+        }
+    }
+}
