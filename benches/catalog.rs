@@ -65,6 +65,14 @@ fn entries(keys: &[Key], seed: u64) -> Vec<CatalogEntry> {
         .collect()
 }
 
+/// Resident set size from /proc/self/statm (0 when unavailable).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// CPU time of the whole process (all threads).
 fn cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
@@ -137,9 +145,17 @@ fn main() {
         );
     }
 
-    // ---- point lookups
+    // ---- point lookups (and resident memory of the catalog)
+    let es = entries(&keys, 7);
+    let rss0 = rss_bytes();
     let mut c = Catalog::new();
-    c.upsert_batch(entries(&keys, 7));
+    c.upsert_batch(es);
+    let rss1 = rss_bytes();
+    println!(
+        "memory: resident set grew {:.0} MB for {n} entries = {:.0} bytes/entry (entry strings included)",
+        (rss1 as f64 - rss0 as f64) / 1e6,
+        (rss1 as f64 - rss0 as f64) / n as f64
+    );
     let mut s = 42u64;
     let probes: Vec<Key> = (0..1_000_000)
         .map(|_| keys[(xorshift(&mut s) % n as u64) as usize])
