@@ -146,13 +146,13 @@ fn main() {
     }
 
     // ---- point lookups (and resident memory of the catalog)
-    let es = entries(&keys, 7);
     let rss0 = rss_bytes();
+    let es = entries(&keys, 7);
     let mut c = Catalog::new();
     c.upsert_batch(es);
     let rss1 = rss_bytes();
     println!(
-        "memory: resident set grew {:.0} MB for {n} entries = {:.0} bytes/entry (entry strings included)",
+        "memory: resident set grew {:.0} MB building a catalog of {n} entries = {:.0} bytes/entry (strings, rows and index)",
         (rss1 as f64 - rss0 as f64) / 1e6,
         (rss1 as f64 - rss0 as f64) / n as f64
     );
