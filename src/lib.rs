@@ -30,7 +30,7 @@ pub mod scan;
 pub mod shm;
 pub mod sketch;
 pub(crate) mod sync;
-pub(crate) mod tier;
+pub mod tier;
 
 #[doc(hidden)]
 pub use tier::warm::bench as __warm_bench;

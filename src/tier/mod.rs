@@ -1,4 +1,5 @@
-//! Storage tiers below shared memory: the Parquet warm tier (objects the hot tier evicted) and
-//! the CID metadata catalog.
+//! Storage tiers below shared memory: the Parquet warm tier (objects the hot tier evicted, not
+//! public: the coordinator drives it) and the CID metadata catalog.
 
+pub mod catalog;
 pub(crate) mod warm;
