@@ -917,6 +917,66 @@ impl Client {
         Ok(None)
     }
 
+    /// Upserts entries into the store's CID catalog, in batches of 10,000 per round trip.
+    /// `storage_tier` is set by the store to where each object is.
+    pub fn catalog_upsert(&self, entries: &[crate::tier::catalog::CatalogEntry]) -> Result<()> {
+        for chunk in entries.chunks(10_000) {
+            let ipc = crate::tier::catalog::entries_to_ipc(chunk)?;
+            match self
+                .inner
+                .conn
+                .call(&Request::CatalogUpsert { ipc: &ipc })?
+            {
+                Response::Done => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Queries the store's CID catalog: `filters` as in
+    /// [`crate::tier::catalog::Filter::parse`] (ANDed), `columns` a comma-separated projection
+    /// (`None` = all), at most `limit` rows. Returns the result formatted as `format`.
+    pub fn catalog_query(
+        &self,
+        filters: &[&str],
+        columns: Option<&str>,
+        limit: Option<usize>,
+        format: crate::tier::catalog::OutputFormat,
+    ) -> Result<Vec<u8>> {
+        use crate::tier::catalog::OutputFormat;
+        let req = Request::CatalogQuery {
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+            columns: columns.unwrap_or("").to_string(),
+            limit: limit.unwrap_or(0) as u64,
+            format: match format {
+                OutputFormat::Table => 0,
+                OutputFormat::Ipc => 1,
+                OutputFormat::Parquet => 2,
+            },
+        };
+        match self.inner.conn.call(&req)? {
+            Response::Bytes(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// [`Client::catalog_query`] returning Arrow record batches.
+    pub fn catalog_query_batches(
+        &self,
+        filters: &[&str],
+        columns: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<arrow_array::RecordBatch>> {
+        let b = self.catalog_query(
+            filters,
+            columns,
+            limit,
+            crate::tier::catalog::OutputFormat::Ipc,
+        )?;
+        Ok(crate::arrow::decode_ipc_file(&arrow_buffer::Buffer::from(b.as_slice()))?.batches)
+    }
+
     /// Async [`Client::get_timeout`] (`None` timeout = wait forever).
     pub async fn get_async(
         &self,

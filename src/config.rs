@@ -98,6 +98,10 @@ pub struct Config {
     /// On a clean shutdown, demote every hot object to the warm tier so that it survives the
     /// restart.
     pub persist_on_exit: bool,
+    /// Partitioning of the catalog's files (`data_dir/catalog`), kept with the warm tier.
+    pub catalog_partition: crate::tier::catalog::PartitionStrategy,
+    /// Encoding preset of the catalog's files.
+    pub catalog_preset: crate::tier::catalog::Preset,
     /// Serve Prometheus metrics over HTTP on this address (`GET /metrics`); `None` = off.
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -122,6 +126,8 @@ impl Config {
             warm_capacity: None,
             warm_compression: WarmCompression::Zstd,
             persist_on_exit: true,
+            catalog_partition: crate::tier::catalog::PartitionStrategy::None,
+            catalog_preset: crate::tier::catalog::Preset::Balanced,
             metrics_addr: None,
         }
     }

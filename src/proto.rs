@@ -44,6 +44,8 @@ pub mod msg {
     pub const LIST: u16 = 11;
     pub const STATS: u16 = 12;
     pub const SCAN: u16 = 13;
+    pub const CATALOG_QUERY: u16 = 14;
+    pub const CATALOG_UPSERT: u16 = 15;
 
     pub const R_HELLO: u16 = 0x8001;
     pub const R_CREATED: u16 = 0x8002;
@@ -53,6 +55,7 @@ pub mod msg {
     pub const R_LIST: u16 = 0x8006;
     pub const R_STATS: u16 = 0x8007;
     pub const R_KEY: u16 = 0x8008;
+    pub const R_BYTES: u16 = 0x8009;
     pub const R_ERROR: u16 = 0x80ff;
 }
 
@@ -359,6 +362,23 @@ pub enum Request<'a> {
         /// U+001F), then one predicate per string.
         spec: Vec<String>,
     },
+    /// Query the CID catalog: answered with [`Response::Bytes`] holding the result in `format`
+    /// (0 text table, 1 Arrow IPC file, 2 Parquet).
+    CatalogQuery {
+        /// Filters (`size_bytes>1000`, `mimetype=image/png`, ...), ANDed.
+        filters: Vec<String>,
+        /// Comma-separated output columns; empty = all.
+        columns: String,
+        /// At most this many rows; 0 = no limit.
+        limit: u64,
+        /// Output format.
+        format: u8,
+    },
+    /// Upsert catalog entries: an Arrow IPC file of rows of the catalog schema.
+    CatalogUpsert {
+        /// The IPC file.
+        ipc: &'a [u8],
+    },
 }
 
 fn put_item<'a>(r: &mut Reader<'a>) -> Result<PutItem<'a>> {
@@ -431,6 +451,20 @@ impl<'a> Request<'a> {
                 }
                 Request::Scan { key, spec }
             }
+            msg::CATALOG_QUERY => {
+                let n = r.count(4)?;
+                let mut filters = Vec::with_capacity(n);
+                for _ in 0..n {
+                    filters.push(r.string()?);
+                }
+                Request::CatalogQuery {
+                    filters,
+                    columns: r.string()?,
+                    limit: r.u64()?,
+                    format: r.u8()?,
+                }
+            }
+            msg::CATALOG_UPSERT => Request::CatalogUpsert { ipc: r.bytes()? },
             other => {
                 return Err(Error::Protocol(format!(
                     "unknown request type {other:#06x}"
@@ -506,6 +540,23 @@ impl<'a> Request<'a> {
                 w.u64(*cursor).u32(*limit);
             }
             Request::Stats => w = Writer::frame(msg::STATS, request_id),
+            Request::CatalogQuery {
+                filters,
+                columns,
+                limit,
+                format,
+            } => {
+                w = Writer::frame(msg::CATALOG_QUERY, request_id);
+                w.u32(filters.len() as u32);
+                for f in filters {
+                    w.string(f);
+                }
+                w.string(columns).u64(*limit).u8(*format);
+            }
+            Request::CatalogUpsert { ipc } => {
+                w = Writer::frame(msg::CATALOG_UPSERT, request_id);
+                w.bytes(ipc);
+            }
             Request::Scan { key, spec } => {
                 w = Writer::frame(msg::SCAN, request_id);
                 w.key(key).u32(spec.len() as u32);
@@ -582,6 +633,8 @@ pub enum Response {
     Stats(Vec<(String, u64)>),
     /// A key (Scan: the object holding the result).
     Key(Key),
+    /// Bytes (CatalogQuery: the result).
+    Bytes(Vec<u8>),
     /// The request failed.
     Error {
         /// Code.
@@ -658,6 +711,11 @@ impl Response {
                 w = Writer::frame(msg::R_KEY, request_id);
                 w.key(k);
             }
+            Response::Bytes(b) => {
+                w = Writer::frame(msg::R_BYTES, request_id);
+                w.reserve(b.len() + 4);
+                w.bytes(b);
+            }
             Response::Error { code, message } => {
                 w = Writer::frame(msg::R_ERROR, request_id);
                 w.u16(*code as u16).string(message);
@@ -719,6 +777,7 @@ impl Response {
                 Response::Stats(v)
             }
             msg::R_KEY => Response::Key(r.key()?),
+            msg::R_BYTES => Response::Bytes(r.bytes()?.to_vec()),
             msg::R_ERROR => Response::Error {
                 code: Code::from_u16(r.u16()?),
                 message: r.string()?,
@@ -797,6 +856,13 @@ mod tests {
             limit: 10,
         });
         round_trip(Request::Stats);
+        round_trip(Request::CatalogQuery {
+            filters: vec!["size_bytes>10".into()],
+            columns: "cid,size_bytes".into(),
+            limit: 5,
+            format: 1,
+        });
+        round_trip(Request::CatalogUpsert { ipc: b"bytes" });
         round_trip(Request::Scan {
             key: k(b"t"),
             spec: vec!["*".into(), "x>=5".into()],
@@ -833,6 +899,7 @@ mod tests {
             },
             Response::Stats(vec![("a".into(), 1)]),
             Response::Key(k(b"derived")),
+            Response::Bytes(b"result".to_vec()),
             Response::Error {
                 code: Code::NotFound,
                 message: "nope".into(),

@@ -628,3 +628,163 @@ fn small_files_are_compacted_and_nothing_is_lost() {
     assert_eq!(stat(&c, "warm.objects"), n as u64 - 1);
     check(&c);
 }
+
+fn batches_rows(b: &[RecordBatch]) -> usize {
+    b.iter().map(|b| b.num_rows()).sum()
+}
+
+#[test]
+fn the_catalog_follows_the_tiers_and_survives_restarts() {
+    use cidcache::tier::catalog::{CatalogEntry, OutputFormat};
+    let mut d = Daemon::start(SMALL);
+    let c = d.client();
+    fill(&c, 30, 300 << 10);
+    drain(&c);
+    let q = |c: &Client, f: &[&str]| {
+        batches_rows(&c.catalog_query_batches(f, Some("cid"), None).unwrap())
+    };
+    assert_eq!(q(&c, &[]), 30);
+    let hot = q(&c, &["storage_tier=hot"]);
+    let warm = q(&c, &["storage_tier=warm"]);
+    assert_eq!(hot + warm, 30, "every object is hot or warm");
+    assert!(warm > 0 && hot > 0);
+    assert_eq!(hot as u64, stat(&c, "hot.objects"));
+
+    // Metadata from a client, kept across tier moves; queries filter on it.
+    let k = key(0);
+    let mut e = CatalogEntry::new(cidcache::Key::new(&k).unwrap(), 1, 0);
+    e.mimetype = Some("image/png".into());
+    e.filename = Some("cat.png".into());
+    e.properties = vec![("owner".into(), "alice".into())];
+    c.catalog_upsert(&[e]).unwrap();
+    assert_eq!(q(&c, &["mimetype=image/png", "filename^=cat"]), 1);
+    let table = String::from_utf8(
+        c.catalog_query(
+            &["mimetype=image/png"],
+            Some("filename,storage_tier"),
+            None,
+            OutputFormat::Table,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(table.contains("cat.png"), "{table}");
+
+    // The CLI records the file name and type.
+    let file = d.dir.path().join("notes.txt");
+    std::fs::write(&file, b"some notes").unwrap();
+    let cli = env!("CARGO_BIN_EXE_cidcache");
+    let out = std::process::Command::new(cli)
+        .args(["--socket", d.socket.to_str().unwrap(), "put"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(cli)
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "query",
+            "--where",
+            "filename=notes.txt",
+            "-c",
+            "cid,mimetype,size_bytes",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("text/plain") && text.contains("10"),
+        "{text}"
+    );
+    let bad = std::process::Command::new(cli)
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "query",
+            "--where",
+            "colour=red",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("size_bytes"),
+        "lists the columns"
+    );
+
+    // Deletes remove the entry; hostile upserts are refused and the store keeps serving.
+    c.delete(&key(1)).unwrap();
+    assert_eq!(q(&c, &[]), 30);
+    assert!(c
+        .catalog_query_batches(&["storage_tier=warm"], None, None)
+        .is_ok());
+    let conn_err = c.catalog_upsert(&[]).err();
+    assert!(conn_err.is_none());
+
+    // A clean restart: everything demoted, the catalog says so, user metadata kept.
+    drop(c);
+    assert!(d.stop().success());
+    d.spawn();
+    let c = d.client();
+    assert_eq!(q(&c, &["storage_tier=hot"]), 0);
+    assert_eq!(q(&c, &["storage_tier=warm"]), 30);
+    assert_eq!(q(&c, &["mimetype=image/png"]), 1);
+    // kill -9: the catalog is never ahead of the data.
+    c.put(b"only-hot", b"x").unwrap();
+    std::thread::sleep(Duration::from_millis(5500)); // a checkpoint records it as hot
+    drop(c);
+    d.kill9();
+    d.spawn();
+    let c = d.client();
+    assert_eq!(q(&c, &["storage_tier=hot"]), 0);
+    assert!(c.get(b"only-hot").unwrap().is_none());
+    let none = c
+        .catalog_query_batches(&["storage_tier=none"], Some("cid"), None)
+        .unwrap();
+    assert_eq!(
+        batches_rows(&none),
+        1,
+        "the lost object is recorded as in no tier"
+    );
+}
+
+#[test]
+fn hostile_catalog_upserts_are_refused() {
+    use cidcache::proto::{Request, Response};
+    let d = Daemon::start(SMALL);
+    // Raw frames: garbage where an Arrow IPC file should be.
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    use std::io::{Read, Write};
+    let hello = Request::Hello {
+        version: cidcache::proto::VERSION,
+        pid: std::process::id(),
+        writer: true,
+    };
+    let read_reply = |s: &mut std::os::unix::net::UnixStream| {
+        let mut h = [0u8; cidcache::proto::HEADER_LEN];
+        s.read_exact(&mut h).unwrap();
+        let h = cidcache::proto::Header::parse(&h).unwrap();
+        let mut body = vec![0u8; h.body_len as usize];
+        s.read_exact(&mut body).unwrap();
+        Response::decode(h.msg_type, &body).unwrap()
+    };
+    s.write_all(&hello.encode(1)).unwrap();
+    read_reply(&mut s);
+    for junk in [&b"ARROW1\0\0garbage"[..], b"", &[0xffu8; 300][..]] {
+        s.write_all(&Request::CatalogUpsert { ipc: junk }.encode(2))
+            .unwrap();
+        match read_reply(&mut s) {
+            Response::Error { .. } => {}
+            other => panic!("accepted junk: {other:?}"),
+        }
+    }
+    // Still serving.
+    let c = d.client();
+    c.put(b"k", b"v").unwrap();
+    assert_eq!(c.catalog_query_batches(&[], None, None).unwrap().len(), 1);
+}

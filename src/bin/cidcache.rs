@@ -38,6 +38,29 @@ enum Cmd {
         /// Drop instead of demoting when evicted.
         #[arg(long)]
         ephemeral: bool,
+        /// MIME type recorded in the catalog (default: guessed from the file name).
+        #[arg(long)]
+        mimetype: Option<String>,
+    },
+    /// Query the CID catalog: `cidcache query --where 'size_bytes>1000' --where
+    /// 'storage_tier in (hot,warm)' --columns cid,size_bytes,filename`.
+    Query {
+        /// A filter `COLUMN OP VALUE` (=, !=, <, <=, >, >=, `in (a,b)`, `^=` prefix, `is null`,
+        /// `is not null`); repeat to AND several.
+        #[arg(long = "where", short = 'w')]
+        filters: Vec<String>,
+        /// Comma-separated columns to show (default: all).
+        #[arg(long, short = 'c')]
+        columns: Option<String>,
+        /// At most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output format: table, ipc (Arrow IPC file) or parquet.
+        #[arg(long, short = 'f', default_value = "table")]
+        format: cidcache::tier::catalog::OutputFormat,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Write an object's bytes to standard output or a file.
     Get {
@@ -123,11 +146,13 @@ fn run(a: Args) -> Result<(), Error> {
             file,
             key: None,
             ephemeral,
+            ..
         } if file.is_dir() => import(&a, file, *ephemeral)?,
         Cmd::Put {
             file,
             key,
             ephemeral,
+            mimetype,
         } => {
             let data = if file.as_os_str() == "-" {
                 let mut v = Vec::new();
@@ -159,7 +184,28 @@ fn run(a: Args) -> Result<(), Error> {
                 Err(Error::AlreadyExists(_)) => eprintln!("already stored"),
                 Err(e) => return Err(e),
             }
+            record(&c, &key, data.len(), file, mimetype.as_deref());
             println!("{}", cid::format_key(&key));
+        }
+        Cmd::Query {
+            filters,
+            columns,
+            limit,
+            format,
+            output,
+        } => {
+            let f: Vec<&str> = filters.iter().map(String::as_str).collect();
+            let out = connect(&a)?.catalog_query(&f, columns.as_deref(), *limit, *format)?;
+            match output {
+                Some(p) => std::fs::write(p, &out).map_err(|e| Error::Io {
+                    context: format!("writing {}", p.display()),
+                    source: e,
+                })?,
+                None => std::io::stdout().write_all(&out).map_err(|e| Error::Io {
+                    context: "writing standard output".into(),
+                    source: e,
+                })?,
+            }
         }
         Cmd::Get {
             cid: text,
@@ -354,4 +400,54 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// Records a file's name and MIME type in the store's catalog (best effort: a store without a
+/// catalog only gets a warning).
+fn record(c: &Client, key: &[u8], size: usize, file: &std::path::Path, mimetype: Option<&str>) {
+    let Ok(k) = cidcache::Key::new(key) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let mut e = cidcache::tier::catalog::CatalogEntry::new(k, size as u64, now);
+    if file.as_os_str() != "-" {
+        e.filename = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    }
+    e.mimetype = mimetype
+        .map(str::to_string)
+        .or_else(|| guess_mimetype(file).map(str::to_string));
+    e.source = Some("cidcache put".into());
+    if let Err(err) = c.catalog_upsert(&[e]) {
+        eprintln!("cidcache: stored, but not recorded in the catalog: {err}");
+    }
+}
+
+/// A MIME type from a file's extension, for the common cases.
+fn guess_mimetype(file: &std::path::Path) -> Option<&'static str> {
+    let ext = file.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "txt" | "md" => "text/plain",
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "js" => "text/javascript",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        "parquet" => "application/vnd.apache.parquet",
+        "arrow" | "feather" => "application/vnd.apache.arrow.file",
+        "gz" => "application/gzip",
+        "zip" => "application/zip",
+        "tar" => "application/x-tar",
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        "wasm" => "application/wasm",
+        _ => return None,
+    })
 }

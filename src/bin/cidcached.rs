@@ -62,6 +62,12 @@ struct Args {
     /// On SIGTERM/SIGINT, drop the hot tier instead of demoting it to the warm tier.
     #[arg(long)]
     no_persist_on_exit: bool,
+    /// Partitioning of the catalog's files: none, time, size, type, hash or hash:N.
+    #[arg(long, default_value = "none")]
+    catalog_partition: cidcache::tier::catalog::PartitionStrategy,
+    /// Encoding preset of the catalog's files: fast, balanced or small.
+    #[arg(long, default_value = "balanced")]
+    catalog_preset: cidcache::tier::catalog::Preset,
     /// Serve Prometheus metrics on http://HOST:PORT/metrics (off by default).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_addr)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -146,6 +152,8 @@ fn config(a: &Args, store: &str) -> Config {
     cfg.warm_capacity = a.warm_capacity;
     cfg.warm_compression = a.warm_compression;
     cfg.persist_on_exit = !a.no_persist_on_exit;
+    cfg.catalog_partition = a.catalog_partition;
+    cfg.catalog_preset = a.catalog_preset;
     cfg.metrics_addr = a.metrics_addr;
     cfg
 }

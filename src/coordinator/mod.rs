@@ -142,6 +142,24 @@ fn open_warm(cfg: &Config) -> Result<crate::tier::warm::Warm> {
     Ok(w)
 }
 
+/// Opens (and recovers) the store's CID catalog in `data_dir/catalog`.
+fn open_catalog(cfg: &Config) -> Result<crate::tier::catalog::Catalog> {
+    let dir = cfg.data_dir.join("catalog");
+    let (c, rec) = crate::tier::catalog::Catalog::open(
+        &dir,
+        crate::tier::catalog::CatalogOptions {
+            strategy: cfg.catalog_partition,
+            preset: cfg.catalog_preset,
+            ..Default::default()
+        },
+    )?;
+    for q in &rec.quarantined {
+        tracing::error!("catalog: {q:?}");
+    }
+    tracing::info!("catalog {}: {} entries", dir.display(), c.len());
+    Ok(c)
+}
+
 fn boot_id() -> u64 {
     let mut b = [0u8; 8];
     if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
@@ -294,8 +312,11 @@ impl Coordinator {
             policy,
         );
         if cfg.warm {
-            match open_warm(&cfg) {
-                Ok(w) => store.set_warm(w),
+            match open_warm(&cfg).and_then(|w| Ok((w, open_catalog(&cfg)?))) {
+                Ok((w, c)) => {
+                    store.set_warm(w);
+                    store.set_catalog(c);
+                }
                 Err(e) => {
                     drop(store);
                     shm::remove_store_files(&cfg.shm_dir, &cfg.store);

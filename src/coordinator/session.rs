@@ -146,6 +146,28 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                     let _ = tx.send(r.encode(h.request_id));
                 });
             }
+            Request::CatalogQuery {
+                filters,
+                columns,
+                limit,
+                format,
+            } => {
+                let r = catalog_query(&store, &filters, &columns, limit, format);
+                let _ = tx.send(
+                    r.unwrap_or_else(|e| Response::error(&e))
+                        .encode(h.request_id),
+                );
+            }
+            Request::CatalogUpsert { ipc } => {
+                // Decoded outside the store lock: it may be large, and it is untrusted.
+                let r = crate::tier::catalog::entries_from_ipc(ipc)
+                    .and_then(|entries| lock(&store).catalog_upsert(entries))
+                    .map(|_| Response::Done);
+                let _ = tx.send(
+                    r.unwrap_or_else(|e| Response::error(&e))
+                        .encode(h.request_id),
+                );
+            }
             other => {
                 let resp = handle(&mut lock(&store), cid, other);
                 let _ = tx.send(resp.encode(h.request_id));
@@ -187,9 +209,13 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
             Ok(Response::List { entries, next })
         }
         Request::Stats => Ok(Response::Stats(st.stats())),
-        Request::Get { .. } | Request::GetMany { .. } | Request::Scan { .. } => Err(
-            Error::Internal("gets and scans are dispatched separately".into()),
-        ),
+        Request::Get { .. }
+        | Request::GetMany { .. }
+        | Request::Scan { .. }
+        | Request::CatalogQuery { .. }
+        | Request::CatalogUpsert { .. } => Err(Error::Internal(
+            "gets, scans and catalog requests are dispatched separately".into(),
+        )),
     };
     r.unwrap_or_else(|e| Response::error(&e))
 }
@@ -402,4 +428,38 @@ async fn run_scan(store: Shared, start: ScanStart, scan: crate::scan::Scan) -> R
         }
         notify.notified().await;
     }
+}
+
+/// Runs a catalog query: the rows are selected under the store lock, formatted outside it.
+fn catalog_query(
+    store: &Shared,
+    filters: &[String],
+    columns: &str,
+    limit: u64,
+    format: u8,
+) -> Result<Response> {
+    use crate::tier::catalog::{output_schema, write_output, OutputFormat, Query};
+    let format = match format {
+        0 => OutputFormat::Table,
+        1 => OutputFormat::Ipc,
+        2 => OutputFormat::Parquet,
+        f => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown output format {f}; 0 table, 1 Arrow IPC, 2 Parquet"
+            )))
+        }
+    };
+    let mut q = Query::parse(filters, (!columns.is_empty()).then_some(columns))?;
+    q.limit = (limit > 0).then_some(limit as usize);
+    let batch = lock(store).catalog()?.query(&q)?;
+    let mut out = Vec::new();
+    write_output(&mut out, format, &output_schema(&q), &[batch])?;
+    if out.len() > proto::MAX_BODY as usize - 64 {
+        return Err(Error::InvalidArgument(format!(
+            "the result is {} bytes, over the {}-byte frame limit; add filters, a projection or a limit",
+            out.len(),
+            proto::MAX_BODY
+        )));
+    }
+    Ok(Response::Bytes(out))
 }

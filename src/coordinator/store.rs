@@ -12,6 +12,7 @@ use crate::policy::EvictionPolicy;
 use crate::proto::{ListEntry, PutItem, Status, PUT_ARROW, PUT_EPHEMERAL, PUT_VERIFY_CID};
 use crate::shm::{self, human_bytes, Mapping};
 use crate::sync::AtomicU64;
+use crate::tier::catalog::{Catalog, CatalogEntry, StorageTier};
 use crate::tier::warm::{Loaded, Source, Warm};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -125,6 +126,24 @@ pub(crate) struct Counters {
     pub warm_misses: u64,
 }
 
+/// Catalog access counts sampled per hit harvest (every few milliseconds).
+const CATALOG_TOUCHES: u64 = 1024;
+/// How often the catalog's changes are written.
+const CATALOG_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn no_catalog() -> Error {
+    Error::InvalidArgument(
+        "this store keeps no catalog (it runs without a warm tier: --no-warm or plasma mode)"
+            .into(),
+    )
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// How a scan request proceeds.
 pub(crate) enum ScanStart {
     /// The object is in shared memory: the client scans it there, zero-copy.
@@ -175,6 +194,8 @@ pub(crate) struct Store {
     warm: Option<Warm>,
     promoting: HashSet<Key>,
     persist_on_exit: bool,
+    catalog: Option<Catalog>,
+    last_checkpoint: std::time::Instant,
 }
 
 impl Store {
@@ -214,6 +235,8 @@ impl Store {
             warm: None,
             promoting: HashSet::new(),
             persist_on_exit: cfg.persist_on_exit,
+            catalog: None,
+            last_checkpoint: std::time::Instant::now(),
         }
     }
 
@@ -461,6 +484,27 @@ impl Store {
         self.live_bytes += size;
         self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
         self.header.set(hdr::LIVE_BYTES, self.live_bytes);
+        if let Some(cat) = &mut self.catalog {
+            let o = &self.objects[&id];
+            // Scan results are derived, not stored objects.
+            if !key.as_bytes().starts_with(b"cidcache.scan:") {
+                let size = o.data_len + o.meta_len;
+                if o.from_warm && cat.set_tier(&key, StorageTier::Hot) {
+                    // Promoted: the entry keeps its history.
+                } else {
+                    let mut e = CatalogEntry::new(key, size, now_us());
+                    e.storage_tier = StorageTier::Hot;
+                    e.source = Some(if plasma_owned { "plasma" } else { "put" }.into());
+                    if let Some(old) = cat.get(&key) {
+                        // Stored again: user metadata stays.
+                        e.mimetype = old.mimetype.clone();
+                        e.filename = old.filename.clone();
+                        e.properties = old.properties.clone();
+                    }
+                    cat.upsert(e);
+                }
+            }
+        }
         if !plasma_owned {
             if let Some(w) = &self.warm {
                 if !self.objects[&id].from_warm {
@@ -754,6 +798,9 @@ impl Store {
             return match &self.warm {
                 Some(w) if w.delete(&key)? => {
                     self.counters.deletes += 1;
+                    if let Some(c) = &mut self.catalog {
+                        c.remove(&key);
+                    }
                     Ok(())
                 }
                 _ => Err(Error::NotFound(format!("{key} is not stored"))),
@@ -781,6 +828,9 @@ impl Store {
         }
         if let Some(w) = &self.warm {
             w.delete(&key)?;
+        }
+        if let Some(c) = &mut self.catalog {
+            c.remove(&key);
         }
         self.retire(id);
         self.policy.on_remove(id);
@@ -866,7 +916,18 @@ impl Store {
                 continue;
             };
             let len = o.alloc.len;
-            self.demote(id);
+            let key = o.key;
+            let demoted = self.demote(id);
+            if let Some(c) = &mut self.catalog {
+                c.set_tier(
+                    &key,
+                    if demoted {
+                        StorageTier::Warm
+                    } else {
+                        StorageTier::None
+                    },
+                );
+            }
             self.retire(id);
             self.counters.evictions += 1;
             self.counters.evicted_bytes += len;
@@ -877,26 +938,40 @@ impl Store {
 
     /// Hands a sealed object's bytes to the warm tier (unless it is ephemeral or the warm tier
     /// already holds the same bytes).
-    fn demote(&self, id: u64) {
+    /// Returns whether the warm tier holds the object afterwards.
+    fn demote(&self, id: u64) -> bool {
         let (Some(w), Some(o)) = (&self.warm, self.objects.get(&id)) else {
-            return;
+            return false;
         };
-        if o.flags & PUT_EPHEMERAL != 0 || o.from_warm || o.plasma_owned {
-            return;
+        if o.flags & PUT_EPHEMERAL != 0 || o.plasma_owned {
+            return false;
+        }
+        if o.from_warm {
+            return true;
         }
         let bytes = self.memory.bytes(o.alloc);
         let (d, m) = (o.data_len as usize, o.meta_len as usize);
         w.demote(o.key, &bytes[..d], &bytes[d..d + m], o.flags);
+        true
     }
 
     /// Feeds the clients' hit rings to the policy.
     pub(crate) fn harvest_hits(&mut self) {
         let policy = &mut self.policy;
-        let mut n = 0;
+        let objects = &self.objects;
+        let mut catalog = self.catalog.as_mut();
+        let now = now_us();
+        let mut n = 0u64;
         for c in self.clients.values_mut() {
             let mut seen = c.hits_seen;
             c.lease().drain_hits(&mut seen, |id| {
                 policy.on_hit(id);
+                // The catalog's access counts are a sample: at most this many per harvest.
+                if n < CATALOG_TOUCHES {
+                    if let (Some(cat), Some(o)) = (catalog.as_mut(), objects.get(&id)) {
+                        cat.touch(&o.key, now);
+                    }
+                }
                 n += 1;
             });
             c.hits_seen = seen;
@@ -904,10 +979,69 @@ impl Store {
         self.counters.hits += n;
     }
 
-    /// Periodic work: hits and deferred frees.
+    /// Attaches the catalog and makes it agree with the tiers as they are now: after a restart
+    /// the hot tier is empty, and the warm tier's files are the truth.
+    pub(crate) fn set_catalog(&mut self, mut cat: Catalog) {
+        let stale: Vec<(Key, StorageTier)> = cat
+            .iter()
+            .filter_map(|e| {
+                let actual = if self.keys.contains_key(&e.key) {
+                    StorageTier::Hot
+                } else if self.warm.as_ref().is_some_and(|w| w.contains(&e.key)) {
+                    StorageTier::Warm
+                } else {
+                    StorageTier::None
+                };
+                (actual != e.storage_tier).then_some((e.key, actual))
+            })
+            .collect();
+        for (k, t) in stale {
+            cat.set_tier(&k, t);
+        }
+        self.catalog = Some(cat);
+    }
+
+    /// Writes the catalog's changes (every few seconds, and at shutdown).
+    fn checkpoint_catalog(&mut self, force: bool) {
+        let Some(cat) = &mut self.catalog else { return };
+        if cat.pending_changes() == 0
+            || (!force && self.last_checkpoint.elapsed() < CATALOG_CHECKPOINT_EVERY)
+        {
+            return;
+        }
+        self.last_checkpoint = std::time::Instant::now();
+        if let Err(e) = cat.checkpoint() {
+            tracing::warn!("catalog checkpoint failed (will retry): {e}");
+        }
+    }
+
+    /// Upserts entries sent by a client; `storage_tier` always reflects where the object is.
+    pub(crate) fn catalog_upsert(&mut self, entries: Vec<CatalogEntry>) -> Result<usize> {
+        let keys = &self.keys;
+        let warm = self.warm.as_ref();
+        let cat = self.catalog.as_mut().ok_or_else(no_catalog)?;
+        Ok(cat.upsert_batch(entries.into_iter().map(|mut e| {
+            e.storage_tier = if keys.contains_key(&e.key) {
+                StorageTier::Hot
+            } else if warm.is_some_and(|w| w.contains(&e.key)) {
+                StorageTier::Warm
+            } else {
+                StorageTier::None
+            };
+            e
+        })))
+    }
+
+    /// The catalog, for queries.
+    pub(crate) fn catalog(&self) -> Result<&Catalog> {
+        self.catalog.as_ref().ok_or_else(no_catalog)
+    }
+
+    /// Periodic work: hits, deferred frees, catalog checkpoints.
     pub(crate) fn maintain(&mut self) {
         self.harvest_hits();
         self.reclaim();
+        self.checkpoint_catalog(false);
     }
 
     // ----- the Plasma front-end ------------------------------------------------------------
@@ -1179,6 +1313,21 @@ impl Store {
                 self.demote(id);
             }
         }
+        if let Some(c) = &mut self.catalog {
+            for (k, _) in self.keys.iter() {
+                // The hot tier goes away; what was demoted above is warm.
+                let warm = self.warm.as_ref().is_some_and(|w| w.contains(k));
+                c.set_tier(
+                    k,
+                    if warm {
+                        StorageTier::Warm
+                    } else {
+                        StorageTier::None
+                    },
+                );
+            }
+        }
+        self.checkpoint_catalog(true);
         // Writes what is queued and stops the writer.
         if let Some(w) = self.warm.take() {
             tracing::info!("warm tier: writing queued objects to {}", w.dir().display());
