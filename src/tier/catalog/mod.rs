@@ -709,6 +709,25 @@ impl Catalog {
     }
 }
 
+/// Encodes `entries` as an Arrow IPC file of the catalog schema: the wire form of a batch
+/// upsert ([`crate::Client::catalog_upsert`]).
+pub fn entries_to_ipc(entries: &[CatalogEntry]) -> Result<Vec<u8>> {
+    let refs: Vec<&CatalogEntry> = entries.iter().collect();
+    let batch = schema::to_batch(&refs, &Column::ALL)?;
+    crate::arrow::encode_ipc_file(&catalog_schema(), &[batch])
+}
+
+/// Decodes what [`entries_to_ipc`] wrote. The bytes are untrusted: any malformed file, column
+/// or key is an error, never a panic.
+pub fn entries_from_ipc(bytes: &[u8]) -> Result<Vec<CatalogEntry>> {
+    let obj = crate::arrow::decode_ipc_file(&arrow_buffer::Buffer::from(bytes))?;
+    let mut out = Vec::new();
+    for b in &obj.batches {
+        out.extend(schema::from_batch(b)?.into_iter().map(|(e, _)| e));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,23 +759,4 @@ mod tests {
         }
         assert_eq!(idxs.len(), rows.len());
     }
-}
-
-/// Encodes `entries` as an Arrow IPC file of the catalog schema: the wire form of a batch
-/// upsert ([`crate::Client::catalog_upsert`]).
-pub fn entries_to_ipc(entries: &[CatalogEntry]) -> Result<Vec<u8>> {
-    let refs: Vec<&CatalogEntry> = entries.iter().collect();
-    let batch = schema::to_batch(&refs, &Column::ALL)?;
-    crate::arrow::encode_ipc_file(&catalog_schema(), &[batch])
-}
-
-/// Decodes what [`entries_to_ipc`] wrote. The bytes are untrusted: any malformed file, column
-/// or key is an error, never a panic.
-pub fn entries_from_ipc(bytes: &[u8]) -> Result<Vec<CatalogEntry>> {
-    let obj = crate::arrow::decode_ipc_file(&arrow_buffer::Buffer::from(bytes))?;
-    let mut out = Vec::new();
-    for b in &obj.batches {
-        out.extend(schema::from_batch(b)?.into_iter().map(|(e, _)| e));
-    }
-    Ok(out)
 }
