@@ -140,6 +140,8 @@ struct Inner {
     dirs: Dirs,
     cfg: WarmConfig,
     state: Mutex<State>,
+    /// Parsed footers of raw files, so that a point read does not parse one each time.
+    footers: Mutex<HashMap<u64, parquet::arrow::arrow_reader::ArrowReaderMetadata>>,
     /// Signalled when queued bytes drop or a flush completes.
     written: Condvar,
 }
@@ -305,6 +307,7 @@ impl Warm {
                 },
             }),
             written: Condvar::new(),
+            footers: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::channel();
         let w = inner.clone();
@@ -499,15 +502,19 @@ impl Source {
                 flags: p.flags,
             })),
             Origin::File(_, path, l) => match l.place {
-                Place::Raw(loc) => raw::read(path, loc, l.data_len).map(|(mut data, meta)| {
-                    let data_len = data.len();
-                    data.extend_from_slice(&meta);
-                    Prepared::Bytes(Loaded {
-                        bytes: data,
-                        data_len,
-                        flags: l.flags,
-                    })
-                }),
+                Place::Raw(loc) => self
+                    .inner
+                    .footer(l.file, path)
+                    .and_then(|md| raw::read(path, &md, loc, l.data_len))
+                    .map(|(mut data, meta)| {
+                        let data_len = data.len();
+                        data.extend_from_slice(&meta);
+                        Prepared::Bytes(Loaded {
+                            bytes: data,
+                            data_len,
+                            flags: l.flags,
+                        })
+                    }),
                 Place::Table => table::read(path, self.inner.cfg.threads).and_then(
                     |(schema, mut batches, info)| {
                         table::unify_dictionaries(&schema, &mut batches)?;
@@ -634,9 +641,39 @@ impl Source {
     }
 }
 
+/// Footers kept parsed; the cache is emptied when it grows past this.
+const FOOTERS: usize = 512;
+
 impl Inner {
+    /// The parsed footer of raw file `seq`, from the cache or the file.
+    fn footer(
+        &self,
+        seq: u64,
+        path: &Path,
+    ) -> Result<parquet::arrow::arrow_reader::ArrowReaderMetadata> {
+        if let Some(m) = self
+            .footers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&seq)
+        {
+            return Ok(m.clone());
+        }
+        let m = raw::metadata(path)?;
+        let mut c = self.footers.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= FOOTERS {
+            c.clear();
+        }
+        c.insert(seq, m.clone());
+        Ok(m)
+    }
+
     /// Drops a file's objects from the map (the ones still located in it).
     fn forget_file(&self, st: &mut State, seq: u64) -> Option<FileInfo> {
+        self.footers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&seq);
         let f = st.files.remove(&seq)?;
         for k in &f.keys {
             if st.objects.get(k).is_some_and(|l| l.file == seq) {

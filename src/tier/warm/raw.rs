@@ -22,7 +22,8 @@ use arrow_array::builder::{BinaryBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{Array, BinaryArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::properties::WriterProperties;
@@ -168,13 +169,19 @@ pub(crate) struct RawEntry {
 fn open(path: &Path, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let f =
         File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let md = load(&f, path, page_index)?;
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(f, md))
+}
+
+fn load(f: &File, path: &Path, page_index: bool) -> Result<ArrowReaderMetadata> {
     let mut opts = ArrowReaderOptions::new();
     if page_index {
         opts = opts.with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
     }
-    let b = ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)?;
-    if b.schema().fields().len() != schema().fields().len()
-        || b.schema()
+    let md = ArrowReaderMetadata::load(f, opts)?;
+    if md.schema().fields().len() != schema().fields().len()
+        || md
+            .schema()
             .fields()
             .iter()
             .zip(schema().fields())
@@ -185,7 +192,16 @@ fn open(path: &Path, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder
             path.display()
         )));
     }
-    Ok(b)
+    Ok(md)
+}
+
+/// The footer and page index of a raw file, parsed once and reused for point reads.
+pub(crate) fn metadata(path: &Path) -> Result<ArrowReaderMetadata> {
+    no_panic(&path.display().to_string(), || {
+        let f = File::open(path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        load(&f, path, true)
+    })
 }
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, i: usize, path: &Path) -> Result<&'a T> {
@@ -272,9 +288,16 @@ pub(crate) fn scan(path: &Path) -> Result<Vec<RawEntry>> {
 }
 
 /// Reads one object's data and metadata, checking its length and checksum.
-pub(crate) fn read(path: &Path, loc: RawLoc, data_len: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn read(
+    path: &Path,
+    md: &ArrowReaderMetadata,
+    loc: RawLoc,
+    data_len: u64,
+) -> Result<(Vec<u8>, Vec<u8>)> {
     no_panic(&path.display().to_string(), || {
-        let b = open(path, true)?;
+        let f = File::open(path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let b = ParquetRecordBatchReaderBuilder::new_with_metadata(f, md.clone());
         if loc.row_group as usize >= b.metadata().num_row_groups() {
             return Err(Error::Corrupt(format!(
                 "{}: row group {} is missing",
