@@ -285,12 +285,21 @@ fn corrupt_files_are_quarantined_and_the_rest_serves() {
     drain(&c);
     drop(c);
     assert!(d.stop().success());
+    // Compaction may have merged everything into one file: damage newer copies of it, so that
+    // the intact original must still serve. One copy truncated, one file of garbage.
     let files = warm_files(&d, "raw-");
-    assert!(files.len() >= 2, "need two files, have {files:?}");
-    // One truncated, one overwritten with garbage.
-    let f0 = std::fs::read(&files[0]).unwrap();
-    std::fs::write(&files[0], &f0[..f0.len() / 2]).unwrap();
-    std::fs::write(&files[1], b"PAR1 this is not a parquet file PAR1").unwrap();
+    let orig = std::fs::read(files.last().unwrap()).unwrap();
+    let dir = warm_dir(&d);
+    std::fs::write(
+        dir.join("raw-00000000000fff00.parquet"),
+        &orig[..orig.len() / 2],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("raw-00000000000fff01.parquet"),
+        b"PAR1 this is not a parquet file PAR1",
+    )
+    .unwrap();
     d.spawn();
     let c = d.client();
     assert_eq!(stat(&c, "warm.quarantined_files"), 2);
