@@ -44,22 +44,9 @@ pub use key::Key;
 #[doc(hidden)]
 pub mod bench_support {
     use crate::index::Slot;
-    use crate::sync::AtomicU64;
 
     /// `n` empty index slots (all words zero), as a fresh control segment holds them.
     pub fn empty_slots(n: usize) -> Vec<Slot> {
-        (0..n)
-            .map(|_| Slot {
-                seq: AtomicU64::new(0),
-                hash: AtomicU64::new(0),
-                key: Default::default(),
-                seg: AtomicU64::new(0),
-                offset: AtomicU64::new(0),
-                data_len: AtomicU64::new(0),
-                meta_len: AtomicU64::new(0),
-                state: AtomicU64::new(0),
-                object_id: AtomicU64::new(0),
-            })
-            .collect()
+        (0..n).map(|_| Slot::empty()).collect()
     }
 }

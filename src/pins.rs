@@ -268,21 +268,7 @@ mod loom_tests {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(2);
         model.check(|| {
-            let slots: Arc<Vec<Slot>> = Arc::new(
-                (0..2)
-                    .map(|_| Slot {
-                        seq: AtomicU64::new(0),
-                        hash: AtomicU64::new(0),
-                        key: Default::default(),
-                        seg: AtomicU64::new(0),
-                        offset: AtomicU64::new(0),
-                        data_len: AtomicU64::new(0),
-                        meta_len: AtomicU64::new(0),
-                        state: AtomicU64::new(0),
-                        object_id: AtomicU64::new(0),
-                    })
-                    .collect(),
-            );
+            let slots: Arc<Vec<Slot>> = Arc::new((0..2).map(|_| Slot::empty()).collect());
             let mp = Arc::new(AtomicU64::new(0));
             let page: Arc<Vec<AtomicU64>> = Arc::new(
                 (0..LEASE_HEADER_WORDS + 2 + 1)
