@@ -16,24 +16,10 @@ const MEMORY: u64 = 1_000_000_000;
 const SMALL: usize = 64;
 const BIG: usize = 64 << 20;
 
-fn venv() -> PathBuf {
-    match std::env::var_os("PLASMA_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plasma-venv"),
-    }
-}
-
 fn real_store() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("PLASMA_REAL_STORE") {
-        return Some(PathBuf::from(p)).filter(|p| p.exists());
-    }
-    for e in std::fs::read_dir(venv().join("lib")).ok()?.flatten() {
-        let p = e.path().join("site-packages/pyarrow/plasma-store-server");
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    None
+    // The venv lives in target/ (next to target/release, where the harness looks).
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/x");
+    cidcache::harness::plasma::find_reference(&target)
 }
 
 struct Store {
