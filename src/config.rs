@@ -98,6 +98,8 @@ pub struct Config {
     /// On a clean shutdown, demote every hot object to the warm tier so that it survives the
     /// restart.
     pub persist_on_exit: bool,
+    /// Partitioning of the warm tier's data files (by the catalog's view of each object).
+    pub warm_partition: crate::tier::catalog::PartitionStrategy,
     /// Partitioning of the catalog's files (`data_dir/catalog`), kept with the warm tier.
     pub catalog_partition: crate::tier::catalog::PartitionStrategy,
     /// Encoding preset of the catalog's files.
@@ -126,6 +128,7 @@ impl Config {
             warm_capacity: None,
             warm_compression: WarmCompression::Zstd,
             persist_on_exit: true,
+            warm_partition: crate::tier::catalog::PartitionStrategy::None,
             catalog_partition: crate::tier::catalog::PartitionStrategy::None,
             catalog_preset: crate::tier::catalog::Preset::Balanced,
             metrics_addr: None,

@@ -797,3 +797,40 @@ fn hostile_catalog_upserts_are_refused() {
     c.put(b"k", b"v").unwrap();
     assert_eq!(c.catalog_query_batches(&[], None, None).unwrap().len(), 1);
 }
+
+#[test]
+fn warm_files_are_partitioned_by_size_class() {
+    let mut d = Daemon::start(&["-m", "8M", "--arena-size", "2M", "--warm-partition", "size"]);
+    let c = d.client();
+    let sizes = |i: usize| {
+        if i.is_multiple_of(2) {
+            100 << 10
+        } else {
+            600 << 10
+        }
+    };
+    for i in 0..40 {
+        let k = key(i);
+        c.put(&k, &content(&k, sizes(i))).unwrap();
+    }
+    drain(&c);
+    let dirs: Vec<String> = std::fs::read_dir(warm_dir(&d))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("size="))
+        .collect();
+    assert!(dirs.contains(&"size=2^16".to_string()), "{dirs:?}");
+    assert!(dirs.contains(&"size=2^19".to_string()), "{dirs:?}");
+    drop(c);
+    assert!(d.stop().success());
+    d.spawn();
+    let c = d.client();
+    assert_eq!(stat(&c, "warm.objects"), 40);
+    for i in 0..40 {
+        let k = key(i);
+        let o = c.get(&k).unwrap().unwrap_or_else(|| panic!("{i} lost"));
+        assert!(o.data() == content(&k, sizes(i)));
+    }
+}

@@ -62,6 +62,10 @@ struct Args {
     /// On SIGTERM/SIGINT, drop the hot tier instead of demoting it to the warm tier.
     #[arg(long)]
     no_persist_on_exit: bool,
+    /// Partitioning of the warm tier's files: none, time (day), size (log2 class), type
+    /// (top-level MIME type), hash or hash:N (of the key).
+    #[arg(long, default_value = "none")]
+    warm_partition: cidcache::tier::catalog::PartitionStrategy,
     /// Partitioning of the catalog's files: none, time, size, type, hash or hash:N.
     #[arg(long, default_value = "none")]
     catalog_partition: cidcache::tier::catalog::PartitionStrategy,
@@ -152,6 +156,7 @@ fn config(a: &Args, store: &str) -> Config {
     cfg.warm_capacity = a.warm_capacity;
     cfg.warm_compression = a.warm_compression;
     cfg.persist_on_exit = !a.no_persist_on_exit;
+    cfg.warm_partition = a.warm_partition;
     cfg.catalog_partition = a.catalog_partition;
     cfg.catalog_preset = a.catalog_preset;
     cfg.metrics_addr = a.metrics_addr;

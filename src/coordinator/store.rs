@@ -196,6 +196,7 @@ pub(crate) struct Store {
     persist_on_exit: bool,
     catalog: Option<Catalog>,
     last_checkpoint: std::time::Instant,
+    warm_partition: crate::tier::catalog::PartitionStrategy,
 }
 
 impl Store {
@@ -237,6 +238,7 @@ impl Store {
             persist_on_exit: cfg.persist_on_exit,
             catalog: None,
             last_checkpoint: std::time::Instant::now(),
+            warm_partition: cfg.warm_partition,
         }
     }
 
@@ -951,8 +953,31 @@ impl Store {
         }
         let bytes = self.memory.bytes(o.alloc);
         let (d, m) = (o.data_len as usize, o.meta_len as usize);
-        w.demote(o.key, &bytes[..d], &bytes[d..d + m], o.flags);
+        w.demote(
+            o.key,
+            &bytes[..d],
+            &bytes[d..d + m],
+            o.flags,
+            self.warm_part(o),
+        );
         true
+    }
+
+    /// The warm-tier partition directory of an object (by the store's strategy, from what the
+    /// catalog knows of it).
+    fn warm_part(&self, o: &Object) -> String {
+        use crate::tier::catalog::PartitionStrategy;
+        if self.warm_partition == PartitionStrategy::None {
+            return String::new();
+        }
+        let mut e = match self.catalog.as_ref().and_then(|c| c.get(&o.key)) {
+            Some(e) => e.clone(),
+            None => CatalogEntry::bare(o.key, o.data_len + o.meta_len, now_us()),
+        };
+        if e.mimetype.is_none() && o.flags & PUT_ARROW != 0 {
+            e.mimetype = Some("application/vnd.apache.arrow.file".into());
+        }
+        self.warm_partition.partition_of(&e)
     }
 
     /// Feeds the clients' hit rings to the policy.

@@ -42,7 +42,7 @@ fn key(id: &ObjectId) -> Key {
 impl ExternalStore for ParquetExternalStore {
     fn put(&mut self, id: &ObjectId, data: Vec<u8>) {
         // Plasma's `data ‖ metadata` is opaque here; it comes back whole.
-        self.warm.demote(key(id), &data, &[], 0);
+        self.warm.demote(key(id), &data, &[], 0, String::new());
     }
 
     fn take(&mut self, id: &ObjectId) -> Option<Vec<u8>> {

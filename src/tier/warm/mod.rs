@@ -94,6 +94,8 @@ struct Located {
 /// An object queued for writing, served from memory until its file is committed.
 pub(crate) struct Pending {
     key: Key,
+    /// Partition directory (`""` = the tier's root).
+    part: String,
     /// Data followed by metadata.
     bytes: Vec<u8>,
     data_len: usize,
@@ -105,6 +107,8 @@ struct FileInfo {
     bytes: u64,
     keys: Vec<Key>,
     raw: bool,
+    /// Partition directory (`""` = the tier's root).
+    part: String,
 }
 
 #[derive(Default)]
@@ -239,13 +243,31 @@ impl Warm {
     pub(crate) fn open(cfg: WarmConfig) -> Result<(Warm, Recovery)> {
         let dirs = Dirs::create(&cfg.dir)?;
         let mut found: Vec<(u64, bool, PathBuf)> = Vec::new();
-        let rd = std::fs::read_dir(&dirs.root)
-            .map_err(|e| Error::io(format!("cannot list {}", dirs.root.display()), e))?;
-        for e in rd.flatten() {
-            let name = e.file_name();
-            if let Some((seq, arrow)) = name.to_str().and_then(parse_name) {
-                found.push((seq, arrow, e.path()));
+        let mut parts_of: HashMap<u64, String> = HashMap::new();
+        let mut list = |dir: &Path, part: &str| -> Result<Vec<PathBuf>> {
+            let rd = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
+            let mut subdirs = Vec::new();
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if let Some((seq, arrow)) = parse_name(name) {
+                    found.push((seq, arrow, e.path()));
+                    parts_of.insert(seq, part.to_string());
+                } else if part.is_empty() && name.contains('=') && e.path().is_dir() {
+                    subdirs.push(e.path());
+                }
             }
+            Ok(subdirs)
+        };
+        // Files sit in the root or in one level of partition directories (`KEY=VALUE`).
+        for sub in list(&dirs.root, "")? {
+            let part = sub
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            list(&sub, &part)?;
         }
         found.sort_by_key(|f| f.0);
         let scanned = scan_all(&found, cfg.threads);
@@ -270,6 +292,7 @@ impl Warm {
                             bytes,
                             keys,
                             raw: !*arrow,
+                            part: parts_of.remove(seq).unwrap_or_default(),
                         },
                     );
                 }
@@ -336,7 +359,8 @@ impl Warm {
     /// Queues `data` / `meta` of an object the hot tier evicts; it replaces what the tier held
     /// under `key`. Waits while the queue is over its bound (the writer needs no store lock,
     /// so this cannot deadlock).
-    pub(crate) fn demote(&self, key: Key, data: &[u8], meta: &[u8], flags: u32) {
+    /// `part` names the partition directory the object's file goes in (`""`: the root).
+    pub(crate) fn demote(&self, key: Key, data: &[u8], meta: &[u8], flags: u32, part: String) {
         let mut st = lock(&self.inner.state);
         let len = (data.len() + meta.len()) as u64;
         while st.pending_bytes > 0 && st.pending_bytes + len > self.inner.cfg.queue_bytes {
@@ -351,6 +375,7 @@ impl Warm {
         bytes.extend_from_slice(meta);
         let p = Arc::new(Pending {
             key,
+            part,
             bytes,
             data_len: data.len(),
             flags,
@@ -712,9 +737,31 @@ impl Inner {
             }
             raws.push(p);
         }
-        if raws.is_empty() {
-            return;
+        // One raw file per partition.
+        let mut by_part: BTreeMap<&str, Vec<&Arc<Pending>>> = BTreeMap::new();
+        for p in raws {
+            by_part.entry(p.part.as_str()).or_default().push(p);
         }
+        for (part, raws) in by_part {
+            self.write_raw(part, raws);
+        }
+    }
+
+    /// The directory of partition `part` (created on first use).
+    fn part_dir(&self, part: &str) -> Result<PathBuf> {
+        if part.is_empty() {
+            return Ok(self.dirs.root.clone());
+        }
+        let d = self.dirs.root.join(part);
+        if !d.is_dir() {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
+            files::sync_dir(&self.dirs.root)?;
+        }
+        Ok(d)
+    }
+
+    fn write_raw(&self, part: &str, raws: Vec<&Arc<Pending>>) {
         let seq = self.take_seq();
         let r = (|| -> Result<Written> {
             let name = file_name(seq, false);
@@ -736,7 +783,7 @@ impl Inner {
                 ));
             }
             let f = w.finish()?;
-            let dest = self.dirs.root.join(&name);
+            let dest = self.part_dir(part)?.join(&name);
             staged.commit(&f, &dest)?;
             let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
             Ok((dest, bytes, placed))
@@ -762,7 +809,7 @@ impl Inner {
             p.flags,
             data.len() as u64,
         )?;
-        let dest = self.dirs.root.join(&name);
+        let dest = self.part_dir(&p.part)?.join(&name);
         staged.commit(&f, &dest)?;
         let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         let l = Located {
@@ -800,6 +847,7 @@ impl Inner {
                 }
                 st.file_bytes += bytes;
                 let raw = matches!(placed_kind, Some(Place::Raw(_)));
+                let part = items.first().map(|p| p.part.clone()).unwrap_or_default();
                 st.files.insert(
                     seq,
                     FileInfo {
@@ -807,6 +855,7 @@ impl Inner {
                         bytes,
                         keys,
                         raw,
+                        part,
                     },
                 );
                 self.enforce_capacity(&mut st);
@@ -880,26 +929,33 @@ impl Inner {
     /// demotion is written meanwhile; deletions made meanwhile are re-recorded against the new
     /// file so that recovery never brings them back.
     fn compact(&self) {
-        let olds: Vec<(u64, PathBuf)> = {
+        let (part, olds): (String, Vec<(u64, PathBuf)>) = {
             let st = lock(&self.state);
-            let small: Vec<(u64, PathBuf, u64)> = st
-                .files
-                .iter()
-                .filter(|(_, f)| f.raw && f.bytes < SMALL_FILE)
-                .map(|(&s, f)| (s, f.path.clone(), f.bytes))
-                .collect();
-            if small.len() < COMPACT_AT {
-                return;
+            // Within one partition: the first one with enough small files.
+            let mut by_part: BTreeMap<&str, Vec<(u64, PathBuf, u64)>> = BTreeMap::new();
+            for (&s, f) in &st.files {
+                if f.raw && f.bytes < SMALL_FILE {
+                    by_part
+                        .entry(f.part.as_str())
+                        .or_default()
+                        .push((s, f.path.clone(), f.bytes));
+                }
             }
+            let Some((part, small)) = by_part.into_iter().find(|(_, v)| v.len() >= COMPACT_AT)
+            else {
+                return;
+            };
+            let part = part.to_string();
             let mut total = 0;
-            small
+            let olds = small
                 .into_iter()
                 .take_while(|(_, _, b)| {
                     total += b;
                     total <= COMPACT_MAX
                 })
                 .map(|(s, p, _)| (s, p))
-                .collect()
+                .collect();
+            (part, olds)
         };
         let seq = self.take_seq();
         let name = file_name(seq, false);
@@ -960,7 +1016,13 @@ impl Inner {
                 return;
             }
         };
-        let dest = self.dirs.root.join(&name);
+        let dest = match self.part_dir(&part) {
+            Ok(d) => d.join(&name),
+            Err(e) => {
+                tracing::warn!("warm tier: compaction failed, files left as they are: {e}");
+                return;
+            }
+        };
         // Under the state lock from here: no deletion can slip between the tombstones written
         // for the objects that died meanwhile and the new file becoming visible.
         let mut st = lock(&self.state);
@@ -1006,6 +1068,7 @@ impl Inner {
                 bytes,
                 keys,
                 raw: true,
+                part,
             },
         );
         for (old, _) in &olds {
@@ -1137,7 +1200,7 @@ pub mod bench {
         .expect("open warm tier");
         for i in 0..objects {
             let k = Key::new(format!("present-{i}").as_bytes()).expect("key");
-            w.demote(k, &[i as u8; 64], &[], 0);
+            w.demote(k, &[i as u8; 64], &[], 0, String::new());
         }
         while lock(&w.inner.state).pending_bytes > 0 {
             std::thread::sleep(Duration::from_millis(5));
