@@ -743,6 +743,32 @@ fn the_catalog_follows_the_tiers_and_survives_restarts() {
     assert_eq!(q(&c, &["storage_tier=hot"]), 0);
     assert_eq!(q(&c, &["storage_tier=warm"]), 30);
     assert_eq!(q(&c, &["mimetype=image/png"]), 1);
+    // An independent reader opens every catalog file with the documented columns.
+    if let Some(py) = pyarrow_python() {
+        let script = r#"
+import sys, glob, pyarrow.parquet as pq
+files = glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True)
+assert files, "no catalog files"
+for f in files:
+    t = pq.read_table(f)
+    for c in ["cid", "size_bytes", "mimetype", "filename", "storage_tier", "is_pinned", "added_at",
+              "last_accessed", "access_count", "heat_score", "source", "cid_version",
+              "multihash_type", "valid", "properties"]:
+        assert c in t.column_names, (f, c, t.column_names)
+print(len(files))
+"#;
+        let out = std::process::Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .arg(d.dir.path().join("data/catalog"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // kill -9: the catalog is never ahead of the data.
     c.put(b"only-hot", b"x").unwrap();
     std::thread::sleep(Duration::from_millis(5500)); // a checkpoint records it as hot
