@@ -534,11 +534,20 @@ fn parquet_external_store_spills_evicted_objects() {
         let o = g[0].as_ref().expect("restored from Parquet");
         assert_eq!(o.data(), &data(0)[..]);
         assert_eq!(o.metadata(), b"m");
+        // The other spilled objects reach a Parquet file (the writer batches for a few ms).
+        let t = std::time::Instant::now();
+        while !std::fs::read_dir(dir.path().join("spill"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "nothing was spilled to Parquet"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    assert!(std::fs::read_dir(dir.path().join("spill"))
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().ends_with(".parquet")));
     let (c, _, e) = run(
         &our_store(),
         &[
