@@ -771,7 +771,15 @@ print(len(files))
     }
     // kill -9: the catalog is never ahead of the data.
     c.put(b"only-hot", b"x").unwrap();
-    std::thread::sleep(Duration::from_millis(5500)); // a checkpoint records it as hot
+    // Wait for a checkpoint to record it as hot (every 5 s).
+    let t = Instant::now();
+    while stat(&c, "catalog.pending_changes") != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no catalog checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(c);
     d.kill9();
     d.spawn();

@@ -124,6 +124,8 @@ pub(crate) struct Counters {
     pub warm_hits: u64,
     /// Gets of keys that no tier held.
     pub warm_misses: u64,
+    /// Catalog checkpoints written.
+    pub catalog_checkpoints: u64,
 }
 
 /// Catalog access counts sampled per hit harvest (every few milliseconds).
@@ -1035,8 +1037,9 @@ impl Store {
             return;
         }
         self.last_checkpoint = std::time::Instant::now();
-        if let Err(e) = cat.checkpoint() {
-            tracing::warn!("catalog checkpoint failed (will retry): {e}");
+        match cat.checkpoint() {
+            Ok(_) => self.counters.catalog_checkpoints += 1,
+            Err(e) => tracing::warn!("catalog checkpoint failed (will retry): {e}"),
         }
     }
 
@@ -1313,8 +1316,20 @@ impl Store {
             ),
         ];
         let warm = self.warm.as_ref().map(|w| w.stats()).unwrap_or_default();
+        let catalog = self
+            .catalog
+            .as_ref()
+            .map(|cat| {
+                vec![
+                    ("catalog.entries", cat.len() as u64),
+                    ("catalog.pending_changes", cat.pending_changes() as u64),
+                    ("catalog.checkpoints", c.catalog_checkpoints),
+                ]
+            })
+            .unwrap_or_default();
         v.into_iter()
             .chain(warm)
+            .chain(catalog)
             .map(|(k, n)| (k.to_string(), n))
             .collect()
     }
