@@ -52,6 +52,16 @@ fn start_daemon(memory: &str) -> Daemon {
     let child = Command::new(env!("CARGO_BIN_EXE_cidcached"))
         .args(["--store", &store, "--socket"])
         .arg(&socket)
+        // The warm tier and catalog run as by default, in a temporary directory; the hot tier
+        // is not written out at the end. CIDCACHE_BENCH_DAEMON_ARGS adds flags (A/B runs).
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--no-persist-on-exit")
+        .args(
+            std::env::var("CIDCACHE_BENCH_DAEMON_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .args([
             "-m",
             memory,

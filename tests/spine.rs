@@ -580,6 +580,8 @@ fn short_shm_is_a_clear_error_at_start_and_at_create_never_sigbus() {
                 &format!("{shm_s}/x.sock"),
                 "--shm-dir",
                 &shm_s,
+                "--data-dir",
+                &format!("{shm_s}/data"),
                 "-m",
                 "64M",
             ])
@@ -695,6 +697,8 @@ fn sigterm_as_soon_as_the_socket_exists_exits_zero() {
         let mut child = std::process::Command::new(daemon_bin())
             .args(["--store", &unique_store(), "--socket"])
             .arg(&sock)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
             .args([
                 "-m",
                 "16M",
