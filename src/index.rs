@@ -495,19 +495,7 @@ mod loom_tests {
     use loom::sync::Arc;
 
     fn new_slots(n: usize) -> Vec<Slot> {
-        (0..n)
-            .map(|_| Slot {
-                seq: AtomicU64::new(0),
-                hash: AtomicU64::new(0),
-                key: Default::default(),
-                seg: AtomicU64::new(0),
-                offset: AtomicU64::new(0),
-                data_len: AtomicU64::new(0),
-                meta_len: AtomicU64::new(0),
-                state: AtomicU64::new(0),
-                object_id: AtomicU64::new(0),
-            })
-            .collect()
+        (0..n).map(|_| Slot::empty()).collect()
     }
 
     /// A reader racing the writer's remove-then-reinsert of a key never returns a snapshot that
