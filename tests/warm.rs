@@ -732,8 +732,11 @@ fn the_catalog_follows_the_tiers_and_survives_restarts() {
     assert!(c
         .catalog_query_batches(&["storage_tier=warm"], None, None)
         .is_ok());
-    let conn_err = c.catalog_upsert(&[]).err();
-    assert!(conn_err.is_none());
+    // A client cannot claim a tier: an entry for a key no tier holds is recorded as `none`.
+    let mut ghost = CatalogEntry::new(cidcache::Key::new(b"never-put").unwrap(), 5, 0);
+    ghost.storage_tier = cidcache::tier::catalog::StorageTier::Hot;
+    c.catalog_upsert(&[ghost]).unwrap();
+    assert_eq!(q(&c, &["storage_tier=none"]), 1);
 
     // A clean restart: everything demoted, the catalog says so, user metadata kept.
     drop(c);
@@ -791,8 +794,8 @@ print(len(files))
         .unwrap();
     assert_eq!(
         batches_rows(&none),
-        1,
-        "the lost object is recorded as in no tier"
+        2,
+        "the ghost entry and the object kill -9 lost are recorded as in no tier"
     );
 }
 
