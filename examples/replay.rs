@@ -1,8 +1,9 @@
 //! Prints the hit-ratio table of every policy on the OLTP and P3 traces.
 //!
-//! `cargo run --release --example replay [trace_dir]`
+//! `cargo run --release --example replay [trace_dir]` (default: the repository's
+//! `tests/data/traces`)
 
-use cidcache::policy::replay::{find_trace_dir, load_lis_zst, replay, MissOrder};
+use cidcache::policy::replay::{load_lis_zst, replay, repo_trace_dir, MissOrder};
 use cidcache::policy::{new_policy, PolicyConfig, PolicyKind};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,9 +12,7 @@ fn main() {
     let dir = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .or_else(|| find_trace_dir(&std::env::current_dir().expect("cwd")))
-        .or_else(|| find_trace_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))))
-        .expect("trace dir not found: pass it as the first argument");
+        .unwrap_or_else(repo_trace_dir);
     let traces: [(&str, &[u64]); 2] = [
         ("OLTP", &[1_000, 2_000, 5_000, 10_000, 15_000]),
         (

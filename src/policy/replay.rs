@@ -38,16 +38,10 @@ pub fn load_lis_zst(path: &Path) -> io::Result<Vec<u64>> {
     parse_lis(BufReader::with_capacity(1 << 16, decoder.take(u64::MAX)))
 }
 
-/// Locates the shared trace directory: `$CIDCACHE_TRACE_DIR` if set, else the first
-/// `shared/traces` found walking up from `start` (the crate dir in tests).
-pub fn find_trace_dir(start: &Path) -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("CIDCACHE_TRACE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    start
-        .ancestors()
-        .map(|a| a.join("shared").join("traces"))
-        .find(|p| p.is_dir())
+/// The directory of the traces that ship with the repository (`tests/data/traces`: the ARC
+/// paper's OLTP and P3 traces, with their citation in its README).
+pub fn repo_trace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/traces")
 }
 
 /// Order in which a miss is handled.
@@ -131,9 +125,8 @@ mod tests {
     fn oltp() -> &'static [u64] {
         static KEYS: OnceLock<Vec<u64>> = OnceLock::new();
         KEYS.get_or_init(|| {
-            let dir = find_trace_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-                .expect("shared/traces not found (set CIDCACHE_TRACE_DIR)");
-            let keys = load_lis_zst(&dir.join("OLTP.lis.zst")).expect("read OLTP trace");
+            let keys = load_lis_zst(&repo_trace_dir().join("OLTP.lis.zst"))
+                .expect("read tests/data/traces/OLTP.lis.zst");
             assert_eq!(keys.len(), 914_145, "OLTP page requests");
             keys
         })
