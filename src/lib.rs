@@ -18,6 +18,8 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 #[doc(hidden)]
+pub mod fuzzing;
+#[doc(hidden)]
 pub mod harness;
 pub mod index;
 pub mod key;

@@ -1,0 +1,132 @@
+//! Bounded fuzz runs of every decoder of untrusted input (`cidcache::fuzzing`), with fixed
+//! seeds, a few seconds each: part of the test command. Longer, coverage-guided runs use the
+//! same targets through `fuzz/` (cargo-fuzz); see docs/operations.md.
+//!
+//! `CIDCACHE_FUZZ_SECS` (default 3) sets the time per target; `CIDCACHE_FUZZ_SEED` the seed.
+
+use cidcache::fuzzing::{self, drive};
+use std::time::Duration;
+
+fn budget() -> Duration {
+    let secs = std::env::var("CIDCACHE_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    Duration::from_secs_f64(secs)
+}
+
+fn seed() -> u64 {
+    std::env::var("CIDCACHE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_c1dc_ac4e)
+}
+
+#[test]
+fn fuzz_native_frames() {
+    use cidcache::key::Key;
+    use cidcache::proto::{PutItem, Request};
+    let key = Key::new(b"some-key").unwrap();
+    let item = PutItem {
+        key,
+        flags: 1,
+        meta: b"meta",
+        data: b"data bytes",
+    };
+    let reqs = [
+        Request::Hello {
+            version: 1,
+            pid: 7,
+            writer: true,
+        },
+        Request::Create {
+            key,
+            data_len: 4096,
+            meta_len: 8,
+            flags: 0,
+        },
+        Request::Put(item.clone()),
+        Request::PutMany(vec![item.clone(), item]),
+        Request::Get {
+            key,
+            timeout_ms: -1,
+        },
+        Request::GetMany {
+            keys: vec![key, key],
+            timeout_ms: 5,
+        },
+        Request::List {
+            cursor: 0,
+            limit: 100,
+        },
+        Request::Stats,
+    ];
+    let seeds: Vec<Vec<u8>> = reqs.iter().map(|r| r.encode(1)).collect();
+    let n = drive(
+        "native_frame",
+        &seeds,
+        seed(),
+        budget(),
+        u64::MAX,
+        1 << 16,
+        fuzzing::native_frame,
+    );
+    eprintln!("native_frame: {n} inputs");
+    assert!(n > seeds.len() as u64);
+}
+
+#[test]
+fn fuzz_plasma_messages() {
+    use cidcache::plasma::codec::Request;
+    let id = [7u8; 20];
+    let reqs = [
+        Request::Connect,
+        Request::Create {
+            object_id: id,
+            evict_if_full: true,
+            data_size: 1 << 20,
+            metadata_size: 16,
+            device_num: 0,
+        },
+        Request::CreateAndSeal {
+            object_id: id,
+            evict_if_full: false,
+            data: b"data",
+            metadata: b"m",
+            digest: [1; 8],
+        },
+        Request::CreateAndSealBatch {
+            object_ids: vec![id, [8; 20]],
+            evict_if_full: false,
+            data: vec![b"a", b"bb"],
+            metadata: vec![b"", b"m"],
+            digests: vec![[0; 8], [2; 8]],
+        },
+        Request::Get {
+            object_ids: vec![id, [9; 20]],
+            timeout_ms: 100,
+        },
+        Request::Delete {
+            object_ids: vec![id],
+        },
+        Request::SetOptions {
+            client_name: b"client",
+            output_memory_quota: -1,
+        },
+        Request::RefreshLru {
+            object_ids: vec![id],
+        },
+    ];
+    let seeds: Vec<Vec<u8>> = reqs.iter().map(|r| r.encode_frame()).collect();
+    let n = drive(
+        "plasma_message",
+        &seeds,
+        seed(),
+        budget(),
+        u64::MAX,
+        1 << 16,
+        fuzzing::plasma_message,
+    );
+    eprintln!("plasma_message: {n} inputs");
+    assert!(n > seeds.len() as u64);
+}
