@@ -30,6 +30,9 @@ pub(crate) const STATE_LIVE: u64 = 1;
 pub(crate) const STATE_TOMB: u64 = 2;
 /// Flag bits (above the state byte): the object is Arrow IPC.
 pub const FLAG_ARROW: u64 = 1 << 8;
+/// Flag bit: the object lives in shared memory only and is never demoted (put as ephemeral, or
+/// a scan result). Recorded so that a coordinator adopting the index after a crash knows.
+pub const FLAG_EPHEMERAL: u64 = 1 << 16;
 
 /// How long a reader waits for an odd `seq` before treating the slot as unreadable.
 #[cfg(not(cidcache_loom))]
@@ -243,6 +246,16 @@ pub struct IndexWriter<'a> {
     max_live: usize,
 }
 
+/// What [`IndexWriter::adopt`] dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AdoptReport {
+    /// Slots whose write the previous writer never finished (odd `seq`).
+    pub interrupted: usize,
+    /// Slots with an unknown state, a key or hash that does not check out, or an entry the
+    /// caller rejected.
+    pub invalid: usize,
+}
+
 /// Outcome of a failed insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
@@ -260,6 +273,86 @@ impl<'a> IndexWriter<'a> {
             tombs: 0,
             max_live: max_live.min(r.capacity()),
         }
+    }
+
+    /// Takes over an index that a previous writer left, possibly killed in the middle of a
+    /// write. Every slot is visited once: an odd `seq` (an interrupted write), a state it does
+    /// not know, a live entry whose key or hash does not check out, or one that `keep` rejects
+    /// becomes a tombstone (written with the seqlock protocol, so concurrent readers stay
+    /// safe); the others stay where they are (pins name slots). `keep` is called with the slot
+    /// and the entry's key and fields; it validates what the index cannot (segments, bounds,
+    /// duplicates). At most `max_live` entries are kept. The max-probe word is set to the
+    /// longest probe distance of a kept entry.
+    pub(crate) fn adopt(
+        r: IndexRef<'a>,
+        max_live: usize,
+        mut keep: impl FnMut(u32, Key, Entry) -> bool,
+    ) -> (IndexWriter<'a>, AdoptReport) {
+        let mut w = IndexWriter::new(r, max_live);
+        let mut rep = AdoptReport::default();
+        let mask = r.slots.len() - 1;
+        let mut max_probe = 0u64;
+        for i in 0..r.slots.len() {
+            let s = &r.slots[i];
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                // The previous writer died here: nothing in the slot can be trusted, and the
+                // next even value ends the write it left open.
+                s.state.store(STATE_TOMB, Ordering::Relaxed);
+                s.object_id.store(0, Ordering::Relaxed);
+                s.seq.store(seq.wrapping_add(1), Ordering::Release);
+                rep.interrupted += 1;
+                w.tombs += 1;
+                continue;
+            }
+            let state = s.state.load(Ordering::Relaxed);
+            match state & 0xff {
+                STATE_EMPTY => continue,
+                STATE_TOMB => {
+                    w.tombs += 1;
+                    continue;
+                }
+                STATE_LIVE => {}
+                _ => {
+                    w.write(i, |s| s.state.store(STATE_TOMB, Ordering::Relaxed));
+                    rep.invalid += 1;
+                    w.tombs += 1;
+                    continue;
+                }
+            }
+            let mut words = [0u64; 8];
+            for (k, v) in words.iter_mut().zip(s.key.iter()) {
+                *k = v.load(Ordering::Relaxed);
+            }
+            let hash = s.hash.load(Ordering::Relaxed);
+            let key = Key::from_words(&words).filter(|k| k.hash() == hash);
+            let entry = Entry {
+                seg: s.seg.load(Ordering::Relaxed),
+                offset: s.offset.load(Ordering::Relaxed),
+                data_len: s.data_len.load(Ordering::Relaxed),
+                meta_len: s.meta_len.load(Ordering::Relaxed),
+                flags: state & !0xff,
+                object_id: s.object_id.load(Ordering::Relaxed),
+            };
+            let kept = match key {
+                Some(k) if w.live < w.max_live => keep(i as u32, k, entry),
+                _ => false,
+            };
+            if kept {
+                w.live += 1;
+                let home = hash as usize & mask;
+                max_probe = max_probe.max(((i + mask + 1 - home) & mask) as u64);
+            } else {
+                w.write(i, |s| {
+                    s.state.store(STATE_TOMB, Ordering::Relaxed);
+                    s.object_id.store(0, Ordering::Relaxed);
+                });
+                rep.invalid += 1;
+                w.tombs += 1;
+            }
+        }
+        r.max_probe.store(max_probe, Ordering::Release);
+        (w, rep)
     }
 
     /// A second writer handle over an index that already holds `live` entries (model tests
@@ -473,6 +566,44 @@ mod tests {
             let (listed, _) = w.reader().scan(0, usize::MAX);
             prop_assert_eq!(listed.len(), model.len());
         }
+    }
+
+    /// Adoption keeps valid entries where they are, turns interrupted writes, corrupt slots
+    /// and rejected entries into tombstones, and leaves an index that works on.
+    #[test]
+    fn adopt_keeps_what_checks_out_and_drops_the_rest() {
+        let s = slots(64);
+        let mp = AtomicU64::new(0);
+        let mut w = IndexWriter::new(IndexRef::new(&s, &mp), 56);
+        let mut at = HashMap::new();
+        for k in 0..20u8 {
+            at.insert(k, w.insert(&key_of(k), entry(k as u64)).unwrap());
+        }
+        w.remove(at[&3]);
+        // Killed mid-write on key 5; key 6's hash is corrupt; key 7 has an unknown state.
+        s[at[&5] as usize].seq.fetch_add(1, Ordering::Relaxed);
+        s[at[&6] as usize].hash.fetch_xor(1, Ordering::Relaxed);
+        s[at[&7] as usize].state.store(9, Ordering::Relaxed);
+        let (mut w, rep) = IndexWriter::adopt(IndexRef::new(&s, &mp), 56, |_, k, e| {
+            // The caller rejects key 8.
+            assert_eq!(e, entry(k.as_bytes()[0] as u64));
+            k != key_of(8)
+        });
+        assert_eq!(rep.interrupted, 1);
+        assert_eq!(rep.invalid, 3);
+        assert_eq!(w.live(), 15);
+        let r = w.reader();
+        for k in 0..20u8 {
+            let f = r.lookup(&key_of(k), key_of(k).hash());
+            if [3, 5, 6, 7, 8].contains(&k) {
+                assert!(f.is_none(), "{k} must be gone");
+            } else {
+                assert_eq!(f.unwrap().slot, at[&k], "{k} stays in its slot");
+            }
+            assert_eq!(r.seq(at[&k]) & 1, 0);
+        }
+        let slot = w.insert(&key_of(5), entry(5)).unwrap();
+        assert_eq!(r.lookup(&key_of(5), key_of(5).hash()).unwrap().slot, slot);
     }
 
     #[test]

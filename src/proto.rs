@@ -26,6 +26,9 @@ pub const PUT_ARROW: u32 = 1;
 pub const PUT_EPHEMERAL: u32 = 2;
 /// Request flag: verify at seal that the data hashes to the key (a sha2-256 CID).
 pub const PUT_VERIFY_CID: u32 = 4;
+/// Put flag: acknowledge only once the object is in a synced warm-tier file (as with
+/// `--durability sync`, for this put alone).
+pub const PUT_DURABLE: u32 = 8;
 
 /// Message types. Requests are below 0x8000, replies at or above; each is described in
 /// `docs/protocol.md`.

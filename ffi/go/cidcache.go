@@ -312,6 +312,8 @@ type PutOptions struct {
 	Ephemeral bool
 	// VerifyCID: have the coordinator check that data hashes to the key (a sha2-256 CID).
 	VerifyCID bool
+	// Durable: return only once the object is in a synced file of the warm tier.
+	Durable bool
 }
 
 // PutWithOptions stores data and metadata under key.
@@ -322,6 +324,9 @@ func (c *Client) PutWithOptions(key, data, metadata []byte, opts PutOptions) err
 	}
 	if opts.VerifyCID {
 		flags |= C.CIDCACHE_PUT_VERIFY_CID
+	}
+	if opts.Durable {
+		flags |= C.CIDCACHE_PUT_DURABLE
 	}
 	return locked(func() cstatus {
 		kp, kl := keyPtr(key)

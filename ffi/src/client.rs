@@ -23,6 +23,10 @@ pub const CIDCACHE_PUT_EPHEMERAL: u32 = 1;
 /// `cidcache_put_ex` flag: have the coordinator check, at seal, that the data hashes to the key
 /// (a sha2-256 CID); a mismatch is `CIDCACHE_CID_MISMATCH`.
 pub const CIDCACHE_PUT_VERIFY_CID: u32 = 2;
+/// `cidcache_put_ex` flag: return only once the object is in a synced file of the warm tier
+/// (as with `cidcached --durability sync`, for this put alone); an error (`CIDCACHE_IO`) when
+/// the warm tier cannot write it, `CIDCACHE_INVALID_ARGUMENT` when the store has none.
+pub const CIDCACHE_PUT_DURABLE: u32 = 4;
 
 /// `cidcache_view.flags` bit: the object was stored as Arrow IPC (read it with
 /// `cidcache_get_arrow` or `cidcache_object_to_arrow`).
@@ -232,13 +236,14 @@ pub unsafe extern "C" fn cidcache_put_ex(
                 bytes(metadata, metadata_len, "metadata")?,
             )
         };
-        if flags & !(CIDCACHE_PUT_EPHEMERAL | CIDCACHE_PUT_VERIFY_CID) != 0 {
+        if flags & !(CIDCACHE_PUT_EPHEMERAL | CIDCACHE_PUT_VERIFY_CID | CIDCACHE_PUT_DURABLE) != 0 {
             return Err(invalid(format!("unknown put flags {flags:#x}")));
         }
         let opts = PutOptions {
             metadata,
             ephemeral: flags & CIDCACHE_PUT_EPHEMERAL != 0,
             verify_cid: flags & CIDCACHE_PUT_VERIFY_CID != 0,
+            durable: flags & CIDCACHE_PUT_DURABLE != 0,
         };
         c.client.put_with(key, data, opts)?;
         Ok(CIDCACHE_OK)

@@ -168,6 +168,20 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                         .encode(h.request_id),
                 );
             }
+            req @ (Request::Put(_) | Request::PutMany(_) | Request::Seal { .. }) => {
+                // A durable put is answered once its warm-tier write is synced.
+                match super::ack::write(&store, cid, req) {
+                    super::ack::Ack::Now(resp) => {
+                        let _ = tx.send(resp.encode(h.request_id));
+                    }
+                    super::ack::Ack::Later(done) => {
+                        let tx = tx.clone();
+                        waits.spawn(async move {
+                            let _ = tx.send(done.await.encode(h.request_id));
+                        });
+                    }
+                }
+            }
             other => {
                 let resp = handle(&mut lock(&store), cid, other);
                 let _ = tx.send(resp.encode(h.request_id));
@@ -198,10 +212,7 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
                 offset,
                 seg_size,
             }),
-        Request::Seal { key } => st.seal(client, key).map(|_| Response::Done),
         Request::Abort { key } => st.abort(client, key).map(|_| Response::Done),
-        Request::Put(it) => st.put(client, &it).map(|_| Response::Done),
-        Request::PutMany(items) => Ok(Response::Statuses(st.put_many(client, &items))),
         Request::Contains { key } => Ok(Response::Bool(st.contains(&key))),
         Request::Delete { key } => st.delete(client, key).map(|_| Response::Done),
         Request::List { cursor, limit } => {
@@ -209,6 +220,9 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
             Ok(Response::List { entries, next })
         }
         Request::Stats => Ok(Response::Stats(st.stats())),
+        Request::Put(_) | Request::PutMany(_) | Request::Seal { .. } => Err(Error::Internal(
+            "puts and seals are acknowledged by `ack`".into(),
+        )),
         Request::Get { .. }
         | Request::GetMany { .. }
         | Request::Scan { .. }
@@ -366,6 +380,16 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
                         promoting = true;
                         spawn_promotion(&store, *k, src);
                     }
+                }
+            }
+            // A key the warm tier holds but could not bring in is an error, not a miss.
+            if !promoting {
+                let failed = keys
+                    .iter()
+                    .zip(&present)
+                    .find_map(|(k, p)| (!p && tried.contains(k)).then(|| st.promotion_error(k))?);
+                if let Some(e) = failed {
+                    return Response::error(&e);
                 }
             }
             let expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);

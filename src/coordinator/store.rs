@@ -3,13 +3,16 @@
 //! request (never across an await), which makes the coordinator the index's single writer.
 
 use super::memory::{Alloc, AllocError, FillTarget, Memory};
+use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW};
+use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW, FLAG_EPHEMERAL};
 use crate::key::Key;
 use crate::layout::{hdr, Header};
 use crate::pins::{self, Lease};
 use crate::policy::EvictionPolicy;
-use crate::proto::{ListEntry, PutItem, Status, PUT_ARROW, PUT_EPHEMERAL, PUT_VERIFY_CID};
+use crate::proto::{
+    ListEntry, PutItem, Status, PUT_ARROW, PUT_DURABLE, PUT_EPHEMERAL, PUT_VERIFY_CID,
+};
 use crate::shm::{self, human_bytes, Mapping};
 use crate::sync::AtomicU64;
 use crate::tier::catalog::{Catalog, CatalogEntry, StorageTier};
@@ -40,6 +43,27 @@ struct Object {
     plasma_held: bool,
     /// Promoted from the warm tier, which still holds the same bytes: evicting it writes nothing.
     from_warm: bool,
+    /// Written to the warm tier by its put (durable or write-through): evicting it writes
+    /// nothing either.
+    written: bool,
+}
+
+/// A put whose acknowledgement waits for its synced warm-tier write: await `ticket` outside
+/// the store lock, then call [`Store::finish_persist`].
+pub(crate) struct Persist {
+    pub id: u64,
+    pub key: Key,
+    pub ticket: crate::tier::warm::Ticket,
+}
+
+/// What a demotion did.
+enum Demoted {
+    /// The warm tier holds the object (queued or in a file).
+    Held,
+    /// The object is not demoted (ephemeral, Plasma-owned, no warm tier).
+    NotNeeded,
+    /// The warm tier refused it: it cannot write now (the reason).
+    Refused(String),
 }
 
 /// Owner recorded for objects being created through the Plasma front-end.
@@ -126,6 +150,8 @@ pub(crate) struct Counters {
     pub warm_misses: u64,
     /// Catalog checkpoints written.
     pub catalog_checkpoints: u64,
+    /// Objects taken over from the previous coordinator's shared memory at start.
+    pub adopted: u64,
 }
 
 /// Catalog access counts sampled per hit harvest (every few milliseconds).
@@ -199,7 +225,37 @@ pub(crate) struct Store {
     catalog: Option<Catalog>,
     last_checkpoint: std::time::Instant,
     warm_partition: crate::tier::catalog::PartitionStrategy,
+    /// Lease pages of clients of a previous coordinator that still hold them (adoption).
+    orphans: Vec<super::adopt::Orphan>,
+    last_orphan_check: std::time::Instant,
+    durability: Durability,
+    /// Objects of durable puts waiting for their warm-tier write (invisible until then).
+    persisting: HashSet<u64>,
+    /// Why the last promotion of a key failed for want of hot memory (told to the gets that
+    /// waited for it, instead of a silent miss); cleared when it is tried again.
+    promotion_failed: HashMap<Key, (crate::error::Code, String)>,
+    /// Objects chosen for eviction whose copy is on its way to a warm file: they stay live in
+    /// shared memory (served, and adopted after a crash) until it is there, then retire.
+    demoting: HashMap<u64, u64>,
+    demoting_bytes: u64,
 }
+
+/// What one eviction step did.
+#[derive(Debug, PartialEq, Eq)]
+enum Evicted {
+    /// An object was retired: its memory is free (or will be once unpinned).
+    Freed,
+    /// An object's demotion was queued: its memory frees when the write is done.
+    Started,
+    /// Nothing could be evicted.
+    Nothing,
+}
+
+/// The longest an allocation waits for demotions in flight to reach the warm tier.
+const DEMOTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often orphaned lease pages are checked for their holders.
+const ORPHAN_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Store {
     #[allow(clippy::too_many_arguments)]
@@ -241,6 +297,98 @@ impl Store {
             catalog: None,
             last_checkpoint: std::time::Instant::now(),
             warm_partition: cfg.warm_partition,
+            orphans: Vec::new(),
+            last_orphan_check: std::time::Instant::now(),
+            durability: cfg.durability,
+            persisting: HashSet::new(),
+            promotion_failed: HashMap::new(),
+            demoting: HashMap::new(),
+            demoting_bytes: 0,
+        }
+    }
+
+    // ----- adoption ------------------------------------------------------------------------
+
+    /// Records the objects an adopted index kept (`(slot, key, entry)`, their memory already
+    /// claimed) as sealed objects, and tells the policy about them.
+    pub(crate) fn adopt_objects(&mut self, kept: Vec<(u32, Key, Entry)>) {
+        for (slot, key, e) in kept {
+            let len = e.data_len + e.meta_len;
+            let mut flags = 0;
+            if e.flags & FLAG_ARROW != 0 {
+                flags |= PUT_ARROW;
+            }
+            if e.flags & FLAG_EPHEMERAL != 0 {
+                flags |= PUT_EPHEMERAL;
+            }
+            if e.object_id & (1 << 63) != 0 {
+                self.next_object = self.next_object.max((e.object_id & !(1 << 63)) + 1);
+            }
+            self.keys.insert(key, e.object_id);
+            self.objects.insert(
+                e.object_id,
+                Object {
+                    key,
+                    alloc: Alloc {
+                        seg: e.seg,
+                        offset: e.offset,
+                        len,
+                    },
+                    data_len: e.data_len,
+                    meta_len: e.meta_len,
+                    flags,
+                    state: State::Sealed { slot },
+                    plasma_owned: false,
+                    plasma_held: false,
+                    from_warm: false,
+                    written: false,
+                },
+            );
+            self.live_bytes += len;
+            self.policy.on_insert(e.object_id, len);
+            self.counters.adopted += 1;
+        }
+        self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
+        self.header.set(hdr::LIVE_BYTES, self.live_bytes);
+    }
+
+    /// Takes the lease pages that clients of the previous coordinator still hold: their pins
+    /// are honoured, and the adopted free space stays held back until they are all gone.
+    /// `max_lease_id` is the highest lease id found, so new clients never reuse a name.
+    pub(crate) fn set_orphans(&mut self, orphans: Vec<super::adopt::Orphan>, max_lease_id: u64) {
+        self.next_client = self.next_client.max(max_lease_id + 1);
+        if !orphans.is_empty() {
+            self.memory.taint_free_space();
+            tracing::info!(
+                "{} client(s) of the previous coordinator still hold their lease pages: their pins are honoured and {} of free space is held back until they are gone",
+                orphans.len(),
+                human_bytes(self.memory.tainted_bytes())
+            );
+        }
+        self.orphans = orphans;
+    }
+
+    /// Drops orphaned lease pages whose client processes have let go of them; when the last
+    /// goes, the held-back space returns to the allocator.
+    fn check_orphans(&mut self) {
+        if self.orphans.is_empty() || self.last_orphan_check.elapsed() < ORPHAN_CHECK_EVERY {
+            return;
+        }
+        self.last_orphan_check = std::time::Instant::now();
+        let dir = self.shm_dir.clone();
+        self.orphans.retain(|o| {
+            let held = o.held();
+            if !held {
+                shm::unlink_segment(&dir, &o.name);
+            }
+            held
+        });
+        if self.orphans.is_empty() {
+            let n = self.memory.release_taint();
+            tracing::info!(
+                "the clients of the previous coordinator are gone: {} of adopted free space is in use again",
+                human_bytes(n)
+            );
         }
     }
 
@@ -292,6 +440,12 @@ impl Store {
                     self.memory.free(o.alloc);
                     self.counters.aborted += 1;
                 }
+                if self.persisting.remove(&id) {
+                    // Never acknowledged: its copy on the way to the warm tier goes too.
+                    if let Some(w) = &self.warm {
+                        w.invalidate(key);
+                    }
+                }
             }
         }
         shm::unlink_segment(&self.shm_dir, &c.lease_name);
@@ -313,6 +467,7 @@ impl Store {
 
     /// Allocates, evicting as needed.
     fn allocate(&mut self, len: u64) -> Result<Alloc> {
+        let mut waited = std::time::Duration::ZERO;
         loop {
             match self.memory.alloc(len) {
                 Ok(a) => return Ok(a),
@@ -323,19 +478,28 @@ impl Store {
                     return Err(e);
                 }
                 Err(AllocError::NeedSpace) => {
-                    if self.reclaim() > 0 {
+                    if self.reclaim() > 0 || self.settle_demotions() > 0 {
                         continue;
                     }
                     if self.memory.would_need_reservation(len) && self.memory.release_unused() > 0 {
                         continue;
                     }
-                    if self.evict_one()? {
+                    // Evict only while what is already on its way out cannot make the room.
+                    if self.demoting_bytes < len && self.evict_one()? != Evicted::Nothing {
                         continue;
                     }
-                    if self.memory.release_unused() > 0 {
+                    if self.memory.release_unused() > 0 || self.wait_for_demotions(&mut waited) {
                         continue;
                     }
                     self.counters.store_full += 1;
+                    if let Some(why) = self.warm.as_ref().and_then(|w| w.failing()) {
+                        return Err(Error::StoreFull(format!(
+                            "no room for {} in the hot tier ({} used of {}), and objects cannot be evicted because {why}; free space for the warm tier or raise --memory",
+                            human_bytes(len),
+                            human_bytes(self.memory.used()),
+                            human_bytes(self.memory.limit())
+                        )));
+                    }
                     return Err(Error::StoreFull(format!(
                         "no room for {} in the hot tier ({} used of {}, everything left is pinned or being written); release objects or raise --memory",
                         human_bytes(len),
@@ -384,6 +548,7 @@ impl Store {
                 plasma_owned: false,
                 plasma_held: false,
                 from_warm: false,
+                written: false,
             },
         );
         Ok(id)
@@ -399,6 +564,8 @@ impl Store {
         flags: u32,
     ) -> Result<(u64, u64, u64)> {
         self.check_writer(client)?;
+        self.check_warm_writable(flags)?;
+        self.persist_wanted(flags)?;
         let id = self.new_object(key, data_len, meta_len, flags, client)?;
         if let Some(c) = self.clients.get_mut(&client) {
             c.creating.insert(key);
@@ -408,8 +575,9 @@ impl Store {
         Ok((a.seg, a.offset, size))
     }
 
-    /// Seal an object the client created: publish it in the index.
-    pub(crate) fn seal(&mut self, client: u64, key: Key) -> Result<()> {
+    /// Seal an object the client created: publish it in the index (or, for a durable put,
+    /// start its warm write and return what the acknowledgement waits for).
+    pub(crate) fn seal(&mut self, client: u64, key: Key) -> Result<Option<Persist>> {
         let id = *self
             .keys
             .get(&key)
@@ -431,10 +599,149 @@ impl Store {
             // On a mismatch the object stays unsealed: the creator may abort or rewrite it.
             crate::cid::verify(key.as_bytes(), data)?;
         }
+        if self.persisting.contains(&id) {
+            return Err(Error::AlreadyExists(format!(
+                "{key} is already sealed and being written to the warm tier"
+            )));
+        }
+        if self.persist_wanted(o.flags)? {
+            // Stays in `creating` until persisted: a disconnect meanwhile frees it.
+            return self.start_persist(id).map(Some);
+        }
         if let Some(c) = self.clients.get_mut(&client) {
             c.creating.remove(&key);
         }
-        self.publish(id)
+        self.publish(id).map(|_| None)
+    }
+
+    /// Whether a put with `flags` is acknowledged only once in a synced warm file.
+    fn persist_wanted(&self, flags: u32) -> Result<bool> {
+        if flags & PUT_EPHEMERAL != 0 {
+            return Ok(false);
+        }
+        let wanted = flags & PUT_DURABLE != 0 || self.durability == Durability::Sync;
+        if wanted && self.warm.is_none() {
+            return Err(Error::InvalidArgument(
+                "a durable put needs the warm tier, and this store runs without one".into(),
+            ));
+        }
+        Ok(wanted)
+    }
+
+    /// Refuses a put up front when its durability needs the warm tier and the tier cannot
+    /// write now (the last write failed): a clear error instead of an acknowledgement that
+    /// would not hold.
+    fn check_warm_writable(&self, flags: u32) -> Result<()> {
+        let sync = flags & PUT_DURABLE != 0 || self.durability == Durability::Sync;
+        if flags & PUT_EPHEMERAL != 0 || !sync && self.durability == Durability::Memory {
+            return Ok(());
+        }
+        match self.warm.as_ref().and_then(|w| w.failing()) {
+            Some(why) => Err(Error::io(
+                format!(
+                    "the put was refused (durability {})",
+                    if sync { "sync" } else { "demote-async" }
+                ),
+                std::io::Error::other(why),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a sealed-to-be object for a synced warm write; it stays invisible until
+    /// [`Store::finish_persist`]. On refusal the object is freed and the error returned.
+    fn start_persist(&mut self, id: u64) -> Result<Persist> {
+        let o = &self.objects[&id];
+        let key = o.key;
+        let bytes = self.memory.bytes(o.alloc);
+        let (d, m) = (o.data_len as usize, o.meta_len as usize);
+        let w = self
+            .warm
+            .as_ref()
+            .expect("persist_wanted checked the warm tier");
+        let r = w.demote(crate::tier::warm::Demotion {
+            key,
+            data: &bytes[..d],
+            meta: &bytes[d..d + m],
+            flags: o.flags & !PUT_DURABLE,
+            part: self.warm_part(o),
+            catalog: self.catalog_row(o),
+            durable: true,
+        });
+        match r {
+            Ok(Some(ticket)) => {
+                self.persisting.insert(id);
+                Ok(Persist { id, key, ticket })
+            }
+            Ok(None) => unreachable!("a durable demotion returns a ticket"),
+            Err(why) => {
+                self.drop_unsealed(id);
+                Err(Error::io(
+                    format!("{key} was not stored: it cannot be made durable"),
+                    std::io::Error::other(why),
+                ))
+            }
+        }
+    }
+
+    /// Frees an unsealed object (and forgets it in its creator's list).
+    fn drop_unsealed(&mut self, id: u64) {
+        if let Some(o) = self.objects.remove(&id) {
+            self.keys.remove(&o.key);
+            self.memory.free(o.alloc);
+            if let State::Created { owner } = o.state {
+                if let Some(c) = self.clients.get_mut(&owner) {
+                    c.creating.remove(&o.key);
+                }
+            }
+        }
+    }
+
+    /// Ends a durable put: publishes the object once its warm write succeeded (it is visible
+    /// from now on), or frees it and returns the write's error. An object whose client went
+    /// away meanwhile is already gone.
+    pub(crate) fn finish_persist(
+        &mut self,
+        id: u64,
+        key: Key,
+        r: std::result::Result<(), String>,
+    ) -> Result<()> {
+        if !self.persisting.remove(&id) || self.objects.get(&id).is_none_or(|o| o.key != key) {
+            return Err(Error::Disconnected(format!(
+                "{key}: the connection that put it closed before it was durable"
+            )));
+        }
+        match r {
+            Ok(()) => {
+                let o = self.objects.get_mut(&id).expect("checked above");
+                o.written = true;
+                if let State::Created { owner } = o.state {
+                    if let Some(c) = self.clients.get_mut(&owner) {
+                        c.creating.remove(&key);
+                    }
+                }
+                self.publish(id)
+            }
+            Err(why) => {
+                self.drop_unsealed(id);
+                Err(Error::io(
+                    format!("{key} was not stored: it could not be made durable"),
+                    std::io::Error::other(why),
+                ))
+            }
+        }
+    }
+
+    /// The catalog row to keep with an object in its warm file: only when it says more than
+    /// the file itself (user metadata), so that ordinary objects cost nothing.
+    fn catalog_row(&self, o: &Object) -> Option<CatalogEntry> {
+        let e = self.catalog.as_ref()?.get(&o.key)?;
+        let plain = e.mimetype.is_none()
+            && e.filename.is_none()
+            && e.properties.is_empty()
+            && !e.is_pinned
+            && e.source.as_deref().is_none_or(|s| s == "put");
+        (!plain).then(|| e.clone())
     }
 
     fn publish(&mut self, id: u64) -> Result<()> {
@@ -452,17 +759,36 @@ impl Store {
                         FLAG_ARROW
                     } else {
                         0
+                    } | if o.flags & PUT_EPHEMERAL != 0 {
+                        FLAG_EPHEMERAL
+                    } else {
+                        0
                     },
                     object_id: id,
                 },
                 o.alloc.len,
             )
         };
+        let mut waited = std::time::Duration::ZERO;
         let slot = loop {
             match self.index.insert(&key, entry) {
                 Ok(slot) => break slot,
                 Err(InsertError::Full) => {
-                    if !self.evict_one()? {
+                    if self.settle_demotions() > 0 {
+                        continue;
+                    }
+                    let step = if self.demoting.is_empty() {
+                        self.evict_one()?
+                    } else {
+                        Evicted::Nothing
+                    };
+                    if step == Evicted::Freed
+                        || step == Evicted::Started
+                        || self.wait_for_demotions(&mut waited)
+                    {
+                        continue;
+                    }
+                    {
                         if plasma_owned {
                             // The Plasma front-end still owns the memory and frees it itself.
                             return Err(Error::IndexFull(format!(
@@ -511,10 +837,14 @@ impl Store {
         }
         if !plasma_owned {
             if let Some(w) = &self.warm {
-                if !self.objects[&id].from_warm {
+                let o = &self.objects[&id];
+                if !o.from_warm && !o.written {
                     // A new object under a key the warm tier holds replaces it there too.
                     w.invalidate(&key);
                 }
+            }
+            if self.durability == Durability::DemoteAsync {
+                self.write_through(id);
             }
             self.policy.on_insert(id, size);
             if key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN {
@@ -538,6 +868,11 @@ impl Store {
             .keys
             .get(&key)
             .ok_or_else(|| Error::NotFound(format!("{key} is not being created")))?;
+        if self.persisting.contains(&id) {
+            return Err(Error::AlreadyExists(format!(
+                "{key} is sealed and being written to the warm tier"
+            )));
+        }
         match self.objects[&id].state {
             State::Created { owner } if owner == client => {}
             State::Created { .. } => {
@@ -561,12 +896,15 @@ impl Store {
         Ok(())
     }
 
-    /// Inline put: create, copy, seal.
-    pub(crate) fn put(&mut self, client: u64, it: &PutItem<'_>) -> Result<()> {
+    /// Inline put: create, copy, seal. A durable put returns what its acknowledgement
+    /// waits for.
+    pub(crate) fn put(&mut self, client: u64, it: &PutItem<'_>) -> Result<Option<Persist>> {
         self.check_writer(client)?;
         if it.flags & PUT_VERIFY_CID != 0 {
             crate::cid::verify(it.key.as_bytes(), it.data)?;
         }
+        self.check_warm_writable(it.flags)?;
+        let durable = self.persist_wanted(it.flags)?;
         let id = self.new_object(
             it.key,
             it.data.len() as u64,
@@ -578,14 +916,28 @@ impl Store {
         let dst = self.memory.bytes_mut(a);
         dst[..it.data.len()].copy_from_slice(it.data);
         dst[it.data.len()..].copy_from_slice(it.meta);
-        self.publish(id)
+        if durable {
+            if let Some(c) = self.clients.get_mut(&client) {
+                c.creating.insert(it.key);
+            }
+            return self.start_persist(id).map(Some);
+        }
+        self.publish(id).map(|_| None)
     }
 
-    /// Batch put: one status per item; failures do not stop the batch.
-    pub(crate) fn put_many(&mut self, client: u64, items: &[PutItem<'_>]) -> Vec<Status> {
-        items
-            .iter()
-            .map(|it| self.put(client, it).map_err(|e| (e.code(), e.message())))
+    /// Batch put: one result per item; failures do not stop the batch.
+    pub(crate) fn put_many(
+        &mut self,
+        client: u64,
+        items: &[PutItem<'_>],
+    ) -> Vec<Result<Option<Persist>>> {
+        items.iter().map(|it| self.put(client, it)).collect()
+    }
+
+    /// Turns put results into wire statuses.
+    pub(crate) fn statuses(r: Vec<Result<()>>) -> Vec<Status> {
+        r.into_iter()
+            .map(|r| r.map_err(|e| (e.code(), e.message())))
             .collect()
     }
 
@@ -635,10 +987,33 @@ impl Store {
         match self.warm.as_ref().and_then(|w| w.source(key)) {
             Some(src) => {
                 self.promoting.insert(*key);
+                self.promotion_failed.remove(key);
                 Promotion::Start(src)
             }
             None => Promotion::No,
         }
+    }
+
+    /// Why the last promotion of `key` failed, if it did (a get that waited for it reports
+    /// this rather than a miss: the object exists, it could not be brought in).
+    pub(crate) fn promotion_error(&self, key: &Key) -> Option<Error> {
+        self.promotion_failed
+            .get(key)
+            .map(|(c, m)| Error::from_code(*c, m.clone()))
+    }
+
+    fn promotion_failed(&mut self, key: Key, e: &Error) {
+        tracing::warn!("cannot promote {key} from the warm tier: {e}");
+        // Only a full hot tier (back-pressure from a warm tier that cannot write) is told to
+        // the gets here; what a damaged file answers is the warm tier's business.
+        if !matches!(e, Error::StoreFull(_)) {
+            return;
+        }
+        // Bounded: only recent failures matter to waiting gets.
+        if self.promotion_failed.len() >= 4096 {
+            self.promotion_failed.clear();
+        }
+        self.promotion_failed.insert(key, (e.code(), e.message()));
     }
 
     /// Publishes a promoted object (unless the key was stored meanwhile) and wakes the key's
@@ -659,7 +1034,7 @@ impl Store {
             self.publish(id)
         });
         if let Err(e) = r {
-            tracing::warn!("cannot promote {key} from the warm tier: {e}");
+            self.promotion_failed(key, &e);
         }
         if let Some(ws) = self.waiters.remove(&key) {
             for w in ws {
@@ -764,7 +1139,7 @@ impl Store {
             self.publish(id)
         });
         if let Err(e) = r {
-            tracing::warn!("cannot promote {key} from the warm tier: {e}");
+            self.promotion_failed(key, &e);
             self.abort_fill(key, id);
         }
         if let Some(ws) = self.waiters.remove(&key) {
@@ -845,6 +1220,9 @@ impl Store {
 
     /// Removes a sealed object from the index and queues its memory for reuse.
     fn retire(&mut self, id: u64) {
+        if let Some(len) = self.demoting.remove(&id) {
+            self.demoting_bytes -= len;
+        }
         let o = self.objects.remove(&id).expect("object exists");
         self.keys.remove(&o.key);
         let State::Sealed { slot } = o.state else {
@@ -864,6 +1242,17 @@ impl Store {
         let mut v = Vec::new();
         for c in self.clients.values() {
             c.lease().collect_pins(&mut v);
+        }
+        for o in &self.orphans {
+            // SAFETY: the mapping is the whole page (a multiple of 8 bytes, page-aligned),
+            // alive as long as `o`; it is read with atomic loads only.
+            let words = unsafe {
+                std::slice::from_raw_parts(o.map.as_ptr() as *const AtomicU64, o.map.len() / 8)
+            };
+            // A page that does not parse names no pin we can honour.
+            if let Some(l) = Lease::new(words) {
+                l.collect_pins(&mut v);
+            }
         }
         v.into_iter().collect()
     }
@@ -890,79 +1279,172 @@ impl Store {
         freed
     }
 
-    /// Evicts one unpinned sealed object chosen by the policy. Returns false when nothing is
-    /// evictable.
-    fn evict_one(&mut self) -> Result<bool> {
+    /// Evicts one unpinned sealed object chosen by the policy. An object the warm tier must
+    /// take first is not retired yet: its demotion is queued and it stays live in shared
+    /// memory until its file is written ([`Store::settle_demotions`]), so a coordinator crash
+    /// meanwhile never loses it (the next one adopts it).
+    fn evict_one(&mut self) -> Result<Evicted> {
         self.harvest_hits();
         pins::retire_fence();
         let pinned = self.pinned_words();
         let objects = &self.objects;
+        let demoting = &self.demoting;
         let index = self.index.reader();
+        // While the warm tier cannot write, only objects that need no demotion may go:
+        // the others stay (back-pressure) rather than being dropped.
+        let warm_failing = self.warm.as_ref().is_some_and(|w| w.failing().is_some());
         let mut victims = Vec::new();
         self.policy.evict_into(
             1,
             &mut |id| match objects.get(&id) {
-                Some(Object {
-                    state: State::Sealed { slot },
-                    plasma_owned: false,
-                    plasma_held: false,
-                    ..
-                }) => !pinned.contains(&pins::pin_word(*slot, index.seq(*slot))),
+                Some(
+                    o @ Object {
+                        state: State::Sealed { slot },
+                        plasma_owned: false,
+                        plasma_held: false,
+                        ..
+                    },
+                ) => {
+                    !demoting.contains_key(&id)
+                        && (!warm_failing
+                            || o.flags & PUT_EPHEMERAL != 0
+                            || o.from_warm
+                            || o.written)
+                        && !pinned.contains(&pins::pin_word(*slot, index.seq(*slot)))
+                }
                 _ => false,
             },
             &mut victims,
         );
-        if victims.is_empty() {
-            return Ok(false);
-        }
+        let mut step = Evicted::Nothing;
         for id in victims {
             let Some(o) = self.objects.get(&id) else {
                 continue;
             };
-            let len = o.alloc.len;
-            let key = o.key;
-            let demoted = self.demote(id);
-            if let Some(c) = &mut self.catalog {
-                c.set_tier(
-                    &key,
-                    if demoted {
-                        StorageTier::Warm
-                    } else {
-                        StorageTier::None
-                    },
-                );
+            let (len, key) = (o.alloc.len, o.key);
+            match self.demote(id) {
+                Demoted::NotNeeded => {
+                    if let Some(c) = &mut self.catalog {
+                        c.set_tier(&key, StorageTier::None);
+                    }
+                    self.retire_evicted(id);
+                    step = Evicted::Freed;
+                }
+                Demoted::Held => {
+                    if let Some(o) = self.objects.get_mut(&id) {
+                        o.written = true;
+                    }
+                    self.demoting.insert(id, len);
+                    self.demoting_bytes += len;
+                    if step == Evicted::Nothing {
+                        step = Evicted::Started;
+                    }
+                }
+                Demoted::Refused(why) => {
+                    // The tier failed since the check above: keep the object.
+                    tracing::debug!("not evicting {key}: {why}");
+                    self.policy.on_insert(id, len);
+                }
             }
-            self.retire(id);
-            self.counters.evictions += 1;
-            self.counters.evicted_bytes += len;
         }
+        if step == Evicted::Started && self.settle_demotions() > 0 {
+            step = Evicted::Freed;
+        }
+        Ok(step)
+    }
+
+    /// Retires an evicted object and counts it.
+    fn retire_evicted(&mut self, id: u64) {
+        let len = self.objects[&id].alloc.len;
+        self.retire(id);
+        self.counters.evictions += 1;
+        self.counters.evicted_bytes += len;
         self.reclaim();
-        Ok(true)
+    }
+
+    /// Retires the evicted objects whose warm-tier copy is now in a file. Returns how many.
+    pub(crate) fn settle_demotions(&mut self) -> usize {
+        let Some(w) = &self.warm else {
+            return 0;
+        };
+        if self.demoting.is_empty() {
+            return 0;
+        }
+        let done: Vec<u64> = self
+            .demoting
+            .keys()
+            .copied()
+            .filter(|id| self.objects.get(id).is_none_or(|o| w.settled(&o.key)))
+            .collect();
+        for id in &done {
+            let len = self.demoting.remove(id).unwrap_or(0);
+            self.demoting_bytes -= len;
+            let Some(o) = self.objects.get(id) else {
+                continue;
+            };
+            let key = o.key;
+            if let Some(c) = &mut self.catalog {
+                c.set_tier(&key, StorageTier::Warm);
+            }
+            self.retire_evicted(*id);
+        }
+        done.len()
+    }
+
+    /// Waits a little for demotions in flight to reach the warm tier (under the store lock:
+    /// the writer needs none). False when there is nothing to wait for, the tier cannot
+    /// write, or the allocation has waited long enough.
+    fn wait_for_demotions(&mut self, waited: &mut std::time::Duration) -> bool {
+        let Some(w) = &self.warm else {
+            return false;
+        };
+        if self.demoting.is_empty() || w.failing().is_some() || *waited >= DEMOTION_WAIT {
+            return false;
+        }
+        let step = std::time::Duration::from_millis(20);
+        w.wait_progress(step);
+        *waited += step;
+        true
     }
 
     /// Hands a sealed object's bytes to the warm tier (unless it is ephemeral or the warm tier
     /// already holds the same bytes).
-    /// Returns whether the warm tier holds the object afterwards.
-    fn demote(&self, id: u64) -> bool {
+    fn demote(&self, id: u64) -> Demoted {
         let (Some(w), Some(o)) = (&self.warm, self.objects.get(&id)) else {
-            return false;
+            return Demoted::NotNeeded;
         };
         if o.flags & PUT_EPHEMERAL != 0 || o.plasma_owned {
-            return false;
+            return Demoted::NotNeeded;
         }
-        if o.from_warm {
-            return true;
+        if o.from_warm || o.written {
+            return Demoted::Held;
         }
         let bytes = self.memory.bytes(o.alloc);
         let (d, m) = (o.data_len as usize, o.meta_len as usize);
-        w.demote(
-            o.key,
-            &bytes[..d],
-            &bytes[d..d + m],
-            o.flags,
-            self.warm_part(o),
-        );
-        true
+        let r = w.demote(crate::tier::warm::Demotion {
+            key: o.key,
+            data: &bytes[..d],
+            meta: &bytes[d..d + m],
+            flags: o.flags & !PUT_DURABLE,
+            part: self.warm_part(o),
+            catalog: self.catalog_row(o),
+            durable: false,
+        });
+        match r {
+            Ok(_) => Demoted::Held,
+            Err(why) => Demoted::Refused(why),
+        }
+    }
+
+    /// `--durability demote-async`: queues a just-published object for the warm tier at once.
+    /// Refused (the tier cannot write), it stays an ordinary hot object that eviction demotes
+    /// later, when the tier writes again.
+    fn write_through(&mut self, id: u64) {
+        if let Demoted::Held = self.demote(id) {
+            if let Some(o) = self.objects.get_mut(&id) {
+                o.written = true;
+            }
+        }
     }
 
     /// The warm-tier partition directory of an object (by the store's strategy, from what the
@@ -1006,8 +1488,11 @@ impl Store {
         self.counters.hits += n;
     }
 
-    /// Attaches the catalog and makes it agree with the tiers as they are now: after a restart
-    /// the hot tier is empty, and the warm tier's files are the truth.
+    /// Attaches the catalog and makes it agree with the tiers as they are now: every row's
+    /// tier is set to where the object is (the files and the adopted hot tier are the truth),
+    /// and every object without a row (a crash before the catalog's checkpoint, a damaged
+    /// catalog file) gets one back, rebuilt from the row its warm file carries, or else from
+    /// what the tier knows of it (size, Arrow type, when its file was written).
     pub(crate) fn set_catalog(&mut self, mut cat: Catalog) {
         let stale: Vec<(Key, StorageTier)> = cat
             .iter()
@@ -1024,6 +1509,57 @@ impl Store {
             .collect();
         for (k, t) in stale {
             cat.set_tier(&k, t);
+        }
+        let arrow_type = |flags: u32| {
+            (flags & PUT_ARROW != 0).then(|| "application/vnd.apache.arrow.file".to_string())
+        };
+        let mut rebuilt = (0, 0);
+        if let Some(w) = &self.warm {
+            let missing: Vec<(Key, u64, u32, i64)> = w
+                .records()
+                .into_iter()
+                .filter(|r| !cat.contains(&r.0) && !self.keys.contains_key(&r.0))
+                .collect();
+            if !missing.is_empty() {
+                let want: HashSet<Key> = missing.iter().map(|r| r.0).collect();
+                let mut kept: HashMap<Key, CatalogEntry> = w
+                    .catalog_rows(&want)
+                    .into_iter()
+                    .map(|e| (e.key, e))
+                    .collect();
+                for (key, size, flags, written) in missing {
+                    let mut e = kept.remove(&key).unwrap_or_else(|| {
+                        let mut e = CatalogEntry::new(key, size, written);
+                        e.mimetype = arrow_type(flags);
+                        e.source = Some("put".into());
+                        e
+                    });
+                    e.storage_tier = StorageTier::Warm;
+                    cat.upsert(e);
+                    rebuilt.0 += 1;
+                }
+            }
+        }
+        let now = now_us();
+        for o in self.objects.values() {
+            if matches!(o.state, State::Sealed { .. })
+                && !o.key.as_bytes().starts_with(b"cidcache.scan:")
+                && !cat.contains(&o.key)
+            {
+                let mut e = CatalogEntry::new(o.key, o.data_len + o.meta_len, now);
+                e.mimetype = arrow_type(o.flags);
+                e.source = Some("put".into());
+                e.storage_tier = StorageTier::Hot;
+                cat.upsert(e);
+                rebuilt.1 += 1;
+            }
+        }
+        if rebuilt != (0, 0) {
+            tracing::warn!(
+                "catalog: rebuilt {} row(s) from the warm tier's files and {} from the hot tier (lost in a crash or with a damaged catalog file)",
+                rebuilt.0,
+                rebuilt.1
+            );
         }
         self.catalog = Some(cat);
     }
@@ -1047,8 +1583,9 @@ impl Store {
     pub(crate) fn catalog_upsert(&mut self, entries: Vec<CatalogEntry>) -> Result<usize> {
         let keys = &self.keys;
         let warm = self.warm.as_ref();
+        let sync = self.durability == Durability::Sync;
         let cat = self.catalog.as_mut().ok_or_else(no_catalog)?;
-        Ok(cat.upsert_batch(entries.into_iter().map(|mut e| {
+        let n = cat.upsert_batch(entries.into_iter().map(|mut e| {
             e.storage_tier = if keys.contains_key(&e.key) {
                 StorageTier::Hot
             } else if warm.is_some_and(|w| w.contains(&e.key)) {
@@ -1057,7 +1594,14 @@ impl Store {
                 StorageTier::None
             };
             e
-        })))
+        }));
+        if sync {
+            // Acknowledged means on disk in this mode, for the catalog too.
+            cat.checkpoint()?;
+            self.last_checkpoint = std::time::Instant::now();
+            self.counters.catalog_checkpoints += 1;
+        }
+        Ok(n)
     }
 
     /// The catalog, for queries.
@@ -1068,6 +1612,8 @@ impl Store {
     /// Periodic work: hits, deferred frees, catalog checkpoints.
     pub(crate) fn maintain(&mut self) {
         self.harvest_hits();
+        self.check_orphans();
+        self.settle_demotions();
         self.reclaim();
         self.checkpoint_catalog(false);
     }
@@ -1125,6 +1671,7 @@ impl Store {
                 plasma_owned: true,
                 plasma_held: false,
                 from_warm: false,
+                written: false,
             },
         );
         let seg_size = self.memory.seg_size(alloc.seg).unwrap_or(0);
@@ -1291,6 +1838,10 @@ impl Store {
             ("hot.aborted", c.aborted),
             ("hot.store_full_errors", c.store_full),
             ("hot.deferred_frees_pending", self.retired.len() as u64),
+            ("hot.adopted_objects", c.adopted),
+            ("hot.demoting_objects", self.demoting.len() as u64),
+            ("hot.orphan_clients", self.orphans.len() as u64),
+            ("hot.held_back_bytes", self.memory.tainted_bytes()),
             ("index.capacity", cap),
             ("index.max_live", self.index.max_live() as u64),
             ("index.tombstones", self.index.tombstones() as u64),
@@ -1339,9 +1890,21 @@ impl Store {
         self.policy.kind().as_str()
     }
 
-    /// Shutdown: tell clients through the header and remove every segment.
-    pub(crate) fn shutdown(&mut self) {
+    /// Removes the data segments (a start that failed after creating them).
+    pub(crate) fn remove_segments(&mut self) {
+        self.memory.remove_all();
+    }
+
+    /// Shutdown: tell clients through the header (they answer `Disconnected` from now on),
+    /// demote the hot tier unless `--no-persist-on-exit`, write what is queued, and remove the
+    /// segments. When objects could not be written to the warm tier and adoption is allowed,
+    /// the hot tier is left in shared memory for the next coordinator instead (those still in
+    /// it are then not lost). Returns what could not be persisted.
+    pub(crate) fn shutdown(&mut self, keep_for_adoption: bool) -> ShutdownReport {
+        self.header.set(hdr::RUN_TOKEN, 0);
         self.header.set(hdr::STATE, crate::layout::STATE_STOPPED);
+        let mut rep = ShutdownReport::default();
+        let mut refused: u64 = 0;
         if self.persist_on_exit && self.warm.is_some() {
             let sealed: Vec<u64> = self
                 .objects
@@ -1350,17 +1913,45 @@ impl Store {
                 .map(|(&id, _)| id)
                 .collect();
             for id in sealed {
-                self.demote(id);
+                if let Demoted::Refused(why) = self.demote(id) {
+                    refused += 1;
+                    rep.reason.get_or_insert(why);
+                }
             }
         }
+        // Writes what is queued and stops the writer; what it could not write is counted.
+        let mut unwritten = Vec::new();
+        if let Some(w) = &mut self.warm {
+            tracing::info!("warm tier: writing queued objects to {}", w.dir().display());
+            unwritten = w.finish();
+            if !unwritten.is_empty() {
+                rep.reason
+                    .get_or_insert_with(|| w.failing().unwrap_or_default());
+            }
+        }
+        rep.kept_in_shm = keep_for_adoption && refused + unwritten.len() as u64 > 0;
+        // Hot objects whose copy did not reach a file stay in the kept shared memory; the
+        // objects already evicted whose writes failed are lost.
+        let in_hot = |k: &Key| self.keys.contains_key(k);
+        rep.unwritten = unwritten
+            .iter()
+            .filter(|k| !rep.kept_in_shm || !in_hot(k))
+            .count() as u64;
+        rep.refused = refused
+            + unwritten
+                .iter()
+                .filter(|k| rep.kept_in_shm && in_hot(k))
+                .count() as u64;
         if let Some(c) = &mut self.catalog {
             for (k, _) in self.keys.iter() {
-                // The hot tier goes away; what was demoted above is warm.
+                // The hot tier goes away (unless it is kept); what was demoted above is warm.
                 let warm = self.warm.as_ref().is_some_and(|w| w.contains(k));
                 c.set_tier(
                     k,
                     if warm {
                         StorageTier::Warm
+                    } else if rep.kept_in_shm {
+                        StorageTier::Hot
                     } else {
                         StorageTier::None
                     },
@@ -1368,15 +1959,32 @@ impl Store {
             }
         }
         self.checkpoint_catalog(true);
-        // Writes what is queued and stops the writer.
-        if let Some(w) = self.warm.take() {
-            tracing::info!("warm tier: writing queued objects to {}", w.dir().display());
-            drop(w);
-        }
+        self.warm = None;
         for c in self.clients.values() {
             shm::unlink_segment(&self.shm_dir, &c.lease_name);
         }
         self.clients.clear();
-        self.memory.remove_all();
+        for o in self.orphans.drain(..) {
+            shm::unlink_segment(&self.shm_dir, &o.name);
+        }
+        if !rep.kept_in_shm {
+            self.memory.remove_all();
+        }
+        rep
     }
+}
+
+/// What a shutdown could not persist.
+#[derive(Debug, Default)]
+pub(crate) struct ShutdownReport {
+    /// Hot objects that did not reach the warm tier (refused, or their writes failed); they
+    /// are kept when `kept_in_shm`, lost otherwise.
+    pub refused: u64,
+    /// Objects that exist nowhere any more: evicted, their writes failed to the end (and,
+    /// unless the hot tier is kept, the hot objects that were not written either).
+    pub unwritten: u64,
+    /// Why.
+    pub reason: Option<String>,
+    /// The hot tier was left in shared memory for the next coordinator to adopt.
+    pub kept_in_shm: bool,
 }
