@@ -123,7 +123,10 @@ struct Log {
     in_flight: HashSet<String>,
 }
 
-fn collect(children: Vec<std::process::Child>) -> Log {
+type Collector = (Arc<Mutex<Log>>, Vec<std::thread::JoinHandle<()>>);
+
+/// Starts reading what the writers say.
+fn collect(children: Vec<std::process::Child>) -> Collector {
     let log = Arc::new(Mutex::new(Log::default()));
     let mut threads = Vec::new();
     for mut ch in children {
@@ -146,10 +149,15 @@ fn collect(children: Vec<std::process::Child>) -> Log {
             let _ = ch.wait();
         }));
     }
-    for t in threads {
+    (log, threads)
+}
+
+/// Waits for the writers to end (they do when the coordinator dies) and returns what they said.
+fn finish(c: Collector) -> Log {
+    for t in c.1 {
         t.join().unwrap();
     }
-    Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap()
+    Arc::try_unwrap(c.0).ok().unwrap().into_inner().unwrap()
 }
 
 /// `key -> storage_tier` of every catalog row.
@@ -242,14 +250,20 @@ fn crash_rounds(mode: &str, restart_extra: &[&str], rounds: u64, seed: u64) {
         let children: Vec<_> = (0..writers)
             .map(|w| spawn_writer(&d.socket, w, rng.next(), true))
             .collect();
-        // A random point of the workload (the writers start within a few ms).
-        std::thread::sleep(Duration::from_millis(300 + rng.next() % 1500));
-        d.kill9();
-        let log = collect(children);
+        let c = collect(children);
+        // A random point of the workload, once it runs.
         assert!(
-            !log.acked.is_empty(),
-            "{mode} round {round}: no put was acknowledged before the kill"
+            eventually(Duration::from_secs(60), || !c
+                .0
+                .lock()
+                .unwrap()
+                .acked
+                .is_empty()),
+            "{mode} round {round}: the writers did not start"
         );
+        std::thread::sleep(Duration::from_millis(100 + rng.next() % 1500));
+        d.kill9();
+        let log = finish(c);
         d.args.extend(restart_extra.iter().map(|s| s.to_string()));
         d.spawn();
         let c = d.client();

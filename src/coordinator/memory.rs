@@ -181,7 +181,9 @@ impl Memory {
             ));
         }
         let arena = e.kind == SEG_KIND_ARENA;
-        let map = Mapping::map(&fd, e.size as usize, Access::ReadWrite, arena)
+        // Not populated: the pages exist already, and mapping them all would make adoption
+        // cost time in proportion to the data instead of the index.
+        let map = Mapping::map(&fd, e.size as usize, Access::ReadWrite, false)
             .map_err(|e| e.to_string())?;
         let kind = if arena {
             Kind::Arena(Arena::new(e.size))

@@ -1370,12 +1370,28 @@ impl Store {
         if self.demoting.is_empty() {
             return 0;
         }
-        let done: Vec<u64> = self
-            .demoting
-            .keys()
-            .copied()
-            .filter(|id| self.objects.get(id).is_none_or(|o| w.settled(&o.key)))
-            .collect();
+        use crate::tier::warm::Held;
+        let mut done = Vec::new();
+        let mut again = Vec::new();
+        for &id in self.demoting.keys() {
+            match self.objects.get(&id).map(|o| w.state_of(&o.key)) {
+                None | Some(Held::Written) => done.push(id),
+                Some(Held::Queued) => {}
+                // Its copy is gone (a file dropped for the warm capacity): write it again.
+                Some(Held::Absent) => again.push(id),
+            }
+        }
+        for id in again {
+            if let Some(o) = self.objects.get_mut(&id) {
+                o.written = false;
+                o.from_warm = false;
+            }
+            if let Demoted::Held = self.demote(id) {
+                if let Some(o) = self.objects.get_mut(&id) {
+                    o.written = true;
+                }
+            }
+        }
         for id in &done {
             let len = self.demoting.remove(id).unwrap_or(0);
             self.demoting_bytes -= len;

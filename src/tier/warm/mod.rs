@@ -134,6 +134,14 @@ impl Pending {
     }
 }
 
+/// See [`Warm::state_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    Written,
+    Queued,
+    Absent,
+}
+
 /// An object to demote: see [`Warm::demote`].
 pub(crate) struct Demotion<'a> {
     pub key: Key,
@@ -470,11 +478,18 @@ impl Warm {
         Ok(ticket)
     }
 
-    /// Whether `key` is in a written file and nothing newer of it is queued: an object demoted
-    /// under it is durable.
-    pub(crate) fn settled(&self, key: &Key) -> bool {
+    /// Where the tier is with `key`: in a written file with nothing newer queued (an object
+    /// demoted under it is durable), queued, or absent (never demoted, or its file was dropped
+    /// for the capacity since).
+    pub(crate) fn state_of(&self, key: &Key) -> Held {
         let st = lock(&self.inner.state);
-        !st.pending.contains_key(key) && st.objects.contains_key(key)
+        if st.pending.contains_key(key) {
+            Held::Queued
+        } else if st.objects.contains_key(key) {
+            Held::Written
+        } else {
+            Held::Absent
+        }
     }
 
     /// Waits up to `t` for the writer to finish a file (or fail one).
