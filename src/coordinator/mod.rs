@@ -296,6 +296,7 @@ impl Coordinator {
 
         let max_live = (geometry.index_capacity - geometry.index_capacity / 8) as usize;
         let started = std::time::Instant::now();
+        let mut walked = std::time::Duration::ZERO;
         let (index, memory, kept) = if adopting {
             let (mut memory, segs) = memory::Memory::adopt(
                 cfg.shm_dir.clone(),
@@ -308,9 +309,11 @@ impl Coordinator {
             for d in &segs.dropped {
                 tracing::warn!("adoption: removed {d}");
             }
-            let mut kept = Vec::new();
-            let mut keys = std::collections::HashSet::new();
-            let mut ids = std::collections::HashSet::new();
+            // Sized for the live entries the header counted (bounded by the index).
+            let hint = (header.get(hdr::LIVE_OBJECTS) as usize).min(max_live);
+            let mut kept = Vec::with_capacity(hint);
+            let mut keys = std::collections::HashSet::with_capacity(hint);
+            let mut ids = std::collections::HashSet::with_capacity(hint);
             let (index, rep) =
                 IndexWriter::adopt(IndexRef::new(slots, max_probe), max_live, |slot, key, e| {
                     let ok = e.object_id != 0
@@ -326,6 +329,7 @@ impl Coordinator {
                     ok
                 });
             memory.finish_adoption();
+            walked = started.elapsed();
             // Segments outside the table, and names no coordinator makes, are not ours to keep.
             let live: std::collections::HashSet<u64> = memory.segment_ids().into_iter().collect();
             let mut stray = found.other.clone();
@@ -399,9 +403,10 @@ impl Coordinator {
                 adopt::classify_leases(&cfg.shm_dir, &cfg.store, &found.leases);
             store.set_orphans(orphans, found.leases.last().copied().unwrap_or(0));
             tracing::info!(
-                "adopted {n} objects ({}) from the shared memory of the previous coordinator in {:.1} ms; removed {removed} lease page(s) of clients that are gone",
+                "adopted {n} objects ({}) from the shared memory of the previous coordinator in {:.1} ms (segments and index {:.1} ms); removed {removed} lease page(s) of clients that are gone",
                 human_bytes(bytes),
-                started.elapsed().as_secs_f64() * 1e3
+                started.elapsed().as_secs_f64() * 1e3,
+                walked.as_secs_f64() * 1e3
             );
         }
         // A fresh store's files are ours to remove if the start fails; an adopted one is left

@@ -312,6 +312,8 @@ impl Store {
     /// Records the objects an adopted index kept (`(slot, key, entry)`, their memory already
     /// claimed) as sealed objects, and tells the policy about them.
     pub(crate) fn adopt_objects(&mut self, kept: Vec<(u32, Key, Entry)>) {
+        self.keys.reserve(kept.len());
+        self.objects.reserve(kept.len());
         for (slot, key, e) in kept {
             let len = e.data_len + e.meta_len;
             let mut flags = 0;
@@ -484,8 +486,12 @@ impl Store {
                     if self.memory.would_need_reservation(len) && self.memory.release_unused() > 0 {
                         continue;
                     }
-                    // Evict only while what is already on its way out cannot make the room.
-                    if self.demoting_bytes < len && self.evict_one()? != Evicted::Nothing {
+                    // Evict only while what is already on its way out cannot make the room; and
+                    // then a batch of objects at once, so that one warm file (and one fsync)
+                    // carries many of them.
+                    if self.demoting_bytes < len
+                        && self.evict_ahead(len + self.headroom())? != Evicted::Nothing
+                    {
                         continue;
                     }
                     if self.memory.release_unused() > 0 || self.wait_for_demotions(&mut waited) {
@@ -1284,6 +1290,11 @@ impl Store {
     /// memory until its file is written ([`Store::settle_demotions`]), so a coordinator crash
     /// meanwhile never loses it (the next one adopts it).
     fn evict_one(&mut self) -> Result<Evicted> {
+        self.evict(1)
+    }
+
+    /// Evicts objects worth `need` bytes at once (see [`Store::evict_one`]).
+    fn evict(&mut self, need: u64) -> Result<Evicted> {
         self.harvest_hits();
         pins::retire_fence();
         let pinned = self.pinned_words();
@@ -1295,7 +1306,7 @@ impl Store {
         let warm_failing = self.warm.as_ref().is_some_and(|w| w.failing().is_some());
         let mut victims = Vec::new();
         self.policy.evict_into(
-            1,
+            need,
             &mut |id| match objects.get(&id) {
                 Some(
                     o @ Object {
@@ -1351,6 +1362,34 @@ impl Store {
             step = Evicted::Freed;
         }
         Ok(step)
+    }
+
+    /// Bytes the hot tier keeps free ahead of demand when it has a warm tier (1/16 of the limit,
+    /// 1..64 MiB): evictions then wait for the warm writer in batches, or not at all.
+    fn headroom(&self) -> u64 {
+        (self.memory.limit() / 16).clamp(1 << 20, 64 << 20)
+    }
+
+    /// Evicts until `target` bytes are on their way out (or freed).
+    fn evict_ahead(&mut self, target: u64) -> Result<Evicted> {
+        if self.demoting_bytes >= target {
+            return Ok(Evicted::Nothing);
+        }
+        self.evict(target - self.demoting_bytes)
+    }
+
+    /// Starts demotions in the background when free memory runs below the headroom, so that
+    /// puts find room without waiting for the warm writer.
+    fn keep_headroom(&mut self) {
+        let healthy = self.warm.as_ref().is_some_and(|w| w.failing().is_none());
+        if !healthy {
+            return;
+        }
+        let free = self.memory.limit().saturating_sub(self.memory.used());
+        let room = self.headroom();
+        if free + self.demoting_bytes < room {
+            let _ = self.evict_ahead(room - free);
+        }
     }
 
     /// Retires an evicted object and counts it.
@@ -1630,6 +1669,7 @@ impl Store {
         self.harvest_hits();
         self.check_orphans();
         self.settle_demotions();
+        self.keep_headroom();
         self.reclaim();
         self.checkpoint_catalog(false);
     }
