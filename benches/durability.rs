@@ -56,12 +56,22 @@ impl Daemon {
         }
     }
 
-    /// Starts the daemon; returns when its socket accepts a connection.
+    /// Starts the daemon; returns when its socket accepts a connection. With
+    /// `CIDCACHE_BENCH_PERF=FILE`, the daemon runs under `perf record -g -o FILE` (profiling).
     fn spawn(&mut self, extra: &[&str]) -> Duration {
         let t = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_cidcached"))
+        let mut cmd = match std::env::var("CIDCACHE_BENCH_PERF") {
+            Ok(out) if extra == ["--profile-adoption"] => {
+                let mut c = Command::new("perf");
+                c.args(["record", "-F", "4000", "-g", "-o", &out, "--"])
+                    .arg(env!("CARGO_BIN_EXE_cidcached"));
+                c
+            }
+            _ => Command::new(env!("CARGO_BIN_EXE_cidcached")),
+        };
+        let child = cmd
             .args(&self.args)
-            .args(extra)
+            .args(extra.iter().filter(|a| **a != "--profile-adoption"))
             .env("CIDCACHE_LOG", "info")
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&self.log).expect("log"))
@@ -129,12 +139,21 @@ fn human(n: u64) -> String {
     }
 }
 
-/// The "adopted N objects (...) in X ms" figure of the daemon's log.
-fn adoption_ms(log: &Path) -> Option<f64> {
+/// The "adopted N objects (...) in X ms (Y ms of CPU; ...)" figures of the daemon's log.
+fn adoption_ms(log: &Path) -> Option<(f64, f64)> {
     let text = std::fs::read_to_string(log).ok()?;
     let line = text.lines().find(|l| l.contains("adopted "))?;
-    let ms = line.split(" in ").nth(1)?.split(" ms").next()?;
-    ms.trim().parse().ok()
+    let rest = line.split(" in ").nth(1)?;
+    let wall = rest.split(" ms").next()?.trim().parse().ok()?;
+    let cpu = rest
+        .split('(')
+        .nth(1)?
+        .split(" ms")
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((wall, cpu))
 }
 
 fn restart(total: u64, object: u64) {
@@ -184,7 +203,11 @@ fn restart(total: u64, object: u64) {
     for adopt in [true, false] {
         d.kill9();
         let t = Instant::now();
-        let listening = d.spawn(if adopt { &[] } else { &["--no-adopt"] });
+        let listening = d.spawn(if adopt {
+            &["--profile-adoption"]
+        } else {
+            &["--no-adopt"]
+        });
         let c = d.client();
         let got = c.get(b"o0").expect("get");
         let serving = t.elapsed();
@@ -193,6 +216,21 @@ fn restart(total: u64, object: u64) {
             assert_eq!(&o.data()[..8], &0u64.to_le_bytes());
         }
         times.push((listening, serving, adoption_ms(&d.log)));
+        if adopt && std::env::var("CIDCACHE_BENCH_PERF").is_ok() {
+            // perf record stops (and writes its file) on SIGINT; the daemon stops with it.
+            if let Some(mut p) = d.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-INT", &p.id().to_string()])
+                    .status();
+                let _ = p.wait();
+            }
+            // The daemon (perf's child) may outlive it: its pid is in the store's lock file.
+            let lock = format!("/dev/shm/cidcache.{}.lock", d.store);
+            if let Ok(pid) = std::fs::read_to_string(lock) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
     }
     let (al, a_s, a_ms) = times[0];
     let (_, n_s, _) = times[1];
@@ -204,7 +242,7 @@ fn restart(total: u64, object: u64) {
         fill.as_secs_f64(),
         a_s.as_secs_f64() * 1e3,
         al.as_secs_f64() * 1e3,
-        a_ms.map_or("?".into(), |m| format!("{m:.1} ms")),
+        a_ms.map_or("?".into(), |(w, c)| format!("{w:.1} ms, {c:.1} ms of CPU")),
         n_s.as_secs_f64() * 1e3,
     );
 }

@@ -62,6 +62,33 @@ impl Arena {
         Some(off)
     }
 
+    /// An arena of `size` bytes whose allocations are `used`: `(offset, alloc_size)` pairs,
+    /// sorted by offset, aligned, inside the arena and not overlapping (the caller checked).
+    /// Built in one pass (adoption of an arena with many objects).
+    pub fn from_used(size: u64, used: &[(u64, u64)]) -> Arena {
+        let size = size / ALIGN * ALIGN;
+        let mut free = Vec::with_capacity(used.len() + 1);
+        let mut at = 0;
+        let mut total = 0;
+        for &(off, len) in used {
+            debug_assert!(off >= at && off % ALIGN == 0 && len % ALIGN == 0);
+            if off > at {
+                free.push((at, off - at));
+            }
+            at = off + len;
+            total += len;
+        }
+        if size > at {
+            free.push((at, size - at));
+        }
+        Arena {
+            size,
+            used: total,
+            by_size: free.iter().map(|&(o, l)| (l, o)).collect(),
+            by_offset: free.into_iter().collect(),
+        }
+    }
+
     /// Takes `[off, off + alloc_size(len))` if it is aligned, inside the arena and entirely
     /// free (adoption rebuilds an arena from the objects found in it). False otherwise, and
     /// nothing changes.
@@ -193,6 +220,12 @@ mod tests {
                 prop_assert!(b.reserve(o, l));
                 prop_assert!(!b.reserve(o, l), "a second reservation overlaps");
             }
+            let mut sorted: Vec<(u64, u64)> = live.iter().map(|&(o, l)| (o, alloc_size(l))).collect();
+            sorted.sort_unstable();
+            let c = Arena::from_used(1 << 16, &sorted);
+            prop_assert_eq!(c.used(), a.used());
+            prop_assert_eq!(c.largest_free(), a.largest_free());
+            prop_assert_eq!(&c.by_offset, &b.by_offset);
             prop_assert_eq!(b.used(), a.used());
             let gaps = b.take_free();
             prop_assert_eq!(b.largest_free(), 0);

@@ -203,30 +203,55 @@ impl Memory {
         Ok(())
     }
 
-    /// Claims the range of an adopted object: `len` bytes at `offset` of segment `seg`, inside
-    /// it, 64-byte aligned, overlapping no object claimed before (a dedicated segment holds
-    /// one object, at offset 0). False when any of that fails; then nothing changes.
-    pub(crate) fn claim(&mut self, seg: u64, offset: u64, len: u64) -> bool {
-        let Some(s) = self.segs.get_mut(&seg) else {
-            return false;
-        };
-        let fits = offset.checked_add(len).is_some_and(|end| end <= s.size);
-        let ok = fits
-            && match &mut s.kind {
-                Kind::Arena(a) => a.reserve(offset, len),
+    /// Whether segment `id` exists.
+    pub(crate) fn has_segment(&self, id: u64) -> bool {
+        self.segs.contains_key(&id)
+    }
+
+    /// Claims the ranges of adopted objects, `(segment, offset, length, tag)`, in one pass:
+    /// each must lie inside its segment, 64-byte aligned, and overlap no range claimed before
+    /// it in address order (a dedicated segment holds one object, at offset 0). Returns the
+    /// tags of the claims refused; the arenas are rebuilt from the others.
+    pub(crate) fn claim_all(&mut self, mut claims: Vec<(u64, u64, u64, usize)>) -> Vec<usize> {
+        claims.sort_unstable_by_key(|c| (c.0, c.1));
+        let mut refused = Vec::new();
+        for group in claims.chunk_by(|a, b| a.0 == b.0) {
+            let Some(s) = self.segs.get_mut(&group[0].0) else {
+                refused.extend(group.iter().map(|c| c.3));
+                continue;
+            };
+            match &mut s.kind {
+                Kind::Arena(a) => {
+                    let mut used = Vec::with_capacity(group.len());
+                    let mut end = 0;
+                    for &(_, off, len, tag) in group {
+                        let need = alloc_size(len);
+                        let fits = off.is_multiple_of(crate::arena::ALIGN)
+                            && off >= end
+                            && off.checked_add(need).is_some_and(|e| e <= a.size());
+                        if fits {
+                            used.push((off, need));
+                            end = off + need;
+                            self.used += need;
+                        } else {
+                            refused.push(tag);
+                        }
+                    }
+                    *a = Arena::from_used(s.size, &used);
+                }
                 Kind::Dedicated { in_use } => {
-                    if *in_use || offset != 0 {
-                        false
-                    } else {
-                        *in_use = true;
-                        true
+                    for &(_, off, len, tag) in group {
+                        if !*in_use && off == 0 && len <= s.size {
+                            *in_use = true;
+                            self.used += alloc_size(len);
+                        } else {
+                            refused.push(tag);
+                        }
                     }
                 }
-            };
-        if ok {
-            self.used += alloc_size(len);
+            }
         }
-        ok
+        refused
     }
 
     /// Ends an adoption: dedicated segments no object claimed are removed (a client of the

@@ -46,7 +46,13 @@ struct Object {
     /// Written to the warm tier by its put (durable or write-through): evicting it writes
     /// nothing either.
     written: bool,
+    /// When it was published (or adopted): background eviction spares young objects, so that
+    /// a get that just promoted an object finds it.
+    sealed_at: std::time::Instant,
 }
+
+/// How long background eviction leaves a newly published object alone.
+const YOUNG: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A put whose acknowledgement waits for its synced warm-tier write: await `ticket` outside
 /// the store lock, then call [`Store::finish_persist`].
@@ -344,6 +350,7 @@ impl Store {
                     plasma_held: false,
                     from_warm: false,
                     written: false,
+                    sealed_at: std::time::Instant::now(),
                 },
             );
             self.live_bytes += len;
@@ -490,7 +497,7 @@ impl Store {
                     // then a batch of objects at once, so that one warm file (and one fsync)
                     // carries many of them.
                     if self.demoting_bytes < len
-                        && self.evict_ahead(len + self.headroom())? != Evicted::Nothing
+                        && self.evict_ahead(len + self.headroom(), false)? != Evicted::Nothing
                     {
                         continue;
                     }
@@ -555,6 +562,7 @@ impl Store {
                 plasma_held: false,
                 from_warm: false,
                 written: false,
+                sealed_at: std::time::Instant::now(),
             },
         );
         Ok(id)
@@ -816,6 +824,7 @@ impl Store {
         };
         if let Some(o) = self.objects.get_mut(&id) {
             o.state = State::Sealed { slot };
+            o.sealed_at = std::time::Instant::now();
         }
         self.live_bytes += size;
         self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
@@ -1290,11 +1299,13 @@ impl Store {
     /// memory until its file is written ([`Store::settle_demotions`]), so a coordinator crash
     /// meanwhile never loses it (the next one adopts it).
     fn evict_one(&mut self) -> Result<Evicted> {
-        self.evict(1)
+        self.evict(1, false)
     }
 
-    /// Evicts objects worth `need` bytes at once (see [`Store::evict_one`]).
-    fn evict(&mut self, need: u64) -> Result<Evicted> {
+    /// Evicts objects worth `need` bytes at once (see [`Store::evict_one`]); `background`
+    /// spares objects published in the last [`YOUNG`].
+    fn evict(&mut self, need: u64, background: bool) -> Result<Evicted> {
+        let now = std::time::Instant::now();
         self.harvest_hits();
         pins::retire_fence();
         let pinned = self.pinned_words();
@@ -1317,6 +1328,7 @@ impl Store {
                     },
                 ) => {
                     !demoting.contains_key(&id)
+                        && (!background || now.duration_since(o.sealed_at) >= YOUNG)
                         && (!warm_failing
                             || o.flags & PUT_EPHEMERAL != 0
                             || o.from_warm
@@ -1365,17 +1377,17 @@ impl Store {
     }
 
     /// Bytes the hot tier keeps free ahead of demand when it has a warm tier (1/16 of the limit,
-    /// 1..64 MiB): evictions then wait for the warm writer in batches, or not at all.
+    /// at most 64 MiB): evictions then wait for the warm writer in batches, or not at all.
     fn headroom(&self) -> u64 {
-        (self.memory.limit() / 16).clamp(1 << 20, 64 << 20)
+        (self.memory.limit() / 16).min(64 << 20)
     }
 
     /// Evicts until `target` bytes are on their way out (or freed).
-    fn evict_ahead(&mut self, target: u64) -> Result<Evicted> {
+    fn evict_ahead(&mut self, target: u64, background: bool) -> Result<Evicted> {
         if self.demoting_bytes >= target {
             return Ok(Evicted::Nothing);
         }
-        self.evict(target - self.demoting_bytes)
+        self.evict(target - self.demoting_bytes, background)
     }
 
     /// Starts demotions in the background when free memory runs below the headroom, so that
@@ -1388,7 +1400,7 @@ impl Store {
         let free = self.memory.limit().saturating_sub(self.memory.used());
         let room = self.headroom();
         if free + self.demoting_bytes < room {
-            let _ = self.evict_ahead(room - free);
+            let _ = self.evict_ahead(room - free, true);
         }
     }
 
@@ -1728,6 +1740,7 @@ impl Store {
                 plasma_held: false,
                 from_warm: false,
                 written: false,
+                sealed_at: std::time::Instant::now(),
             },
         );
         let seg_size = self.memory.seg_size(alloc.seg).unwrap_or(0);
