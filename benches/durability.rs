@@ -310,6 +310,14 @@ fn puts(quick: bool) {
         (64 << 10, 1, 2000 / scale),
         (64 << 10, 4, 4000 / scale),
     ];
+    let evict_only = std::env::args().any(|a| a == "evict");
+    if !evict_only {
+        puts_fitting(&cases, &shapes);
+    }
+    evicting(&cases, scale);
+}
+
+fn puts_fitting(cases: &[PutCase], shapes: &[(usize, u64, u64)]) {
     println!("\nput throughput, hot tier holding everything (puts/s; ratio to memory mode):");
     let mut base: Vec<f64> = Vec::new();
     for (ci, case) in cases.iter().enumerate() {
@@ -335,7 +343,7 @@ fn puts(quick: bool) {
         let cells: Vec<String> = row
             .iter()
             .zip(&base)
-            .zip(&shapes)
+            .zip(shapes)
             .map(|((r, b), (size, clients, _))| {
                 format!(
                     "{} x{}: {:.0}/s ({:.0} MB/s, {:.2}x)",
@@ -349,6 +357,9 @@ fn puts(quick: bool) {
             .collect();
         println!("  {label:<30} {}", cells.join(" | "));
     }
+}
+
+fn evicting(cases: &[PutCase], scale: u64) {
     println!("\nput throughput through a hot tier 1/8 of the data (64 KiB, 4 clients; every put evicts):");
     let n = 4096 / scale;
     let mut base = 0.0;
@@ -392,7 +403,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only = |what: &str| {
-        !args.iter().any(|a| a == "restart" || a == "puts") || args.iter().any(|a| a == what)
+        !args
+            .iter()
+            .any(|a| a == "restart" || a == "puts" || a == "evict")
+            || args
+                .iter()
+                .any(|a| a == what || (what == "puts" && a == "evict"))
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(

@@ -320,16 +320,12 @@ impl Coordinator {
             // Sized for the live entries the header counted (bounded by the index).
             let hint = (header.get(hdr::LIVE_OBJECTS) as usize).min(max_live);
             let mut kept = Vec::with_capacity(hint);
-            let mut keys = std::collections::HashSet::with_capacity(hint);
-            let mut ids = std::collections::HashSet::with_capacity(hint);
+            // Duplicate keys and ids are dropped by the store when it takes the objects.
             let (mut index, rep) =
                 IndexWriter::adopt(IndexRef::new(slots, max_probe), max_live, |slot, key, e| {
                     let ok = e.object_id != 0
                         && e.data_len.checked_add(e.meta_len).is_some()
-                        && memory.has_segment(e.seg)
-                        && !ids.contains(&e.object_id)
-                        && keys.insert(key)
-                        && ids.insert(e.object_id);
+                        && memory.has_segment(e.seg);
                     if ok {
                         kept.push((slot, key, e));
                     }
@@ -424,7 +420,13 @@ impl Coordinator {
                     .map(|k| k.2.data_len + k.2.meta_len)
                     .sum::<u64>(),
             );
-            store.adopt_objects(kept);
+            let duplicates = store.adopt_objects(kept);
+            if duplicates > 0 {
+                tracing::warn!(
+                    "adoption: dropped {duplicates} index entries whose key or id another entry has"
+                );
+            }
+            let n = n - duplicates;
             // Only after the run token was cleared and fenced (open_control): pins stored
             // later are undone by their clients.
             let (orphans, removed) =

@@ -316,12 +316,24 @@ impl Store {
     // ----- adoption ------------------------------------------------------------------------
 
     /// Records the objects an adopted index kept (`(slot, key, entry)`, their memory already
-    /// claimed) as sealed objects, and tells the policy about them.
-    pub(crate) fn adopt_objects(&mut self, kept: Vec<(u32, Key, Entry)>) {
+    /// claimed) as sealed objects, and tells the policy about them. An entry whose key or
+    /// object id an earlier one has is removed (index slot and memory). Returns how many were.
+    pub(crate) fn adopt_objects(&mut self, kept: Vec<(u32, Key, Entry)>) -> usize {
         self.keys.reserve(kept.len());
         self.objects.reserve(kept.len());
+        let mut duplicates = 0;
         for (slot, key, e) in kept {
             let len = e.data_len + e.meta_len;
+            if self.keys.contains_key(&key) || self.objects.contains_key(&e.object_id) {
+                self.index.remove(slot);
+                self.memory.free(Alloc {
+                    seg: e.seg,
+                    offset: e.offset,
+                    len,
+                });
+                duplicates += 1;
+                continue;
+            }
             let mut flags = 0;
             if e.flags & FLAG_ARROW != 0 {
                 flags |= PUT_ARROW;
@@ -359,6 +371,7 @@ impl Store {
         }
         self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
         self.header.set(hdr::LIVE_BYTES, self.live_bytes);
+        duplicates
     }
 
     /// Takes the lease pages that clients of the previous coordinator still hold: their pins
@@ -1376,10 +1389,10 @@ impl Store {
         Ok(step)
     }
 
-    /// Bytes the hot tier keeps free ahead of demand when it has a warm tier (1/16 of the limit,
+    /// Bytes the hot tier keeps free ahead of demand when it has a warm tier (1/8 of the limit,
     /// at most 64 MiB): evictions then wait for the warm writer in batches, or not at all.
     fn headroom(&self) -> u64 {
-        (self.memory.limit() / 16).min(64 << 20)
+        (self.memory.limit() / 8).min(64 << 20)
     }
 
     /// Evicts until `target` bytes are on their way out (or freed).
