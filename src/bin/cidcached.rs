@@ -23,7 +23,7 @@ struct Args {
     store: Option<String>,
     /// Hot-tier memory limit (e.g. 512M, 4G); default: a quarter of the free space in the
     /// shared-memory directory.
-    #[arg(long, short = 'm', value_parser = parse_bytes)]
+    #[arg(long, short = 'm', value_parser = parse_memory)]
     memory: Option<u64>,
     /// Index capacity in objects (rounded up to a power of two).
     #[arg(long, default_value_t = 1 << 18)]
@@ -110,6 +110,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs redirected to a file or journal stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut a = Args::parse();
     match a.cmd.take() {
@@ -161,6 +163,17 @@ fn config(a: &Args, store: &str) -> Config {
     cfg.catalog_preset = a.catalog_preset;
     cfg.metrics_addr = a.metrics_addr;
     cfg
+}
+
+/// A hot-tier size: bytes with an optional unit, at least 1 MiB.
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let n = parse_bytes(s)?;
+    if n < 1 << 20 {
+        return Err(format!(
+            "{s} is below the smallest hot tier, 1 MiB (give e.g. 64M or 2G)"
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {

@@ -208,7 +208,11 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
             let (entries, next) = st.list(cursor, limit);
             Ok(Response::List { entries, next })
         }
-        Request::Stats => Ok(Response::Stats(st.stats())),
+        Request::Stats => {
+            // Hits reported since the last periodic harvest count too.
+            st.harvest_hits();
+            Ok(Response::Stats(st.stats()))
+        }
         Request::Get { .. }
         | Request::GetMany { .. }
         | Request::Scan { .. }

@@ -146,6 +146,22 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// A client's upsert `new` of a key the catalog already holds as `old` (see
+/// [`Store::catalog_upsert`]).
+fn merge_entry(old: &CatalogEntry, mut new: CatalogEntry) -> CatalogEntry {
+    new.added_at = old.added_at;
+    new.last_accessed = old.last_accessed.max(new.last_accessed);
+    new.access_count = old.access_count;
+    new.heat_score = old.heat_score;
+    new.mimetype = new.mimetype.or_else(|| old.mimetype.clone());
+    new.filename = new.filename.or_else(|| old.filename.clone());
+    new.source = new.source.or_else(|| old.source.clone());
+    if new.properties.is_empty() {
+        new.properties = old.properties.clone();
+    }
+    new
+}
+
 /// How a scan request proceeds.
 pub(crate) enum ScanStart {
     /// The object is in shared memory: the client scans it there, zero-copy.
@@ -283,9 +299,15 @@ impl Store {
         let Some(c) = self.clients.remove(&client) else {
             return;
         };
+        // Hits it made since the last harvest count like any others (a short-lived client,
+        // such as one `cidcache get`, is often gone before the next harvest).
         let mut seen = c.hits_seen;
-        let policy = &mut self.policy;
-        c.lease().drain_hits(&mut seen, |id| policy.on_hit(id));
+        let (policy, mut n) = (&mut self.policy, 0u64);
+        c.lease().drain_hits(&mut seen, |id| {
+            policy.on_hit(id);
+            n += 1;
+        });
+        self.counters.hits += n;
         for key in &c.creating {
             if let Some(id) = self.keys.remove(key) {
                 if let Some(o) = self.objects.remove(&id) {
@@ -499,12 +521,11 @@ impl Store {
                     let mut e = CatalogEntry::new(key, size, now_us());
                     e.storage_tier = StorageTier::Hot;
                     e.source = Some(if plasma_owned { "plasma" } else { "put" }.into());
-                    if let Some(old) = cat.get(&key) {
-                        // Stored again: user metadata stays.
-                        e.mimetype = old.mimetype.clone();
-                        e.filename = old.filename.clone();
-                        e.properties = old.properties.clone();
-                    }
+                    // Stored again: what the catalog knew of the key stays.
+                    let e = match cat.get(&key) {
+                        Some(old) => merge_entry(old, e),
+                        None => e,
+                    };
                     cat.upsert(e);
                 }
             }
@@ -1044,20 +1065,31 @@ impl Store {
     }
 
     /// Upserts entries sent by a client; `storage_tier` always reflects where the object is.
+    /// An entry for a key the catalog knows is merged into it: what the store itself records
+    /// (when it was first added, accesses, heat) stays, and the client's descriptive fields
+    /// (file name, MIME type, source, properties) replace the old ones only where given, so a
+    /// second put of the same bytes (or an import) never erases what the first recorded.
     pub(crate) fn catalog_upsert(&mut self, entries: Vec<CatalogEntry>) -> Result<usize> {
         let keys = &self.keys;
         let warm = self.warm.as_ref();
         let cat = self.catalog.as_mut().ok_or_else(no_catalog)?;
-        Ok(cat.upsert_batch(entries.into_iter().map(|mut e| {
-            e.storage_tier = if keys.contains_key(&e.key) {
-                StorageTier::Hot
-            } else if warm.is_some_and(|w| w.contains(&e.key)) {
-                StorageTier::Warm
-            } else {
-                StorageTier::None
-            };
-            e
-        })))
+        let merged: Vec<CatalogEntry> = entries
+            .into_iter()
+            .map(|mut e| {
+                e.storage_tier = if keys.contains_key(&e.key) {
+                    StorageTier::Hot
+                } else if warm.is_some_and(|w| w.contains(&e.key)) {
+                    StorageTier::Warm
+                } else {
+                    StorageTier::None
+                };
+                match cat.get(&e.key) {
+                    Some(old) => merge_entry(old, e),
+                    None => e,
+                }
+            })
+            .collect();
+        Ok(cat.upsert_batch(merged))
     }
 
     /// The catalog, for queries.

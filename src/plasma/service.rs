@@ -63,6 +63,25 @@ pub struct ArgsExit {
     pub stderr: Option<String>,
 }
 
+/// What `cidcached plasma --help` prints: plasma-store-server's flags (gflags style: `-m 1000`
+/// and `-m=1000` both work; `-h` is huge pages, as in the reference store, not help).
+const USAGE: &str = "\
+usage: cidcached [DAEMON FLAGS] plasma -s SOCKET -m BYTES [-d DIR] [-h] [-e NAME://ENDPOINT] [--native-socket PATH]
+
+Serves the Apache Arrow 11 Plasma protocol (plasma-store-server's command line) and the native
+cidcache protocol over one store. See docs/plasma.md.
+
+  -s SOCKET             Unix socket for Plasma clients (required)
+  -m BYTES              memory for Plasma objects, in bytes (required)
+  -d DIR                directory of the shared-memory segments (default /dev/shm)
+  -h                    huge pages (accepted; segments live in DIR)
+  -e NAME://ENDPOINT    external store for evicted objects: hashtable://NAME or parquet:///DIR
+  --native-socket PATH  socket of the native protocol (default: the store's usual socket)
+  --version             print the Plasma version this endpoint speaks
+  --help                this text
+
+Daemon flags (--store, --metrics-addr, --policy, ...) go before `plasma`: see `cidcached --help`.";
+
 fn fail(msg: &str) -> ArgsExit {
     ArgsExit {
         code: 1,
@@ -100,6 +119,13 @@ pub fn parse_args(argv: &[String]) -> Result<PlasmaArgs, ArgsExit> {
                 return Err(ArgsExit {
                     code: 0,
                     stdout: Some(format!("{PROG} version 11.0.0")),
+                    stderr: None,
+                });
+            }
+            "help" | "helpshort" | "helpfull" => {
+                return Err(ArgsExit {
+                    code: 0,
+                    stdout: Some(USAGE.to_string()),
                     stderr: None,
                 });
             }
