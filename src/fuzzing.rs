@@ -157,3 +157,48 @@ pub fn plasma_message(data: &[u8]) {
     let _ = codec::decode_notification(body);
     let _ = codec::decode_create_reply_ipc_handle(body);
 }
+
+/// Lease pages: the coordinator's reading of a page its client wrote. `data` is the page (words
+/// little-endian, zeros past its end; the last 8 bytes, when present, also give the harvest's
+/// `seen` mark). The page was created with 16 pins and 8 hit words for client 7 of an index of
+/// 64 slots; whatever the client wrote, the coordinator's checks and reads must not panic, must
+/// read at most P pins and H hits, and must pass only pins that name a slot.
+pub fn lease_page(data: &[u8]) {
+    use crate::pins::{lease_bytes, Lease};
+    use std::sync::atomic::AtomicU64;
+    const P: usize = 16;
+    const H: usize = 8;
+    const SLOTS: u32 = 64;
+    let word = |i: usize| -> u64 {
+        let mut b = [0u8; 8];
+        for (k, x) in b.iter_mut().enumerate() {
+            *x = data.get(i * 8 + k).copied().unwrap_or(0);
+        }
+        u64::from_le_bytes(b)
+    };
+    let words: Vec<AtomicU64> = (0..lease_bytes(P, H) / 8)
+        .map(|i| AtomicU64::new(word(i)))
+        .collect();
+    let lease = Lease::with_sizes(&words, P, H).expect("sized by the coordinator");
+    let _ = lease.check_header(7);
+    let mut pins = Vec::new();
+    match lease.collect_pins_checked(SLOTS, &mut pins) {
+        Ok(()) => assert!(pins.iter().all(|w| (1..=SLOTS as u64).contains(&(w >> 32)))),
+        Err(f) => assert!(!f.to_string().is_empty()),
+    }
+    assert!(pins.len() <= P);
+    assert!(lease.pinned() <= P);
+    let tail = data.len().saturating_sub(8);
+    let mut seen = data
+        .get(tail..)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    let mut hits = 0;
+    lease.drain_hits(&mut seen, |_| hits += 1);
+    assert!(hits <= H);
+    // The client's own view (sizes from the header) never panics on a bad header either.
+    if let Some(l) = Lease::new(&words) {
+        assert!(l.capacity() < words.len());
+    }
+}

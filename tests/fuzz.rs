@@ -130,3 +130,40 @@ fn fuzz_plasma_messages() {
     eprintln!("plasma_message: {n} inputs");
     assert!(n > seeds.len() as u64);
 }
+
+#[test]
+fn fuzz_lease_pages() {
+    use cidcache::pins::{lease_bytes, pin_word, Lease};
+    use std::sync::atomic::AtomicU64;
+    // A correct page of the shape the target reads (client 7, 16 pins, 8 hits), with pins and
+    // hits recorded, then one with the head far ahead.
+    let words: Vec<AtomicU64> = (0..lease_bytes(16, 8) / 8)
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    let l = Lease::init(&words, 7, 16, 8);
+    l.pin(pin_word(3, 9), 0).unwrap();
+    l.pin(pin_word(63, 1 << 40), 5).unwrap();
+    for id in 1..12 {
+        l.record_hit(id);
+    }
+    let page = |w: &[AtomicU64]| -> Vec<u8> {
+        w.iter()
+            .take(8 + 16 + 8)
+            .flat_map(|x| x.load(std::sync::atomic::Ordering::Relaxed).to_le_bytes())
+            .collect()
+    };
+    let mut seeds = vec![page(&words)];
+    words[4].store(u64::MAX - 2, std::sync::atomic::Ordering::Relaxed);
+    seeds.push(page(&words));
+    let n = drive(
+        "lease_page",
+        &seeds,
+        seed(),
+        budget(),
+        u64::MAX,
+        4096,
+        fuzzing::lease_page,
+    );
+    eprintln!("lease_page: {n} inputs");
+    assert!(n > seeds.len() as u64);
+}

@@ -36,11 +36,17 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
     });
 
     let mut client: Option<u64> = None;
+    // Set when the store ends this session (the client broke its lease page).
+    let mut revoked: Option<Arc<Notify>> = None;
     // Waiting gets of this connection; aborted when it closes.
     let mut waits = tokio::task::JoinSet::new();
     let mut hdr = [0u8; HEADER_LEN];
     loop {
-        if rd.read_exact(&mut hdr).await.is_err() {
+        let read = tokio::select! {
+            r = rd.read_exact(&mut hdr) => r,
+            () = revocation(&revoked) => break,
+        };
+        if read.is_err() {
             break;
         }
         let h = match Header::parse(&hdr) {
@@ -83,6 +89,7 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                     match st.connect(writer) {
                         Ok((id, lease_name)) => {
                             client = Some(id);
+                            revoked = st.revocation(id);
                             let info = HelloInfo {
                                 client_id: id,
                                 boot_id: st.boot_id,
@@ -181,6 +188,14 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Completes when the store has ended the session (never before Hello).
+async fn revocation(n: &Option<Arc<Notify>>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
