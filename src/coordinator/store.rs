@@ -660,6 +660,15 @@ impl Store {
         }
     }
 
+    /// Why `key` is known damaged in the warm tier (a get of it answers `Corrupt`), unless a
+    /// tier holds it or it is being promoted.
+    pub(crate) fn warm_damage(&self, key: &Key) -> Option<String> {
+        if self.keys.contains_key(key) || self.promoting.contains(key) {
+            return None;
+        }
+        self.warm.as_ref()?.damage(key)
+    }
+
     /// Whether the warm tier holds `key` or is promoting it.
     pub(crate) fn in_warm(&self, key: &Key) -> bool {
         self.promoting.contains(key) || self.warm.as_ref().is_some_and(|w| w.contains(key))

@@ -73,6 +73,9 @@ pub(crate) struct WarmConfig {
     pub queue_bytes: u64,
     /// Threads used to decode one promotion and to scan files at start.
     pub threads: usize,
+    /// The largest object the hot tier could hold (the operator's memory limit): a file that
+    /// declares a larger one is damaged, and no length in a file allocates beyond it.
+    pub max_object: u64,
 }
 
 /// Where a warm object is.
@@ -127,6 +130,7 @@ struct Counters {
     compacted_files: u64,
     scan_row_groups_skipped: u64,
     scan_rows_skipped_by_pages: u64,
+    damaged_objects: u64,
 }
 
 struct State {
@@ -138,6 +142,33 @@ struct State {
     next_seq: u64,
     tombstones: std::fs::File,
     counters: Counters,
+    /// Objects found damaged (quarantined alone, their file keeps serving the others), with
+    /// why: a get of one answers `Corrupt`. Forgotten when the key is deleted or stored again.
+    damaged: HashMap<Key, String>,
+}
+
+/// Damaged objects remembered (beyond, a get of one answers "missing" instead of `Corrupt`).
+const DAMAGED_MAX: usize = 1 << 16;
+
+impl State {
+    /// Quarantines one object: it leaves the map (if it is still located in `file`) and a get
+    /// of it answers `Corrupt`.
+    fn damage(&mut self, key: Key, file: Option<u64>, why: &str) {
+        if let Some(f) = file {
+            if self.objects.get(&key).is_some_and(|l| l.file == f) {
+                self.objects.remove(&key);
+            } else if self.objects.contains_key(&key) {
+                return; // a newer copy is elsewhere
+            }
+        }
+        tracing::error!(
+            "warm tier: {key} is damaged ({why}); quarantined, the rest of its file serves"
+        );
+        self.counters.damaged_objects += 1;
+        if self.damaged.len() < DAMAGED_MAX || self.damaged.contains_key(&key) {
+            self.damaged.insert(key, why.to_string());
+        }
+    }
 }
 
 struct Inner {
@@ -179,8 +210,8 @@ pub(crate) struct Loaded {
 
 /// A committed file: its path, size and the objects placed in it.
 type Written = (PathBuf, u64, Vec<(Key, Located)>);
-/// The objects found in one file at start.
-type Scanned = Result<Vec<(Key, Located)>>;
+/// The objects found in one file at start, and the damaged ones (key when known, why).
+type Scanned = Result<(Vec<(Key, Located)>, Vec<(Option<Key>, String)>)>;
 
 /// What opening a warm tier found.
 #[derive(Debug, Default)]
@@ -270,14 +301,22 @@ impl Warm {
             list(&sub, &part)?;
         }
         found.sort_by_key(|f| f.0);
-        let scanned = scan_all(&found, cfg.threads);
+        let scanned = scan_all(&found, cfg.threads, cfg.max_object);
         let mut rec = Recovery::default();
         let mut objects = HashMap::new();
         let mut files = BTreeMap::new();
         let mut file_bytes = 0;
+        let mut damaged = Vec::new();
         for ((seq, arrow, path), r) in found.iter().zip(scanned) {
             match r {
-                Ok(entries) => {
+                Ok((entries, bad)) => {
+                    for (key, why) in bad {
+                        let why = format!("{}: {why}", path.display());
+                        match key {
+                            Some(k) => damaged.push((k, *seq, why)),
+                            None => tracing::error!("warm tier: {why}; those objects are lost"),
+                        }
+                    }
                     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                     let mut keys = Vec::with_capacity(entries.len());
                     for (key, loc) in entries {
@@ -328,10 +367,20 @@ impl Warm {
                     quarantined: rec.quarantined.len() as u64,
                     ..Counters::default()
                 },
+                damaged: HashMap::new(),
             }),
             written: Condvar::new(),
             footers: Mutex::new(HashMap::new()),
         });
+        {
+            let mut st = lock(&inner.state);
+            for (key, seq, why) in damaged {
+                // Only when no newer file holds the key.
+                if st.objects.get(&key).is_none_or(|l| l.file <= seq) {
+                    st.damage(key, Some(seq), &why);
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel();
         let w = inner.clone();
         let writer = std::thread::Builder::new()
@@ -354,6 +403,11 @@ impl Warm {
     pub(crate) fn contains(&self, key: &Key) -> bool {
         let st = lock(&self.inner.state);
         st.objects.contains_key(key) || st.pending.contains_key(key)
+    }
+
+    /// Why `key` is known damaged (a get of it answers `Corrupt`), if it is.
+    pub(crate) fn damage(&self, key: &Key) -> Option<String> {
+        lock(&self.inner.state).damaged.get(key).cloned()
     }
 
     /// Queues `data` / `meta` of an object the hot tier evicts; it replaces what the tier held
@@ -424,12 +478,13 @@ impl Warm {
 
     fn remove(&self, key: &Key, sync: bool) -> Result<bool> {
         let mut st = lock(&self.inner.state);
+        let was_damaged = st.damaged.remove(key).is_some();
         let queued = st.pending.remove(key);
         if let Some(p) = &queued {
             st.pending_bytes -= p.bytes.len() as u64;
         }
         let Some(l) = st.objects.remove(key) else {
-            return Ok(queued.is_some());
+            return Ok(queued.is_some() || was_damaged);
         };
         let line = format!("{} {}\n", table::hex(key.as_bytes()), l.file);
         st.tombstones
@@ -470,6 +525,7 @@ impl Warm {
             ("warm.evictions", c.evictions),
             ("warm.evicted_files", c.evicted_files),
             ("warm.quarantined_files", c.quarantined),
+            ("warm.damaged_objects", c.damaged_objects),
             ("warm.write_errors", c.write_errors),
             ("warm.read_errors", c.read_errors),
             ("warm.compactions", c.compactions),
@@ -520,6 +576,9 @@ impl Source {
     /// it may decode a large file. A file that fails to decode is quarantined and its objects
     /// forgotten.
     pub(crate) fn prepare(self) -> Result<Prepared> {
+        let max_object = self.inner.cfg.max_object;
+        // Whether a failure is the object's alone (its file's footer was fine).
+        let mut object_only = false;
         let r = match &self.from {
             Origin::Memory(p) => Ok(Prepared::Bytes(Loaded {
                 bytes: p.bytes.clone(),
@@ -530,7 +589,10 @@ impl Source {
                 Place::Raw(loc) => self
                     .inner
                     .footer(l.file, path)
-                    .and_then(|md| raw::read(path, &md, loc, l.data_len))
+                    .and_then(|md| {
+                        object_only = true;
+                        raw::read(path, &md, loc, l.data_len)
+                    })
                     .map(|(mut data, meta)| {
                         let data_len = data.len();
                         data.extend_from_slice(&meta);
@@ -540,7 +602,7 @@ impl Source {
                             flags: l.flags,
                         })
                     }),
-                Place::Table => table::read(path, self.inner.cfg.threads).and_then(
+                Place::Table => table::read(path, self.inner.cfg.threads, max_object).and_then(
                     |(schema, mut batches, info)| {
                         table::unify_dictionaries(&schema, &mut batches)?;
                         let bound = crate::arrow::ipc_size_bound(&schema, &batches);
@@ -566,12 +628,31 @@ impl Source {
             }
             Err(e) => {
                 st.counters.read_errors += 1;
-                if let (Error::Corrupt(_), Origin::File(seq, path, _)) = (e, &self.from) {
+                if let (Error::Corrupt(why), Origin::File(seq, path, _)) = (e, &self.from) {
                     // A file that vanished meanwhile (dropped for capacity) is not corrupt.
+                    if path.exists() && object_only {
+                        // The object alone: the others in its file keep serving.
+                        st.damage(self.key, Some(*seq), why);
+                        return Err(Error::Corrupt(format!(
+                            "{} is damaged in the warm tier ({why}); it was quarantined",
+                            self.key
+                        )));
+                    }
                     if path.exists() {
                         let e = files::quarantine(&self.inner.dirs, path, &e.to_string());
+                        let lost: Vec<Key> = st
+                            .files
+                            .get(seq)
+                            .map(|f| f.keys.clone())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|k| st.objects.get(k).is_some_and(|l| l.file == *seq))
+                            .collect();
                         self.inner.forget_file(&mut st, *seq);
                         st.counters.quarantined += 1;
+                        for k in lost {
+                            st.damage(k, None, &format!("its file is unreadable: {why}"));
+                        }
                         return Err(e);
                     }
                 }
@@ -625,7 +706,7 @@ impl Source {
                     ..
                 },
             ) => {
-                let (schema, batches, report) = table::scan(path, scan)?;
+                let (schema, batches, report) = table::scan(path, scan, self.inner.cfg.max_object)?;
                 let mut st = lock(&self.inner.state);
                 st.counters.scans += 1;
                 st.counters.scan_row_groups_skipped += report.row_groups_skipped as u64;
@@ -684,7 +765,7 @@ impl Inner {
         {
             return Ok(m.clone());
         }
-        let m = raw::metadata(path)?;
+        let m = raw::metadata(path, self.cfg.max_object)?;
         let mut c = self.footers.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= FOOTERS {
             c.clear();
@@ -982,8 +1063,18 @@ impl Inner {
                         })
                         .unwrap_or_default()
                 };
-                let objects = match raw::read_all(path) {
-                    Ok(v) => v,
+                let objects = match raw::read_all(path, self.cfg.max_object) {
+                    Ok((v, listed)) => {
+                        let mut st = lock(&self.state);
+                        for (key, why) in listed.damaged {
+                            let why = format!("{}: {why}", path.display());
+                            match key {
+                                Some(k) => st.damage(k, Some(*old), &why),
+                                None => tracing::error!("warm tier: {why}; those objects are lost"),
+                            }
+                        }
+                        v
+                    }
                     Err(e) => {
                         let mut st = lock(&self.state);
                         files::quarantine(&self.dirs, path, &e.to_string());
@@ -1085,11 +1176,11 @@ impl Inner {
 }
 
 /// Scans every file on `threads` threads; one result per file, in order.
-fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize) -> Vec<Scanned> {
+fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize, max_object: u64) -> Vec<Scanned> {
     let scan = |(seq, arrow, path): &(u64, bool, PathBuf)| -> Scanned {
         if *arrow {
-            let i = table::info(path)?;
-            Ok(vec![(
+            let i = table::info(path, max_object)?;
+            let entry = vec![(
                 i.key,
                 Located {
                     file: *seq,
@@ -1098,9 +1189,12 @@ fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize) -> Vec<Scanned> {
                     meta_len: i.meta.len() as u64,
                     flags: i.flags,
                 },
-            )])
+            )];
+            Ok((entry, Vec::new()))
         } else {
-            Ok(raw::scan(path)?
+            let listed = raw::scan(path, max_object)?;
+            let entries = listed
+                .entries
                 .into_iter()
                 .map(|e| {
                     (
@@ -1114,7 +1208,8 @@ fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize) -> Vec<Scanned> {
                         },
                     )
                 })
-                .collect())
+                .collect();
+            Ok((entries, listed.damaged))
         }
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -1196,6 +1291,7 @@ pub mod bench {
             compression: WarmCompression::Lz4,
             queue_bytes: 1 << 30,
             threads: 2,
+            max_object: 1 << 30,
         })
         .expect("open warm tier");
         for i in 0..objects {
