@@ -524,3 +524,87 @@ fn hostile_table_metadata_and_truncated_files_are_quarantined_and_the_daemon_ser
         assert!(d.stop().success());
     }
 }
+
+/// Writes a valid, empty Parquet file whose schema nests `depth` groups (on a thread with a
+/// stack large enough for the writer's recursion).
+fn deep_schema_file(path: &Path, depth: usize) {
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(move || {
+            use parquet::basic::{Repetition, Type as Physical};
+            use parquet::schema::types::Type;
+            let mut t = Type::primitive_type_builder("leaf", Physical::INT32)
+                .with_repetition(Repetition::OPTIONAL)
+                .build()
+                .unwrap();
+            for _ in 0..depth {
+                t = Type::group_type_builder("g")
+                    .with_repetition(Repetition::REQUIRED)
+                    .with_fields(vec![Arc::new(t)])
+                    .build()
+                    .unwrap();
+            }
+            let root = Type::group_type_builder("schema")
+                .with_fields(vec![Arc::new(t)])
+                .build()
+                .unwrap();
+            let f = std::fs::File::create(&path).unwrap();
+            parquet::file::writer::SerializedFileWriter::new(f, Arc::new(root), Default::default())
+                .unwrap()
+                .close()
+                .unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn deeply_nested_footers_in_catalog_and_warm_files_are_quarantined_at_start() {
+    let mut d = Daemon::start(SMALL);
+    let c = d.client();
+    for i in 0..40 {
+        let k = format!("kept-{i}");
+        c.put(k.as_bytes(), &content(k.as_bytes(), 300 << 10))
+            .unwrap();
+    }
+    drain(&c);
+    drop(c);
+    assert!(d.stop().success());
+    // A schema 200,000 groups deep: the decoder's recursion would overflow the stack.
+    let part = d.dir.path().join("data/catalog/part=all");
+    std::fs::create_dir_all(&part).unwrap();
+    deep_schema_file(&part.join("delta-00000000000fff00.parquet"), 200_000);
+    deep_schema_file(&warm_dir(&d).join("raw-00000000000fff00.parquet"), 200_000);
+    for round in 0..2 {
+        d.spawn();
+        let c = d.client();
+        assert_eq!(
+            stat(&c, "warm.quarantined_files"),
+            if round == 0 { 1 } else { 0 }
+        );
+        assert!(d
+            .dir
+            .path()
+            .join("data/catalog/quarantine/part=all__delta-00000000000fff00.parquet")
+            .exists());
+        for i in 0..40 {
+            let k = format!("kept-{i}");
+            let o = c.get(k.as_bytes()).unwrap().expect("kept");
+            assert!(o.data() == content(k.as_bytes(), 300 << 10));
+        }
+        let out = c
+            .catalog_query(
+                &["size_bytes>1000"],
+                Some("cid"),
+                None,
+                cidcache::tier::catalog::OutputFormat::Table,
+            )
+            .unwrap();
+        // The catalog loaded (its other files) and answers.
+        assert!(!out.is_empty());
+        drop(c);
+        assert!(d.stop().success());
+    }
+}
