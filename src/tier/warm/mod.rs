@@ -8,8 +8,11 @@
 //! - **Recovery from the files alone.** At start every file is scanned (in parallel); the files
 //!   are the truth and a deletion is made durable in `tombstones.log` before it is answered. A
 //!   truncated or corrupt file is moved to `quarantine/` and reported; the rest loads.
-//! - **Untrusted input.** Files are decoded with every length checked, raw objects carry a
-//!   checksum, and a decoder panic is caught and turned into [`Error::Corrupt`].
+//! - **Untrusted input.** Files are checked before they are decoded
+//!   ([`crate::tier::parquet_guard`], lengths and counts against the file and against
+//!   [`WarmConfig::max_object`]), raw objects carry a checksum, and a decoder panic is caught
+//!   and turned into [`Error::Corrupt`]. A damaged object is quarantined alone (a get of it
+//!   answers `Corrupt`); a file unreadable as a whole is moved to `quarantine/`.
 //! - **Bounded.** Capacity is enforced on file bytes; the oldest files go first (their objects
 //!   are dropped), and queued demotions are bounded in memory (the evicting call waits).
 //!
