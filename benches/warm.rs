@@ -229,6 +229,11 @@ fn main() {
     let promote = median(&mut promote);
     let hit = median(&mut hit);
     println!("warm file: {file_mb:.1} MB (Parquet, {compression})");
+    let (check_ms, read_ms) = cidcache::__warm_bench::table_check_ms(&file, rounds);
+    println!(
+        "checks before decoding (footer, every page header): median {check_ms:.2} ms, {:.1} % of reading the file ({read_ms:.1} ms)",
+        check_ms / read_ms * 100.0
+    );
     println!(
         "promotion (parquet -> shared memory -> zero-copy batches): median {:.1} ms over {rounds}",
         promote * 1e3

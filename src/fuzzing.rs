@@ -165,7 +165,7 @@ pub fn plasma_message(data: &[u8]) {
 /// read at most P pins and H hits, and must pass only pins that name a slot.
 pub fn lease_page(data: &[u8]) {
     use crate::pins::{lease_bytes, Lease};
-    use std::sync::atomic::AtomicU64;
+    use crate::sync::AtomicU64;
     const P: usize = 16;
     const H: usize = 8;
     const SLOTS: u32 = 64;

@@ -1284,6 +1284,35 @@ fn apply_tombstones(dirs: &Dirs, path: &Path, objects: &mut HashMap<Key, Located
 pub mod bench {
     use super::*;
 
+    /// Times, on the Arrow-table file at `path` (median of `rounds`), the checks made before
+    /// decoding (footer and every page header, [`crate::tier::parquet_guard`]) and a whole
+    /// read of the table; returns milliseconds `(checks, read)`.
+    pub fn table_check_ms(path: &Path, rounds: usize) -> (f64, f64) {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut check = Vec::new();
+        let mut read = Vec::new();
+        for _ in 0..rounds.max(1) {
+            let t = std::time::Instant::now();
+            let f = std::fs::File::open(path).expect("open");
+            crate::tier::parquet_guard::footer(&f, path).expect("footer");
+            let md = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
+                &f,
+                Default::default(),
+            )
+            .expect("metadata");
+            crate::tier::parquet_guard::pages(&f, path, md.metadata(), None, None, u64::MAX)
+                .expect("pages");
+            check.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
+            table::read(path, 2, u64::MAX).expect("read");
+            read.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (median(check), median(read))
+    }
+
     /// Opens a warm tier in `dir` holding `objects` small objects (written to a file), then
     /// times `lookups` lookups of keys it does not hold, in groups of 1,000; returns the
     /// nanoseconds per lookup of each group.
