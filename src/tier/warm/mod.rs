@@ -1298,11 +1298,9 @@ pub mod bench {
             let t = std::time::Instant::now();
             let f = std::fs::File::open(path).expect("open");
             crate::tier::parquet_guard::footer(&f, path).expect("footer");
-            let md = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
-                &f,
-                Default::default(),
-            )
-            .expect("metadata");
+            let md =
+                parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&f, Default::default())
+                    .expect("metadata");
             crate::tier::parquet_guard::pages(&f, path, md.metadata(), None, None, u64::MAX)
                 .expect("pages");
             check.push(t.elapsed().as_secs_f64() * 1e3);
@@ -1311,6 +1309,32 @@ pub mod bench {
             read.push(t.elapsed().as_secs_f64() * 1e3);
         }
         (median(check), median(read))
+    }
+
+    /// Times, on the raw file at `path` (median of `rounds`), loading its footer and page index
+    /// as the point-read cache does with the checks made before decoding, and without them;
+    /// returns milliseconds `(checked, unchecked)`. The cache pays this once per file.
+    pub fn raw_footer_ms(path: &Path, rounds: usize) -> (f64, f64) {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (mut checked, mut plain) = (Vec::new(), Vec::new());
+        for _ in 0..rounds.max(1) {
+            let t = std::time::Instant::now();
+            raw::metadata(path, u64::MAX >> 8).expect("metadata");
+            checked.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
+            let f = std::fs::File::open(path).expect("open");
+            parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
+                &f,
+                parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+                    .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional),
+            )
+            .expect("metadata");
+            plain.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (median(checked), median(plain))
     }
 
     /// Opens a warm tier in `dir` holding `objects` small objects (written to a file), then
