@@ -196,17 +196,27 @@ fn declared_lengths_never_allocate_and_lying_objects_are_corrupt_alone() {
         let c = d.client();
         assert_eq!(c.get(b"good-a").unwrap().expect("good-a").data(), &a[..]);
         assert_eq!(c.get(b"good-b").unwrap().expect("good-b").data(), &b[..]);
-        for k in [&b"claims-40-gb"[..], b"claims-6-mib", b"chunk-gap"] {
-            assert_corrupt(&c, k);
-            assert_corrupt(&c, k);
-        }
+        assert_corrupt(&c, b"claims-40-gb");
+        assert_corrupt(&c, b"claims-40-gb");
         assert_eq!(stat(&c, "warm.quarantined_files"), 0, "round {round}");
-        assert!(stat(&c, "warm.damaged_objects") >= 3);
         c.put(b"after", b"still serving").unwrap();
-        // A damaged key stored again is an ordinary object.
-        c.put(b"chunk-gap", b"fresh").unwrap();
-        assert_eq!(c.get(b"chunk-gap").unwrap().unwrap().data(), b"fresh");
-        c.delete(b"chunk-gap").unwrap();
+        if round == 0 {
+            for k in [&b"claims-6-mib"[..], b"chunk-gap"] {
+                assert_corrupt(&c, k);
+                assert_corrupt(&c, k);
+            }
+            assert_eq!(stat(&c, "warm.damaged_objects"), 3);
+            // A damaged key deleted, or stored again, is over: after a restart too.
+            c.delete(b"claims-6-mib").unwrap();
+            c.put(b"chunk-gap", b"fresh").unwrap();
+            assert_eq!(c.get(b"chunk-gap").unwrap().unwrap().data(), b"fresh");
+            c.delete(b"chunk-gap").unwrap();
+        } else {
+            for k in [&b"claims-6-mib"[..], b"chunk-gap"] {
+                assert!(c.get(k).unwrap().is_none());
+            }
+        }
+        assert!(c.get(b"claims-6-mib").unwrap().is_none());
         drop(c);
         assert!(d.stop().success());
     }

@@ -126,6 +126,22 @@ pub(crate) fn pages(
                     format!("column chunk {g}/{c} ({size} bytes at {start}) is past the end of the file"),
                 ));
             }
+            if let Some(at) = col.bloom_filter_offset() {
+                let n = col.bloom_filter_length().unwrap_or(0);
+                let inside = u64::try_from(at)
+                    .ok()
+                    .zip(u64::try_from(n).ok())
+                    .and_then(|(a, n)| a.checked_add(n))
+                    .is_some_and(|end| end <= len);
+                if !inside {
+                    return Err(corrupt(
+                        path,
+                        format!(
+                            "column chunk {g}/{c}: the bloom filter is past the end of the file"
+                        ),
+                    ));
+                }
+            }
             let found = walk_chunk(f, path, start, size, max_page)
                 .map_err(|e| corrupt(path, format!("column chunk {g}/{c}: {e}")))?;
             if let Some(locs) = md.page_index().and_then(|pi| pi.page_locations(g, c)) {

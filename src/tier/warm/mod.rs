@@ -145,9 +145,11 @@ struct State {
     next_seq: u64,
     tombstones: std::fs::File,
     counters: Counters,
-    /// Objects found damaged (quarantined alone, their file keeps serving the others), with
-    /// why: a get of one answers `Corrupt`. Forgotten when the key is deleted or stored again.
-    damaged: HashMap<Key, String>,
+    /// Objects found damaged (quarantined alone, their file keeps serving the others): the file
+    /// still holding the damaged copy (none once the file was quarantined) and why. A get of
+    /// one answers `Corrupt`. Forgotten when the key is deleted (a tombstone keeps it dead in
+    /// that file) or stored again.
+    damaged: HashMap<Key, (Option<u64>, String)>,
 }
 
 /// Damaged objects remembered (beyond, a get of one answers "missing" instead of `Corrupt`).
@@ -158,10 +160,14 @@ impl State {
     /// of it answers `Corrupt`.
     fn damage(&mut self, key: Key, file: Option<u64>, why: &str) {
         if let Some(f) = file {
-            if self.objects.get(&key).is_some_and(|l| l.file == f) {
-                self.objects.remove(&key);
-            } else if self.objects.contains_key(&key) {
-                return; // a newer copy is elsewhere
+            match self.objects.get(&key) {
+                // A newer copy is elsewhere: it stands.
+                Some(l) if l.file > f => return,
+                // This copy, or an older one that the damaged copy replaced: neither serves.
+                Some(_) => {
+                    self.objects.remove(&key);
+                }
+                None => {}
             }
         }
         tracing::error!(
@@ -169,7 +175,7 @@ impl State {
         );
         self.counters.damaged_objects += 1;
         if self.damaged.len() < DAMAGED_MAX || self.damaged.contains_key(&key) {
-            self.damaged.insert(key, why.to_string());
+            self.damaged.insert(key, (file, why.to_string()));
         }
     }
 }
@@ -346,7 +352,7 @@ impl Warm {
         }
         let tomb_path = dirs.root.join("tombstones.log");
         let min_seq = files.keys().next().copied().unwrap_or(u64::MAX);
-        apply_tombstones(&dirs, &tomb_path, &mut objects, min_seq);
+        apply_tombstones(&dirs, &tomb_path, &mut objects, &mut damaged, min_seq);
         let tombstones = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -378,10 +384,7 @@ impl Warm {
         {
             let mut st = lock(&inner.state);
             for (key, seq, why) in damaged {
-                // Only when no newer file holds the key.
-                if st.objects.get(&key).is_none_or(|l| l.file <= seq) {
-                    st.damage(key, Some(seq), &why);
-                }
+                st.damage(key, Some(seq), &why);
             }
         }
         let (tx, rx) = mpsc::channel();
@@ -410,7 +413,10 @@ impl Warm {
 
     /// Why `key` is known damaged (a get of it answers `Corrupt`), if it is.
     pub(crate) fn damage(&self, key: &Key) -> Option<String> {
-        lock(&self.inner.state).damaged.get(key).cloned()
+        lock(&self.inner.state)
+            .damaged
+            .get(key)
+            .map(|(_, why)| why.clone())
     }
 
     /// Queues `data` / `meta` of an object the hot tier evicts; it replaces what the tier held
@@ -481,15 +487,19 @@ impl Warm {
 
     fn remove(&self, key: &Key, sync: bool) -> Result<bool> {
         let mut st = lock(&self.inner.state);
-        let was_damaged = st.damaged.remove(key).is_some();
+        let damaged = st.damaged.remove(key);
         let queued = st.pending.remove(key);
         if let Some(p) = &queued {
             st.pending_bytes -= p.bytes.len() as u64;
         }
-        let Some(l) = st.objects.remove(key) else {
-            return Ok(queued.is_some() || was_damaged);
+        let file = match (st.objects.remove(key), &damaged) {
+            (Some(l), _) => l.file,
+            // A damaged copy still in its file: the tombstone keeps it from coming back
+            // (as Corrupt) after a restart.
+            (None, Some((Some(f), _))) => *f,
+            (None, _) => return Ok(queued.is_some() || damaged.is_some()),
         };
-        let line = format!("{} {}\n", table::hex(key.as_bytes()), l.file);
+        let line = format!("{} {file}\n", table::hex(key.as_bytes()));
         st.tombstones
             .write_all(line.as_bytes())
             .and_then(|_| {
@@ -653,8 +663,13 @@ impl Source {
                             .collect();
                         self.inner.forget_file(&mut st, *seq);
                         st.counters.quarantined += 1;
+                        // They answer Corrupt too (not counted or logged one by one: the
+                        // file's quarantine was).
+                        let why = format!("its file is unreadable: {why}");
                         for k in lost {
-                            st.damage(k, None, &format!("its file is unreadable: {why}"));
+                            if st.damaged.len() < DAMAGED_MAX {
+                                st.damaged.insert(k, (None, why.clone()));
+                            }
                         }
                         return Err(e);
                     }
@@ -1072,7 +1087,12 @@ impl Inner {
                         for (key, why) in listed.damaged {
                             let why = format!("{}: {why}", path.display());
                             match key {
-                                Some(k) => st.damage(k, Some(*old), &why),
+                                // Only what still lives in this file (not what was deleted).
+                                Some(k) => {
+                                    if st.objects.get(&k).is_some_and(|l| l.file == *old) {
+                                        st.damage(k, Some(*old), &why);
+                                    }
+                                }
                                 None => tracing::error!("warm tier: {why}; those objects are lost"),
                             }
                         }
@@ -1239,7 +1259,15 @@ fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize, max_object: u64) -> 
 /// Applies `tombstones.log` (lines `HEXKEY FILESEQ`): a key deleted while in file `FILESEQ` is
 /// dropped when it is found in that file or an older one (a later demotion brings it back).
 /// Lines that no remaining file can need (`FILESEQ` older than every file) are compacted away.
-fn apply_tombstones(dirs: &Dirs, path: &Path, objects: &mut HashMap<Key, Located>, min_seq: u64) {
+/// Damaged objects found at start (`damaged`: key, file, why) are dropped the same way: a
+/// deleted key does not come back as `Corrupt`.
+fn apply_tombstones(
+    dirs: &Dirs,
+    path: &Path,
+    objects: &mut HashMap<Key, Located>,
+    damaged: &mut Vec<(Key, u64, String)>,
+    min_seq: u64,
+) {
     let Ok(text) = std::fs::read_to_string(path) else {
         return;
     };
@@ -1259,6 +1287,9 @@ fn apply_tombstones(dirs: &Dirs, path: &Path, objects: &mut HashMap<Key, Located
         };
         if objects.get(&key).is_some_and(|l| l.file <= seq) {
             objects.remove(&key);
+        }
+        if !damaged.is_empty() {
+            damaged.retain(|(k, file, _)| *k != key || *file > seq);
         }
         if seq >= min_seq {
             keep.push_str(line);
