@@ -229,6 +229,11 @@ fn main() {
     let promote = median(&mut promote);
     let hit = median(&mut hit);
     println!("warm file: {file_mb:.1} MB (Parquet, {compression})");
+    let (check_ms, read_ms) = cidcache::__warm_bench::table_check_ms(&file, rounds);
+    println!(
+        "checks before decoding (footer, every page header): median {check_ms:.2} ms, {:.1} % of reading the file ({read_ms:.1} ms)",
+        check_ms / read_ms * 100.0
+    );
     println!(
         "promotion (parquet -> shared memory -> zero-copy batches): median {:.1} ms over {rounds}",
         promote * 1e3
@@ -311,6 +316,17 @@ fn main() {
         prom_s / got as f64 * 1e6,
         got as f64 * 65536.0 / prom_s / 1e6
     );
+    let largest = d
+        .warm_files("raw-")
+        .into_iter()
+        .max_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
+    if let Some(f) = largest {
+        let (checked, plain) = cidcache::__warm_bench::raw_footer_ms(&f, 5);
+        println!(
+            "footer + page index of a raw file ({:.1} MB), as cached for point reads: {checked:.2} ms with the checks before decoding, {plain:.2} ms without (once per file)",
+            std::fs::metadata(&f).unwrap().len() as f64 / 1e6
+        );
+    }
     drop(d);
 
     println!("\n== a lookup of a key no tier holds ==");

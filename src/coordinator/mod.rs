@@ -108,7 +108,7 @@ fn take_lock(path: &Path) -> Result<OwnedFd> {
 
 /// Opens the store's warm tier in `data_dir/warm`, sized to a quarter of the free space of its
 /// filesystem unless configured, and reports what recovery found.
-fn open_warm(cfg: &Config) -> Result<crate::tier::warm::Warm> {
+fn open_warm(cfg: &Config, max_object: u64) -> Result<crate::tier::warm::Warm> {
     let dir = cfg.data_dir.join("warm");
     ensure_private_dir(&cfg.data_dir)?;
     let capacity = match cfg.warm_capacity {
@@ -126,6 +126,7 @@ fn open_warm(cfg: &Config) -> Result<crate::tier::warm::Warm> {
         compression: cfg.warm_compression,
         queue_bytes: (256 << 20).min(capacity.max(64 << 20)),
         threads,
+        max_object,
     })?;
     tracing::info!(
         "warm tier {}: {} objects in {} files (capacity {}){}",
@@ -312,7 +313,7 @@ impl Coordinator {
             policy,
         );
         if cfg.warm {
-            match open_warm(&cfg).and_then(|w| Ok((w, open_catalog(&cfg)?))) {
+            match open_warm(&cfg, limit).and_then(|w| Ok((w, open_catalog(&cfg)?))) {
                 Ok((w, c)) => {
                     store.set_warm(w);
                     store.set_catalog(c);

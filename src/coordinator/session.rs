@@ -36,11 +36,17 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
     });
 
     let mut client: Option<u64> = None;
+    // Set when the store ends this session (the client broke its lease page).
+    let mut revoked: Option<Arc<Notify>> = None;
     // Waiting gets of this connection; aborted when it closes.
     let mut waits = tokio::task::JoinSet::new();
     let mut hdr = [0u8; HEADER_LEN];
     loop {
-        if rd.read_exact(&mut hdr).await.is_err() {
+        let read = tokio::select! {
+            r = rd.read_exact(&mut hdr) => r,
+            () = revocation(&revoked) => break,
+        };
+        if read.is_err() {
             break;
         }
         let h = match Header::parse(&hdr) {
@@ -83,6 +89,7 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                     match st.connect(writer) {
                         Ok((id, lease_name)) => {
                             client = Some(id);
+                            revoked = st.revocation(id);
                             let info = HelloInfo {
                                 client_id: id,
                                 boot_id: st.boot_id,
@@ -183,6 +190,14 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
     let _ = writer.await;
 }
 
+/// Completes when the store has ended the session (never before Hello).
+async fn revocation(n: &Option<Arc<Notify>>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
     let r: Result<Response> = match req {
         Request::Hello { .. } => Err(Error::Protocol("Hello sent twice".into())),
@@ -224,31 +239,41 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
     r.unwrap_or_else(|e| Response::error(&e))
 }
 
-fn statuses(st: &mut Store, keys: &[Key]) -> (Vec<bool>, usize) {
-    let present: Vec<bool> = keys
+/// Whether each key is present, and how many are missing. A key the warm tier found damaged
+/// is not missing (nothing will come): its answer is `Corrupt`.
+fn statuses(st: &mut Store, keys: &[Key]) -> (Vec<Result<bool>>, usize) {
+    let present: Vec<Result<bool>> = keys
         .iter()
-        .map(|k| matches!(st.lookup(k), Lookup::Present))
+        .map(|k| match st.lookup(k) {
+            Lookup::Present => Ok(true),
+            Lookup::Missing => match st.warm_damage(k) {
+                Some(why) => Err(Error::Corrupt(why)),
+                None => Ok(false),
+            },
+        })
         .collect();
-    let missing = present.iter().filter(|p| !**p).count();
+    let missing = present.iter().filter(|p| matches!(p, Ok(false))).count();
     (present, missing)
 }
 
-fn reply(present: Vec<bool>, many: bool) -> Response {
+fn reply(present: Vec<Result<bool>>, many: bool) -> Response {
     if many {
         Response::Statuses(
             present
                 .into_iter()
-                .map(|p| {
-                    if p {
-                        Ok(())
-                    } else {
-                        Err((crate::error::Code::NotFound, String::new()))
-                    }
+                .map(|p| match p {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err((crate::error::Code::NotFound, String::new())),
+                    Err(e) => Err((e.code(), e.message())),
                 })
                 .collect(),
         )
     } else {
-        Response::Bool(present[0])
+        match present.into_iter().next() {
+            Some(Ok(p)) => Response::Bool(p),
+            Some(Err(e)) => Response::error(&e),
+            None => Response::Bool(false),
+        }
     }
 }
 
@@ -258,11 +283,15 @@ fn try_get(store: &Shared, keys: &[Key], timeout_ms: i64, many: bool) -> Option<
     let mut st = lock(store);
     let (present, missing) = statuses(&mut st, keys);
     for (k, p) in keys.iter().zip(&present) {
-        if !p {
+        if !matches!(p, Ok(true)) {
             st.count_miss(k);
         }
     }
-    let promotable = || keys.iter().zip(&present).any(|(k, p)| !p && st.in_warm(k));
+    let promotable = || {
+        keys.iter()
+            .zip(&present)
+            .any(|(k, p)| matches!(p, Ok(false)) && st.in_warm(k))
+    };
     if missing == 0 || (timeout_ms == 0 && !promotable()) {
         return Some(reply(present, many));
     }
@@ -359,7 +388,7 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
             let (present, missing) = statuses(&mut st, &keys);
             let mut promoting = false;
             for (k, p) in keys.iter().zip(&present) {
-                if *p {
+                if !matches!(p, Ok(false)) {
                     continue;
                 }
                 match st.promotion(k, !tried.contains(k)) {
@@ -379,7 +408,7 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
             // Registered under the same lock as the check: a seal cannot slip in between.
             st.unwait(&keys, &notify);
             for (k, p) in keys.iter().zip(&present) {
-                if !p {
+                if matches!(p, Ok(false)) {
                     st.wait_for(*k, &notify);
                 }
             }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW};
 use crate::key::Key;
 use crate::layout::{hdr, Header};
-use crate::pins::{self, Lease};
+use crate::pins::{self, Lease, LeaseFault};
 use crate::policy::EvictionPolicy;
 use crate::proto::{ListEntry, PutItem, Status, PUT_ARROW, PUT_EPHEMERAL, PUT_VERIFY_CID};
 use crate::shm::{self, human_bytes, Mapping};
@@ -89,22 +89,29 @@ struct Retired {
 struct ClientState {
     lease_name: String,
     lease_map: Mapping,
+    /// Pin and hit-ring words of the lease page, as the coordinator created it (the page's own
+    /// header is client-writable and never taken as the truth).
+    pins: usize,
+    hits: usize,
     hits_seen: u64,
     writer: bool,
     creating: HashSet<Key>,
+    /// Told when the store ends the session (a bad lease page): the connection's task closes it.
+    revoked: Arc<Notify>,
 }
 
 impl ClientState {
     fn lease(&self) -> Lease<'_> {
-        // SAFETY: the mapping is the whole lease page (page-aligned, a multiple of 8 bytes),
-        // initialised by `Lease::init` at connect and alive as long as `self`.
+        // SAFETY: the mapping is the whole lease page (page-aligned, a multiple of 8 bytes), of
+        // `lease_bytes(pins, hits)` bytes, created at connect and alive as long as `self`. The
+        // client writes it concurrently: every word is read with an atomic load.
         let words = unsafe {
             std::slice::from_raw_parts(
                 self.lease_map.as_ptr() as *const AtomicU64,
                 self.lease_map.len() / 8,
             )
         };
-        Lease::new(words).expect("lease page initialised at connect")
+        Lease::with_sizes(words, self.pins, self.hits).expect("the page was created this size")
     }
 }
 
@@ -126,10 +133,14 @@ pub(crate) struct Counters {
     pub warm_misses: u64,
     /// Catalog checkpoints written.
     pub catalog_checkpoints: u64,
+    /// Sessions the coordinator ended because the client's lease page was invalid.
+    pub revoked_sessions: u64,
 }
 
 /// Catalog access counts sampled per hit harvest (every few milliseconds).
 const CATALOG_TOUCHES: u64 = 1024;
+/// How often every lease page's pins are checked when no reclamation or eviction did it.
+const LEASE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often the catalog's changes are written.
 const CATALOG_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -214,6 +225,7 @@ pub(crate) struct Store {
     persist_on_exit: bool,
     catalog: Option<Catalog>,
     last_checkpoint: std::time::Instant,
+    last_lease_check: std::time::Instant,
     warm_partition: crate::tier::catalog::PartitionStrategy,
 }
 
@@ -256,6 +268,7 @@ impl Store {
             persist_on_exit: cfg.persist_on_exit,
             catalog: None,
             last_checkpoint: std::time::Instant::now(),
+            last_lease_check: std::time::Instant::now(),
             warm_partition: cfg.warm_partition,
         }
     }
@@ -285,12 +298,21 @@ impl Store {
             ClientState {
                 lease_name: name.clone(),
                 lease_map: map,
+                pins: self.pins_per_client,
+                hits: self.hit_ring,
                 hits_seen: 0,
                 writer,
                 creating: HashSet::new(),
+                revoked: Arc::new(Notify::new()),
             },
         );
         Ok((id, name))
+    }
+
+    /// Notified (once, with a stored permit) when the store ends `client`'s session because
+    /// its lease page is bad; the connection's task then closes the connection.
+    pub(crate) fn revocation(&self, client: u64) -> Option<Arc<Notify>> {
+        self.clients.get(&client).map(|c| c.revoked.clone())
     }
 
     /// The connection closed: its pins are dropped with its lease page, and what it created
@@ -303,11 +325,20 @@ impl Store {
         // such as one `cidcache get`, is often gone before the next harvest).
         let mut seen = c.hits_seen;
         let (policy, mut n) = (&mut self.policy, 0u64);
-        c.lease().drain_hits(&mut seen, |id| {
-            policy.on_hit(id);
-            n += 1;
-        });
+        if c.lease().check_header(client).is_ok() {
+            c.lease().drain_hits(&mut seen, |id| {
+                policy.on_hit(id);
+                n += 1;
+            });
+        }
         self.counters.hits += n;
+        self.drop_client(c);
+        self.reclaim();
+    }
+
+    /// Frees what a departed client created but never sealed and discards its lease page
+    /// (which drops its pins).
+    fn drop_client(&mut self, c: ClientState) {
         for key in &c.creating {
             if let Some(id) = self.keys.remove(key) {
                 if let Some(o) = self.objects.remove(&id) {
@@ -317,8 +348,19 @@ impl Store {
             }
         }
         shm::unlink_segment(&self.shm_dir, &c.lease_name);
-        drop(c);
-        self.reclaim();
+    }
+
+    /// Ends the session of a client whose lease page failed a check: from now on its pins
+    /// count for nothing, its unsealed objects are freed, and its connection is closed by its
+    /// task. Nothing else is affected. Does not reclaim (callers are scanning pins).
+    fn revoke(&mut self, client: u64, why: &LeaseFault) {
+        let Some(c) = self.clients.remove(&client) else {
+            return;
+        };
+        tracing::warn!("client {client}: ending its session, its lease page is invalid: {why}");
+        self.counters.revoked_sessions += 1;
+        c.revoked.notify_one();
+        self.drop_client(c);
     }
 
     // ----- writes --------------------------------------------------------------------------
@@ -639,6 +681,15 @@ impl Store {
         }
     }
 
+    /// Why `key` is known damaged in the warm tier (a get of it answers `Corrupt`), unless a
+    /// tier holds it or it is being promoted.
+    pub(crate) fn warm_damage(&self, key: &Key) -> Option<String> {
+        if self.keys.contains_key(key) || self.promoting.contains(key) {
+            return None;
+        }
+        self.warm.as_ref()?.damage(key)
+    }
+
     /// Whether the warm tier holds `key` or is promoting it.
     pub(crate) fn in_warm(&self, key: &Key) -> bool {
         self.promoting.contains(key) || self.warm.as_ref().is_some_and(|w| w.contains(key))
@@ -881,10 +932,25 @@ impl Store {
         });
     }
 
-    fn pinned_words(&self) -> HashSet<u64> {
+    /// Every pin of every client whose lease page passes its checks; the sessions of the
+    /// others end here (their pins count for nothing).
+    fn pinned_words(&mut self) -> HashSet<u64> {
+        let slots = u32::try_from(self.index.reader().capacity()).unwrap_or(u32::MAX);
         let mut v = Vec::new();
-        for c in self.clients.values() {
-            c.lease().collect_pins(&mut v);
+        let mut bad = Vec::new();
+        for (&id, c) in &self.clients {
+            let lease = c.lease();
+            let mark = v.len();
+            let r = lease
+                .check_header(id)
+                .and_then(|()| lease.collect_pins_checked(slots, &mut v));
+            if let Err(f) = r {
+                v.truncate(mark);
+                bad.push((id, f));
+            }
+        }
+        for (id, f) in bad {
+            self.revoke(id, &f);
         }
         v.into_iter().collect()
     }
@@ -1003,14 +1069,20 @@ impl Store {
         self.warm_partition.partition_of(&e)
     }
 
-    /// Feeds the clients' hit rings to the policy.
+    /// Feeds the clients' hit rings to the policy (at most a ring's worth per client); ends
+    /// the sessions of clients whose lease page header was overwritten.
     pub(crate) fn harvest_hits(&mut self) {
         let policy = &mut self.policy;
         let objects = &self.objects;
         let mut catalog = self.catalog.as_mut();
         let now = now_us();
         let mut n = 0u64;
-        for c in self.clients.values_mut() {
+        let mut bad = Vec::new();
+        for (&cid, c) in self.clients.iter_mut() {
+            if let Err(f) = c.lease().check_header(cid) {
+                bad.push((cid, f));
+                continue;
+            }
             let mut seen = c.hits_seen;
             c.lease().drain_hits(&mut seen, |id| {
                 policy.on_hit(id);
@@ -1025,6 +1097,9 @@ impl Store {
             c.hits_seen = seen;
         }
         self.counters.hits += n;
+        for (id, f) in bad {
+            self.revoke(id, &f);
+        }
     }
 
     /// Attaches the catalog and makes it agree with the tiers as they are now: after a restart
@@ -1097,10 +1172,15 @@ impl Store {
         self.catalog.as_ref().ok_or_else(no_catalog)
     }
 
-    /// Periodic work: hits, deferred frees, catalog checkpoints.
+    /// Periodic work: hits, deferred frees, catalog checkpoints, and (every
+    /// [`LEASE_CHECK_EVERY`]) a check of every lease page's pins even when nothing is reclaimed.
     pub(crate) fn maintain(&mut self) {
         self.harvest_hits();
         self.reclaim();
+        if self.last_lease_check.elapsed() >= LEASE_CHECK_EVERY {
+            self.last_lease_check = std::time::Instant::now();
+            self.pinned_words();
+        }
         self.checkpoint_catalog(false);
     }
 
@@ -1339,6 +1419,7 @@ impl Store {
             ("warm.misses", c.warm_misses),
             ("warm.hit_ratio_permille", ratio(c.warm_hits, c.warm_misses)),
             ("clients", self.clients.len() as u64),
+            ("clients.revoked", c.revoked_sessions),
             (
                 "pins",
                 self.clients

@@ -28,6 +28,7 @@ mod schema;
 
 pub use encoding::Preset;
 pub use partition::PartitionStrategy;
+pub(crate) use persist::read_file as read_catalog_file;
 pub use persist::{QuarantinedFile, RecoveryReport};
 pub use query::{
     format_table, output_schema, scan_persisted, write_ipc, write_output, write_parquet, CmpOp,
