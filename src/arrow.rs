@@ -15,6 +15,7 @@ use arrow_ipc::reader::{read_footer_length, FileDecoder};
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_schema::{Schema, SchemaRef};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An Arrow object read zero-copy from shared memory.
@@ -100,8 +101,63 @@ pub(crate) fn encode_ipc_into(
     Ok(cur.position() as usize)
 }
 
-/// Decodes an Arrow IPC file held in `buf` without copying, with `require_alignment = true`.
+/// Full validations done on read by this process (see [`full_validations`]).
+static FULL_VALIDATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many Arrow IPC files this process has decoded with arrow-rs's full validation (through
+/// [`decode_ipc_file`], or a get of an object the coordinator did not validate at seal). Tests
+/// and benchmarks use it to see which path a read took.
+#[doc(hidden)]
+pub fn full_validations() -> u64 {
+    FULL_VALIDATIONS.load(Ordering::Relaxed)
+}
+
+/// Decodes an Arrow IPC file held in `buf` without copying, with `require_alignment = true`,
+/// validating every array fully (offsets, UTF-8, dictionary keys, ...): the cost is
+/// proportional to the bytes. For untrusted bytes.
 pub fn decode_ipc_file(buf: &Buffer) -> Result<ArrowObject> {
+    FULL_VALIDATIONS.fetch_add(1, Ordering::Relaxed);
+    decode(buf, false)
+}
+
+/// Decodes like [`decode_ipc_file`] but without validating the arrays: the cost is proportional
+/// to the number of buffers and batches, not to the bytes.
+///
+/// # Safety
+/// `buf` must hold bytes that [`decode_ipc_file`] (or [`validate_ipc_file`]) accepted, at an
+/// address with the same alignment modulo 64, and they must not change while `buf` or any array
+/// decoded from it lives. Otherwise arrays may point outside their buffers or hold invalid UTF-8
+/// (undefined behaviour).
+pub(crate) unsafe fn decode_validated_ipc_file(buf: &Buffer) -> Result<ArrowObject> {
+    decode(buf, true)
+}
+
+/// Validates `bytes` as an Arrow IPC file exactly as a reader that maps them 64-byte aligned
+/// decodes them with [`decode_ipc_file`] (misaligned input is copied to an aligned buffer
+/// first). The coordinator runs it once, when an Arrow object is sealed.
+pub(crate) fn validate_ipc_file(bytes: &[u8]) -> Result<()> {
+    if !(bytes.as_ptr() as usize).is_multiple_of(64) {
+        // Buffers of arrow-rs are allocated at least 64-byte aligned.
+        return decode(&Buffer::from(bytes), false).map(drop);
+    }
+    let ptr = NonNull::new(bytes.as_ptr() as *mut u8)
+        .ok_or_else(|| Error::Internal("null object pointer".into()))?;
+    // SAFETY: `ptr..ptr+len` is `bytes`, borrowed for this whole call; the buffer and every
+    // array decoded from it are dropped before it returns, and nothing writes through them.
+    let buf = unsafe { Buffer::from_custom_allocation(ptr, bytes.len(), Arc::new(())) };
+    decode(&buf, false).map(drop)
+}
+
+/// Whether `bytes` are framed as an Arrow IPC file (the magic at both ends); says nothing of
+/// what lies between.
+pub(crate) fn has_ipc_file_magic(bytes: &[u8]) -> bool {
+    const MAGIC: &[u8] = b"ARROW1";
+    bytes.len() >= 2 * MAGIC.len() + 8 && bytes.starts_with(MAGIC) && bytes.ends_with(MAGIC)
+}
+
+/// The decoder shared by both paths. `skip_validation` must only be true under the conditions
+/// of [`decode_validated_ipc_file`].
+fn decode(buf: &Buffer, skip_validation: bool) -> Result<ArrowObject> {
     let n = buf.len();
     if n < 10 + 8 {
         return Err(Error::Arrow(
@@ -121,6 +177,11 @@ pub fn decode_ipc_file(buf: &Buffer) -> Result<ArrowObject> {
     )?);
     let mut decoder =
         FileDecoder::new(schema.clone(), footer.version()).with_require_alignment(true);
+    if skip_validation {
+        // SAFETY: only reached through `decode_validated_ipc_file`, whose callers guarantee
+        // that these exact bytes passed full validation and cannot change meanwhile.
+        decoder = unsafe { decoder.with_skip_validation(true) };
+    }
     let block_buf = |b: &arrow_ipc::Block| -> Result<Buffer> {
         let off = usize::try_from(b.offset())
             .map_err(|_| Error::Arrow("negative block offset".into()))?;
@@ -166,6 +227,10 @@ impl Client {
 }
 
 /// Decodes a pinned object as Arrow; the pin moves into the buffers.
+///
+/// An object the coordinator validated when it was sealed ([`ObjectRef::is_validated_arrow`])
+/// is decoded without validation, at a cost proportional to its buffers and batches; any other
+/// Arrow object is validated in full (proportional to its bytes).
 pub fn arrow_from_object(obj: ObjectRef) -> Result<ArrowObject> {
     if !obj.is_arrow() {
         return Err(Error::InvalidArgument(format!(
@@ -176,9 +241,22 @@ pub fn arrow_from_object(obj: ObjectRef) -> Result<ArrowObject> {
     let len = obj.data().len();
     let ptr = NonNull::new(obj.data().as_ptr() as *mut u8)
         .ok_or_else(|| Error::Internal("null object pointer".into()))?;
+    // The coordinator validated the bytes at this alignment (objects start 64-byte aligned);
+    // anything else is decoded as untrusted.
+    let validated = obj.is_validated_arrow() && (ptr.as_ptr() as usize).is_multiple_of(64);
     let owner: Arc<ObjectRef> = Arc::new(obj);
     // SAFETY: ptr..ptr+len is the object's data, which stays mapped and immutable while the
     // ObjectRef (now owned by the buffer through `owner`) is alive.
     let buf = unsafe { Buffer::from_custom_allocation(ptr, len, owner) };
-    decode_ipc_file(&buf)
+    if validated {
+        // SAFETY: the entry carries FLAG_VALIDATED, which only the coordinator writes (clients
+        // map the control segment read-only) and only after `validate_ipc_file` accepted
+        // exactly these bytes (the entry's segment, offset and data length), 64-byte aligned as
+        // here, once no client held a legitimate way to write them (docs/operations.md,
+        // "Arrow objects: validated once, at seal"). Sealed bytes are immutable, and the pin
+        // held by `buf` keeps them from being reused while any decoded array lives.
+        unsafe { decode_validated_ipc_file(&buf) }
+    } else {
+        decode_ipc_file(&buf)
+    }
 }

@@ -30,6 +30,9 @@ pub(crate) const STATE_LIVE: u64 = 1;
 pub(crate) const STATE_TOMB: u64 = 2;
 /// Flag bits (above the state byte): the object is Arrow IPC.
 pub const FLAG_ARROW: u64 = 1 << 8;
+/// Flag bit: the coordinator validated the Arrow IPC object in full when it was sealed (set
+/// only with [`FLAG_ARROW`]); readers then decode it without validation.
+pub const FLAG_VALIDATED: u64 = 1 << 9;
 
 /// How long a reader waits for an odd `seq` before treating the slot as unreadable.
 #[cfg(not(cidcache_loom))]
@@ -92,7 +95,7 @@ pub struct Entry {
     pub data_len: u64,
     /// Metadata length.
     pub meta_len: u64,
-    /// Flag bits ([`FLAG_ARROW`]).
+    /// Flag bits ([`FLAG_ARROW`], [`FLAG_VALIDATED`]).
     pub flags: u64,
     /// Coordinator handle.
     pub object_id: u64,

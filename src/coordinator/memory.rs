@@ -361,6 +361,18 @@ impl Memory {
         }
     }
 
+    /// Read access to the first `len` bytes of allocation `a` without the store lock.
+    pub(crate) fn read_view(&self, a: Alloc, len: u64) -> ReadView {
+        let s = &self.segs[&a.seg];
+        let len = len.min(a.len);
+        debug_assert!(a.offset + a.len <= s.size);
+        ReadView {
+            map: s.map.clone(),
+            offset: a.offset as usize,
+            len: len as usize,
+        }
+    }
+
     /// Bytes of an allocation (to verify a CID at seal).
     pub(crate) fn bytes(&self, a: Alloc) -> &[u8] {
         let s = &self.segs[&a.seg];
@@ -404,5 +416,25 @@ impl FillTarget {
         // hands out one target per unsealed allocation, which it neither reads nor writes
         // until the fill is finished: `&mut self` makes this the only reference.
         unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().add(self.offset), self.len) }
+    }
+}
+
+/// The first `len` bytes of an allocation, readable from any thread while the store lock is not
+/// held (an Arrow object is validated at seal this way). Like [`FillTarget`] it keeps the
+/// segment mapped, so a shutdown meanwhile cannot make the reads fault.
+pub(crate) struct ReadView {
+    map: std::sync::Arc<Mapping>,
+    offset: usize,
+    len: usize,
+}
+
+impl ReadView {
+    /// The bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: offset..offset+len lies inside the mapping (checked when the view was made
+        // from an in-bounds allocation) and the mapping lives as long as `self.map`. The store
+        // does not write an object while it is being sealed; a client that breaks its contract
+        // and writes it anyway only changes what the (bounds-checked) validation reads.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.offset), self.len) }
     }
 }

@@ -3,7 +3,7 @@
 //! The connection is the client's lease: when it closes for any reason (the process exited or
 //! died), the client's lease page and pins are dropped and its unsealed objects freed.
 
-use super::store::{Lookup, Promotion, ScanStart, Store};
+use super::store::{check_loaded, check_put_item, Lookup, Promotion, ScanStart, Sealing, Store};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::proto::{self, Header, HelloInfo, Request, Response, HEADER_LEN};
@@ -14,6 +14,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Notify};
 
 pub(crate) type Shared = Arc<Mutex<Store>>;
+type Tx = mpsc::UnboundedSender<Vec<u8>>;
 
 fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
     // A panic while holding the lock is a bug; keep serving with the state as it is rather than
@@ -108,7 +109,19 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
             }
             continue;
         };
+        if puts_arrow(&req) {
+            // Arrow items are validated before they reach the store lock, off the async workers.
+            spawn_arrow_put(&store, cid, h, body, &tx);
+            continue;
+        }
         match req {
+            Request::Seal { key } => match lock(&store).seal(cid, key) {
+                Ok(Sealing::Validate(p)) => spawn_seal(&store, p, h.request_id, &tx),
+                r => {
+                    let resp = r.map_or_else(|e| Response::error(&e), |_| Response::Done);
+                    let _ = tx.send(resp.encode(h.request_id));
+                }
+            },
             Request::Get { key, timeout_ms } => {
                 if let Some(resp) = try_get(&store, &[key], timeout_ms, false) {
                     let _ = tx.send(resp.encode(h.request_id));
@@ -198,10 +211,13 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
                 offset,
                 seg_size,
             }),
-        Request::Seal { key } => st.seal(client, key).map(|_| Response::Done),
         Request::Abort { key } => st.abort(client, key).map(|_| Response::Done),
-        Request::Put(it) => st.put(client, &it).map(|_| Response::Done),
-        Request::PutMany(items) => Ok(Response::Statuses(st.put_many(client, &items))),
+        // Arrow items never come this way (see `spawn_arrow_put`); the store refuses them.
+        Request::Put(it) => st.put(client, &it, false).map(|_| Response::Done),
+        Request::PutMany(items) => {
+            let checks: Vec<Result<bool>> = items.iter().map(|_| Ok(false)).collect();
+            Ok(Response::Statuses(st.put_many(client, &items, &checks)))
+        }
         Request::Contains { key } => Ok(Response::Bool(st.contains(&key))),
         Request::Delete { key } => st.delete(client, key).map(|_| Response::Done),
         Request::List { cursor, limit } => {
@@ -211,6 +227,7 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
         Request::Stats => Ok(Response::Stats(st.stats())),
         Request::Get { .. }
         | Request::GetMany { .. }
+        | Request::Seal { .. }
         | Request::Scan { .. }
         | Request::CatalogQuery { .. }
         | Request::CatalogUpsert { .. } => Err(Error::Internal(
@@ -246,6 +263,62 @@ fn reply(present: Vec<bool>, many: bool) -> Response {
     } else {
         Response::Bool(present[0])
     }
+}
+
+/// Whether `req` stores an Arrow object inline.
+fn puts_arrow(req: &Request<'_>) -> bool {
+    match req {
+        Request::Put(it) => it.flags & proto::PUT_ARROW != 0,
+        Request::PutMany(items) => items.iter().any(|it| it.flags & proto::PUT_ARROW != 0),
+        _ => false,
+    }
+}
+
+/// Validates the Arrow items of a `Put` or `PutMany` on the blocking pool (the request's own
+/// copy of the bytes, which no other process can write), then stores the batch.
+fn spawn_arrow_put(store: &Shared, client: u64, h: Header, body: Vec<u8>, tx: &Tx) {
+    let (store, tx) = (store.clone(), tx.clone());
+    tokio::task::spawn_blocking(move || {
+        let resp = match Request::decode(h.msg_type, &body) {
+            Ok(Request::Put(it)) => match check_put_item(&it) {
+                Ok(valid) => lock(&store).put(client, &it, valid).map(|_| Response::Done),
+                Err(e) => {
+                    lock(&store).counters.arrow_rejected += 1;
+                    Err(e)
+                }
+            },
+            Ok(Request::PutMany(items)) => {
+                let checks: Vec<Result<bool>> = items.iter().map(check_put_item).collect();
+                Ok(Response::Statuses(
+                    lock(&store).put_many(client, &items, &checks),
+                ))
+            }
+            Ok(_) => Err(Error::Internal("not a put".into())),
+            Err(e) => Err(e),
+        };
+        let _ = tx.send(
+            resp.unwrap_or_else(|e| Response::error(&e))
+                .encode(h.request_id),
+        );
+    });
+}
+
+/// Validates an Arrow object being sealed on the blocking pool, then publishes it (or frees it)
+/// and answers. Detached from the connection: the object is the coordinator's once its seal was
+/// asked, and it is published even if its creator goes away meanwhile.
+fn spawn_seal(store: &Shared, p: super::store::PendingSeal, request_id: u64, tx: &Tx) {
+    let (store, tx) = (store.clone(), tx.clone());
+    tokio::spawn(async move {
+        let (p, valid) = tokio::task::spawn_blocking(move || {
+            let valid = p.validate();
+            (p, valid)
+        })
+        .await
+        .expect("validation does not panic (caught inside)");
+        let r = lock(&store).finish_seal(p, valid);
+        let resp = r.map_or_else(|e| Response::error(&e), |_| Response::Done);
+        let _ = tx.send(resp.encode(request_id));
+    });
 }
 
 /// Answers at once when every key is present, or when the caller does not want to wait and no
@@ -284,7 +357,15 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
                 flags,
                 bound,
             }) => (schema, batches, meta, flags, bound),
-            Ok(Prepared::Bytes(l)) => return lock(&store).finish_promotion(key, Ok(l)),
+            Ok(Prepared::Bytes(l)) => {
+                // Bytes read from a warm file: an invalid Arrow object stays readable as raw.
+                let checked = tokio::task::spawn_blocking(move || check_loaded(l, &key, false))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::Internal(format!("promotion task failed: {e}")))
+                    });
+                return lock(&store).finish_promotion(key, checked);
+            }
             Err(e) => return lock(&store).finish_promotion(key, Err(e)),
         };
         let total = (bound + meta.len()) as u64;
@@ -298,7 +379,10 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
             match crate::arrow::encode_ipc_into(&schema, &batches, out) {
                 Ok(n) => {
                     out[n..n + meta.len()].copy_from_slice(&meta);
-                    Ok((n as u64, meta.len() as u64))
+                    // Decoded from an untrusted file and encoded by us: validated like any
+                    // other Arrow object before it is published as one.
+                    Ok(super::store::validate_arrow(&out[..n])
+                        .map(|_| (n as u64, meta.len() as u64, true)))
                 }
                 // The bound was too small (it should not be): encode in memory instead.
                 Err(e) => Err((e, schema, batches, meta)),
@@ -306,7 +390,7 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
         })
         .await;
         match filled {
-            Ok(Ok(lens)) => lock(&store).finish_fill(key, id, Ok(lens)),
+            Ok(Ok(lens)) => lock(&store).finish_fill(key, id, lens),
             Ok(Err((e, schema, batches, meta))) => {
                 tracing::warn!("promotion of {key}: direct encoding failed ({e}), copying");
                 lock(&store).abort_fill(key, id);
@@ -314,11 +398,12 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
                     let mut bytes = crate::arrow::encode_ipc_file(&schema, &batches)?;
                     let data_len = bytes.len();
                     bytes.extend_from_slice(&meta);
-                    Ok(crate::tier::warm::Loaded {
+                    let l = crate::tier::warm::Loaded {
                         bytes,
                         data_len,
                         flags,
-                    })
+                    };
+                    check_loaded(l, &key, true)
                 })
                 .await
                 .unwrap_or_else(|e| Err(Error::Internal(format!("promotion task failed: {e}"))));
@@ -397,7 +482,11 @@ async fn run_scan(store: Shared, start: ScanStart, scan: crate::scan::Scan) -> R
         ScanStart::Missing => return Response::Bool(false),
         ScanStart::Ready(d) => return Response::Key(d),
         ScanStart::Start(src, d) => {
-            let r = match tokio::task::spawn_blocking(move || src.scan(&scan)).await {
+            let r = match tokio::task::spawn_blocking(move || {
+                src.scan(&scan).and_then(|l| check_loaded(l, &d, true))
+            })
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => Err(Error::Internal(format!("scan task failed: {e}"))),
             };
