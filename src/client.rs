@@ -1131,7 +1131,7 @@ impl Client {
         self.finish_create(key, data_len, meta_len, resp)
     }
 
-    fn create_with(
+    pub(crate) fn create_with(
         &self,
         key: &[u8],
         data_len: usize,

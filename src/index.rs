@@ -513,12 +513,14 @@ mod loom_tests {
             let slots = Arc::new(new_slots(2));
             let mp = Arc::new(AtomicU64::new(0));
             let key = Key::new(b"k").unwrap();
+            // The entries differ in every word, flags included: a reader must never see the
+            // Arrow and validated bits of one entry with the offsets of the other.
             let a = Entry {
                 seg: 1,
                 offset: 64,
                 data_len: 10,
                 meta_len: 1,
-                flags: 0,
+                flags: FLAG_ARROW | FLAG_VALIDATED,
                 object_id: 7,
             };
             let b = Entry {

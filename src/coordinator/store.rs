@@ -193,20 +193,15 @@ pub(crate) struct PendingSeal {
 }
 
 impl PendingSeal {
-    /// Validates the object's data in full (any thread, no lock held). A panic of the decoder
-    /// on hostile bytes counts as invalid.
+    /// Validates the object's data in full (any thread, no lock held).
     pub(crate) fn validate(&self) -> Result<()> {
         validate_arrow(self.view.bytes())
     }
 }
 
-/// Validates `bytes` as an Arrow IPC file (see [`crate::arrow::validate_ipc_file`]); a panic
-/// of the decoder counts as invalid.
+/// Validates `bytes` as an Arrow IPC file (see [`crate::arrow::validate_ipc_file`]).
 pub(crate) fn validate_arrow(bytes: &[u8]) -> Result<()> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::arrow::validate_ipc_file(bytes)
-    }))
-    .unwrap_or_else(|_| Err(Error::Arrow("the Arrow IPC decoder panicked".into())))
+    crate::arrow::validate_ipc_file(bytes)
 }
 
 /// Bytes from a lower tier (or a scan) to publish, with the outcome of their validation.
