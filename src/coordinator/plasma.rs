@@ -137,7 +137,7 @@ impl SharedMemory {
         let spawned = std::thread::Builder::new()
             .name("plasma-arrow-validate".into())
             .spawn(move || {
-                for p in rx {
+                for mut p in rx {
                     let valid = p.validate();
                     let mut st = store.lock().unwrap_or_else(|e| e.into_inner());
                     if let Err(e) = st.plasma_finish_publish(p, valid) {
@@ -153,6 +153,7 @@ impl SharedMemory {
             Err(e) => {
                 // No thread: validate here (this stalls the Plasma loop, never the store lock).
                 tracing::warn!("cannot start the Plasma validator thread ({e}); validating inline");
+                let mut p = p;
                 let valid = p.validate();
                 if let Err(e) = self.lock().plasma_finish_publish(p, valid) {
                     tracing::warn!("a Plasma object is not visible to native clients: {e}");

@@ -310,6 +310,7 @@ fn spawn_seal(store: &Shared, p: super::store::PendingSeal, request_id: u64, tx:
     let (store, tx) = (store.clone(), tx.clone());
     tokio::spawn(async move {
         let (p, valid) = tokio::task::spawn_blocking(move || {
+            let mut p = p;
             let valid = p.validate();
             (p, valid)
         })

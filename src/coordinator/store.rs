@@ -139,6 +139,8 @@ pub(crate) struct Counters {
     /// Arrow objects refused at seal (or, from a lower tier, published as raw bytes) because
     /// they failed validation.
     pub arrow_rejected: u64,
+    /// Time spent validating created objects at seal, in microseconds.
+    pub arrow_validation_us: u64,
 }
 
 /// Catalog access counts sampled per hit harvest (every few milliseconds).
@@ -190,12 +192,18 @@ pub(crate) struct PendingSeal {
     /// Tells this seal from a later one of an object that reused the key (and so the id).
     token: u64,
     view: ReadView,
+    /// How long the validation took.
+    micros: u64,
 }
 
 impl PendingSeal {
     /// Validates the object's data in full (any thread, no lock held).
-    pub(crate) fn validate(&self) -> Result<()> {
-        validate_arrow(self.view.bytes())
+    pub(crate) fn validate(&mut self) -> Result<()> {
+        let t = std::time::Instant::now();
+        self.view.populate();
+        let r = validate_arrow(self.view.bytes());
+        self.micros = t.elapsed().as_micros() as u64;
+        r
     }
 }
 
@@ -556,7 +564,14 @@ impl Store {
     /// Ends the seal of an Arrow object with the outcome of its validation: publishes it, or
     /// frees it and reports why (an invalid Arrow object is never published).
     pub(crate) fn finish_seal(&mut self, p: PendingSeal, valid: Result<()>) -> Result<()> {
-        let PendingSeal { key, id, token, .. } = p;
+        let PendingSeal {
+            key,
+            id,
+            token,
+            micros,
+            ..
+        } = p;
+        self.counters.arrow_validation_us += micros;
         match self.objects.get_mut(&id) {
             Some(o) if o.sealing == token && matches!(o.state, State::Created { .. }) => {
                 o.sealing = 0;
@@ -592,6 +607,7 @@ impl Store {
             id,
             token,
             view: self.memory.read_view(o.alloc, o.data_len),
+            micros: 0,
         }
     }
 
@@ -1378,6 +1394,7 @@ impl Store {
         valid: Result<()>,
     ) -> Result<()> {
         let id = p.id;
+        self.counters.arrow_validation_us += p.micros;
         match self.objects.get_mut(&id) {
             Some(o) if o.sealing == p.token && o.plasma_owned => {
                 o.sealing = 0;
@@ -1539,6 +1556,7 @@ impl Store {
             ("arrow.validated", c.arrow_validated),
             ("arrow.validated_bytes", c.arrow_validated_bytes),
             ("arrow.rejected", c.arrow_rejected),
+            ("arrow.validation_us", c.arrow_validation_us),
             ("hot.deferred_frees_pending", self.retired.len() as u64),
             ("index.capacity", cap),
             ("index.max_live", self.index.max_live() as u64),
