@@ -150,14 +150,12 @@ pub(crate) fn validate_ipc_file(bytes: &[u8]) -> Result<()> {
 
 /// [`validate_unguarded`], a panic of the decoder being an error (as in [`decode`]).
 fn validate(buf: &Buffer) -> Result<()> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        validate_unguarded(buf, PARALLEL_VALIDATION_BYTES)
-    }))
-    .unwrap_or_else(|_| {
-        Err(Error::Arrow(
-            "malformed Arrow IPC file (the decoder panicked)".into(),
-        ))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| validate_unguarded(buf)))
+        .unwrap_or_else(|_| {
+            Err(Error::Arrow(
+                "malformed Arrow IPC file (the decoder panicked)".into(),
+            ))
+        })
 }
 
 /// Whether `bytes` are framed as an Arrow IPC file (the magic at both ends); says nothing of
@@ -260,42 +258,57 @@ fn open(buf: &Buffer, skip_validation: bool) -> Result<Opened> {
 /// Below this many bytes a file is validated on the calling thread alone.
 const PARALLEL_VALIDATION_BYTES: usize = 16 << 20;
 
-/// Full validation of `buf`, its record batches spread over up to four threads when it is large
-/// (they decode independently once the dictionaries are read): the same checks as
-/// [`decode_ipc_file`], in less wall time.
-fn validate_unguarded(buf: &Buffer, parallel_from: usize) -> Result<()> {
+/// Full validation of `buf`: the same checks as [`decode_ipc_file`]. The record batches of a
+/// large file (they decode independently once the dictionaries are read) are shared with helper
+/// threads, which take batches from a common counter, so that the calling thread does whatever
+/// the helpers do not get to on a busy machine. Validation uses at most half of the cores (up to
+/// four threads): other clients keep the rest.
+fn validate_unguarded(buf: &Buffer) -> Result<()> {
+    let helpers = if buf.len() < PARALLEL_VALIDATION_BYTES {
+        0
+    } else {
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2)
+            .min(4)
+            .saturating_sub(1)
+    };
+    validate_with(buf, helpers)
+}
+
+/// [`validate_unguarded`] with `helpers` helper threads.
+fn validate_with(buf: &Buffer, helpers: usize) -> Result<()> {
+    use std::sync::atomic::AtomicUsize;
     let f = open(buf, false)?;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4)
-        .min(f.blocks.len());
-    if threads <= 1 || buf.len() < parallel_from {
+    let helpers = helpers.min(f.blocks.len().saturating_sub(1));
+    if helpers == 0 {
         for (block, data) in &f.blocks {
             f.decoder.read_record_batch(block, data)?;
         }
         return Ok(());
     }
-    let per = f.blocks.len().div_ceil(threads);
-    let decoder = &f.decoder;
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<()> {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((block, data)) = f.blocks.get(i) else {
+                return Ok(());
+            };
+            if let Err(e) = f.decoder.read_record_batch(block, data) {
+                // Stop the others too: the file is invalid.
+                next.store(f.blocks.len(), Ordering::Relaxed);
+                return Err(e.into());
+            }
+        }
+    };
     std::thread::scope(|s| {
-        let parts: Vec<_> = f
-            .blocks
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || -> Result<()> {
-                    for (block, data) in part {
-                        decoder.read_record_batch(block, data)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        parts.into_iter().try_for_each(|h| {
-            h.join().unwrap_or_else(|_| {
+        let hs: Vec<_> = (0..helpers).map(|_| s.spawn(work)).collect();
+        let mine = work();
+        hs.into_iter().fold(mine, |r, h| {
+            let theirs = h.join().unwrap_or_else(|_| {
                 Err(Error::Arrow(
                     "malformed Arrow IPC file (the decoder panicked)".into(),
                 ))
-            })
+            });
+            r.and(theirs)
         })
     })
 }
@@ -426,8 +439,8 @@ mod tests {
     fn parallel_validation_finds_a_bad_batch_anywhere() {
         for bad in [None, Some(0), Some(4), Some(9)] {
             let buf = Buffer::from(file(10, bad));
-            let parallel = validate_unguarded(&buf, 0);
-            let serial = validate_unguarded(&buf, usize::MAX);
+            let parallel = validate_with(&buf, 3);
+            let serial = validate_with(&buf, 0);
             let full = decode_ipc_file(&buf).map(drop);
             assert_eq!(parallel.is_ok(), bad.is_none(), "{bad:?}: {parallel:?}");
             assert_eq!(serial.is_ok(), bad.is_none(), "{bad:?}: {serial:?}");

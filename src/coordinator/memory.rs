@@ -429,22 +429,32 @@ pub(crate) struct ReadView {
 }
 
 impl ReadView {
-    /// Maps the view's pages into the coordinator at once (`MADV_POPULATE_READ`, Linux 5.14+;
-    /// best effort), so that reading a segment the coordinator never touched (a dedicated one)
-    /// does not take one page fault per page.
+    /// Maps the view's pages into the coordinator ahead of reading them
+    /// (`MADV_POPULATE_READ`, Linux 5.14+; best effort), so that reading a segment the
+    /// coordinator never touched (a dedicated one) does not take one page fault per page. In
+    /// chunks: the advice holds the process's memory-map lock while it works.
     pub(crate) fn populate(&self) {
         const PAGE: usize = 4096; // x86-64 and most arm64 kernels; otherwise EINVAL, ignored
+        const CHUNK: usize = 8 << 20;
         let start = self.map.as_ptr() as usize + self.offset;
-        let aligned = start & !(PAGE - 1);
-        // SAFETY: advice only, over pages of our own live mapping (`aligned` is not below the
-        // page-aligned mapping base, and the range ends inside the mapping).
-        let _ = unsafe {
-            rustix::mm::madvise(
-                aligned as *mut std::ffi::c_void,
-                self.len + (start - aligned),
-                rustix::mm::Advice::LinuxPopulateRead,
-            )
-        };
+        let end = start + self.len;
+        let mut at = start & !(PAGE - 1);
+        while at < end {
+            let n = CHUNK.min(end - at);
+            // SAFETY: advice only, over pages of our own live mapping (`at` is not below the
+            // page-aligned mapping base, and `at + n` ends inside the mapping).
+            let r = unsafe {
+                rustix::mm::madvise(
+                    at as *mut std::ffi::c_void,
+                    n,
+                    rustix::mm::Advice::LinuxPopulateRead,
+                )
+            };
+            if r.is_err() {
+                return;
+            }
+            at += n;
+        }
     }
 
     /// The bytes.
