@@ -382,13 +382,19 @@ pub mod bench {
     /// large to go inline (create, copy into shared memory, seal) and returns how long the copy
     /// and the seal (which includes the coordinator's validation) took.
     pub fn put_ipc_timed(c: &Client, key: &[u8], ipc: &[u8]) -> Result<(Duration, Duration)> {
-        let mut w = c.create_with(key, ipc.len(), 0, PUT_ARROW)?;
+        let mut w = create_arrow(c, key, ipc.len())?;
         let t = Instant::now();
         w.data_mut().copy_from_slice(ipc);
         let copy = t.elapsed();
         let t = Instant::now();
         w.seal()?;
         Ok((copy, t.elapsed()))
+    }
+
+    /// Creates an Arrow object of `len` bytes to be written and sealed, as `put_arrow` does for a
+    /// large table.
+    pub fn create_arrow(c: &Client, key: &[u8], len: usize) -> Result<crate::WriteObject> {
+        c.create_with(key, len, 0, PUT_ARROW)
     }
 
     /// Decodes `obj` in place with full validation, as every get did before objects were
