@@ -477,7 +477,7 @@ fn median_of(v: &mut [f64]) -> f64 {
 fn arrow_tables(quick: bool, json: &mut Vec<String>) {
     println!("\n== Arrow tables: hit validated at seal vs validated on every get vs pyarrow; seal-time validation vs the put's copy ==");
     let sizes: &[usize] = if quick {
-        &[1 << 20, 16 << 20]
+        &[1 << 20, 8 << 20]
     } else {
         &[1 << 20, 16 << 20, 128 << 20, 1 << 30]
     };
@@ -520,7 +520,7 @@ fn arrow_tables(quick: bool, json: &mut Vec<String>) {
         let big = ipc.len() > 256 << 20;
         // Put: the copy into shared memory and the seal (the coordinator's validation plus a
         // round trip), timed apart.
-        let rounds = if big { 3 } else { 7 };
+        let rounds = if big || quick { 3 } else { 7 };
         let (mut copy, mut seal, mut valid) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..rounds {
             let k = format!("arrow-{size}-{r}");
@@ -598,7 +598,7 @@ fn arrow_tables(quick: bool, json: &mut Vec<String>) {
         let (local_copy, local_valid) = (median_of(&mut local_copy), median_of(&mut local_valid));
         local.push((ipc.len(), local_copy, local_valid));
         // Hits on the fast path, then the old path on the same object.
-        let n = if big { 300 } else { 2000 };
+        let n = if big || quick { 300 } else { 2000 };
         let before = cidcache::arrow::full_validations();
         let mut fast = Vec::with_capacity(n);
         for _ in 0..n {
@@ -608,7 +608,7 @@ fn arrow_tables(quick: bool, json: &mut Vec<String>) {
             black_box(&a);
         }
         assert_eq!(cidcache::arrow::full_validations(), before, "fast path");
-        let m = if big { 3 } else { 15 };
+        let m = if big || quick { 3 } else { 15 };
         let mut old = Vec::with_capacity(m);
         for _ in 0..m {
             let o = c.get(key.as_bytes()).unwrap().unwrap();
