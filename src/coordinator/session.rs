@@ -111,7 +111,9 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
         };
         if puts_arrow(&req) {
             // Arrow items are validated before they reach the store lock, off the async workers.
-            spawn_arrow_put(&store, cid, h, body, &tx);
+            // Awaited here: a connection has at most one such body in memory at a time.
+            let resp = arrow_put(&store, cid, h, body).await;
+            let _ = tx.send(resp.encode(h.request_id));
             continue;
         }
         match req {
@@ -276,31 +278,31 @@ fn puts_arrow(req: &Request<'_>) -> bool {
 
 /// Validates the Arrow items of a `Put` or `PutMany` on the blocking pool (the request's own
 /// copy of the bytes, which no other process can write), then stores the batch.
-fn spawn_arrow_put(store: &Shared, client: u64, h: Header, body: Vec<u8>, tx: &Tx) {
-    let (store, tx) = (store.clone(), tx.clone());
-    tokio::task::spawn_blocking(move || {
-        let resp = match Request::decode(h.msg_type, &body) {
-            Ok(Request::Put(it)) => match check_put_item(&it) {
-                Ok(valid) => lock(&store).put(client, &it, valid).map(|_| Response::Done),
-                Err(e) => {
-                    lock(&store).counters.arrow_rejected += 1;
-                    Err(e)
-                }
-            },
-            Ok(Request::PutMany(items)) => {
-                let checks: Vec<Result<bool>> = items.iter().map(check_put_item).collect();
-                Ok(Response::Statuses(
-                    lock(&store).put_many(client, &items, &checks),
-                ))
+async fn arrow_put(store: &Shared, client: u64, h: Header, body: Vec<u8>) -> Response {
+    if let Err(e) = lock(store).check_writer(client) {
+        return Response::error(&e);
+    }
+    let store = store.clone();
+    let r = tokio::task::spawn_blocking(move || match Request::decode(h.msg_type, &body) {
+        Ok(Request::Put(it)) => match check_put_item(&it) {
+            Ok(valid) => lock(&store).put(client, &it, valid).map(|_| Response::Done),
+            Err(e) => {
+                lock(&store).counters.arrow_rejected += 1;
+                Err(e)
             }
-            Ok(_) => Err(Error::Internal("not a put".into())),
-            Err(e) => Err(e),
-        };
-        let _ = tx.send(
-            resp.unwrap_or_else(|e| Response::error(&e))
-                .encode(h.request_id),
-        );
-    });
+        },
+        Ok(Request::PutMany(items)) => {
+            let checks: Vec<Result<bool>> = items.iter().map(check_put_item).collect();
+            Ok(Response::Statuses(
+                lock(&store).put_many(client, &items, &checks),
+            ))
+        }
+        Ok(_) => Err(Error::Internal("not a put".into())),
+        Err(e) => Err(e),
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Internal(format!("put task failed: {e}"))));
+    r.unwrap_or_else(|e| Response::error(&e))
 }
 
 /// Validates an Arrow object being sealed on the blocking pool, then publishes it (or frees it)
