@@ -214,7 +214,7 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
                 seg_size,
             }),
         Request::Abort { key } => st.abort(client, key).map(|_| Response::Done),
-        // Arrow items never come this way (see `spawn_arrow_put`); the store refuses them.
+        // Arrow items never come this way (see `arrow_put`); the store refuses them.
         Request::Put(it) => st.put(client, &it, false).map(|_| Response::Done),
         Request::PutMany(items) => {
             let checks: Vec<Result<bool>> = items.iter().map(|_| Ok(false)).collect();
@@ -311,13 +311,17 @@ async fn arrow_put(store: &Shared, client: u64, h: Header, body: Vec<u8>) -> Res
 fn spawn_seal(store: &Shared, p: super::store::PendingSeal, request_id: u64, tx: &Tx) {
     let (store, tx) = (store.clone(), tx.clone());
     tokio::spawn(async move {
-        let (p, valid) = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             let mut p = p;
-            let valid = p.validate();
+            // The decoder's panics are errors already; this keeps the object from being lost
+            // (neither published nor freed) should anything else panic.
+            let valid = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.validate()))
+                .unwrap_or_else(|_| Err(Error::Internal("the validation panicked".into())));
             (p, valid)
         })
-        .await
-        .expect("validation does not panic (caught inside)");
+        .await;
+        // Only a runtime shutting down cancels the task; nothing is left to answer then.
+        let Ok((p, valid)) = joined else { return };
         let r = lock(&store).finish_seal(p, valid);
         let resp = r.map_or_else(|e| Response::error(&e), |_| Response::Done);
         let _ = tx.send(resp.encode(request_id));
