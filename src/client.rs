@@ -11,7 +11,7 @@
 //! pinned, until they are dropped.
 
 use crate::error::{Code, Error, Result};
-use crate::index::{IndexRef, Slot, FLAG_ARROW};
+use crate::index::{IndexRef, Slot, FLAG_ARROW, FLAG_VALIDATED};
 use crate::key::Key;
 use crate::layout::{self, hdr, Header, SegTable};
 use crate::pins::{self, Lease};
@@ -399,6 +399,11 @@ impl ObjectRef {
     /// Whether the object was stored as Arrow IPC.
     pub fn is_arrow(&self) -> bool {
         self.flags & FLAG_ARROW != 0
+    }
+    /// Whether the coordinator validated this Arrow object in full when it was sealed, so that
+    /// [`Client::get_arrow`] decodes it without validating it again.
+    pub fn is_validated_arrow(&self) -> bool {
+        self.flags & (FLAG_ARROW | FLAG_VALIDATED) == FLAG_ARROW | FLAG_VALIDATED
     }
 }
 
@@ -1126,7 +1131,7 @@ impl Client {
         self.finish_create(key, data_len, meta_len, resp)
     }
 
-    fn create_with(
+    pub(crate) fn create_with(
         &self,
         key: &[u8],
         data_len: usize,
