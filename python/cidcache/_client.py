@@ -143,7 +143,7 @@ class Client(_native.Client):
         await p.wait(op)
 
     async def put_many_async(
-        self, items: Union[Mapping["Key", "Buffer"], Iterable[Tuple["Key", "Buffer"]]]
+        self, items: Union[Mapping[Any, "Buffer"], Iterable[Tuple["Key", "Buffer"]]]
     ) -> List[Optional[Error]]:
         """Async :meth:`put_many`."""
         p = _aio._loop_poller()

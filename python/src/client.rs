@@ -290,6 +290,31 @@ fn entry_of(d: &Bound<'_, PyAny>, now_us: i64) -> PyResult<CatalogEntry> {
     Ok(e)
 }
 
+/// A catalog entry as a dict with the catalog's column names.
+fn entry_to_py<'py>(py: Python<'py>, e: &CatalogEntry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("cid", pyo3::types::PyBytes::new(py, e.key.as_bytes()))?;
+    d.set_item("size_bytes", e.size_bytes)?;
+    d.set_item("mimetype", e.mimetype.as_deref())?;
+    d.set_item("filename", e.filename.as_deref())?;
+    d.set_item("storage_tier", e.storage_tier.as_str())?;
+    d.set_item("is_pinned", e.is_pinned)?;
+    d.set_item("added_at", e.added_at)?;
+    d.set_item("last_accessed", e.last_accessed)?;
+    d.set_item("access_count", e.access_count)?;
+    d.set_item("heat_score", e.heat_score)?;
+    d.set_item("source", e.source.as_deref())?;
+    d.set_item("cid_version", e.cid_version)?;
+    d.set_item("multihash_type", e.multihash_type.as_deref())?;
+    d.set_item("valid", e.valid)?;
+    let p = PyDict::new(py);
+    for (k, v) in &e.properties {
+        p.set_item(k, v)?;
+    }
+    d.set_item("properties", p)?;
+    Ok(d)
+}
+
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -694,6 +719,53 @@ impl PyClient {
             .collect::<PyResult<_>>()?;
         let c = self.client()?;
         py.detach(|| c.catalog_upsert(&entries)).py_err()
+    }
+
+    /// The catalog entries of `keys`, in order: a dict with the catalog's column names
+    /// (`cid` as bytes, timestamps in µs since the epoch, `properties` a dict) or `None` for a
+    /// key the catalog does not know. One round trip; the store looks the keys up in its index.
+    fn catalog_get(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<Py<PyList>> {
+        let keys: Vec<Key> = keys_of(keys)?
+            .into_iter()
+            .map(|k| k.map_err(to_py))
+            .collect::<PyResult<_>>()?;
+        let out = PyList::empty(py);
+        if keys.is_empty() {
+            return Ok(out.unbind());
+        }
+        let c = self.client()?;
+        let mut filter = String::with_capacity(16 + keys.len() * 132);
+        filter.push_str("cid in (");
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                filter.push(',');
+            }
+            filter.push_str("0x");
+            for b in k.as_bytes() {
+                filter.push_str(&format!("{b:02x}"));
+            }
+        }
+        filter.push(')');
+        let entries = py
+            .detach(|| {
+                let ipc = c.catalog_query(
+                    &[filter.as_str()],
+                    None,
+                    None,
+                    cidcache::tier::catalog::OutputFormat::Ipc,
+                )?;
+                cidcache::tier::catalog::entries_from_ipc(&ipc)
+            })
+            .py_err()?;
+        let mut by_key: std::collections::HashMap<Key, CatalogEntry> =
+            entries.into_iter().map(|e| (e.key, e)).collect();
+        for k in &keys {
+            match by_key.remove(k) {
+                Some(e) => out.append(entry_to_py(py, &e)?)?,
+                None => out.append(py.None())?,
+            }
+        }
+        Ok(out.unbind())
     }
 
     // ----- asyncio: operations completed through a Poller (see aio.rs and cidcache/_aio.py) --

@@ -33,6 +33,15 @@ fn cid_of(data: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(keys::display(&cidcache::cid::cid_v1_raw(b.as_slice())))
 }
 
+/// `(cid_version, multihash_type)` of a key that is a CID (as the catalog records them), else
+/// `None`.
+#[pyfunction]
+fn cid_info(key: &Bound<'_, PyAny>) -> PyResult<Option<(u8, String)>> {
+    let k = keys::key_of(key)?;
+    let e = cidcache::tier::catalog::CatalogEntry::new(k, 0, 0);
+    Ok(e.cid_version.zip(e.multihash_type))
+}
+
 /// The exception instance cidcache raises for status code `code` (tests check the mapping of
 /// every code through this, the same conversion every call uses).
 #[pyfunction]
@@ -53,6 +62,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_key, m)?)?;
     m.add_function(wrap_pyfunction!(format_key, m)?)?;
     m.add_function(wrap_pyfunction!(cid_of, m)?)?;
+    m.add_function(wrap_pyfunction!(cid_info, m)?)?;
     m.add_function(wrap_pyfunction!(_error_for_code, m)?)?;
     Ok(())
 }

@@ -65,8 +65,8 @@ class Daemon:
                 raise RuntimeError(f"cidcached did not start: {self.read_log()}")
             time.sleep(0.02)
 
-    def client(self, **kw: bool) -> cidcache.Client:
-        return cidcache.Client(socket=self.socket, **kw)
+    def client(self, read_only: bool = False) -> cidcache.Client:
+        return cidcache.Client(socket=self.socket, read_only=read_only)
 
     def read_log(self) -> str:
         self.log.flush()

@@ -137,70 +137,72 @@ def test_arrow_errors(client: cidcache.Client) -> None:
 
 
 def test_hostile_input_never_crashes(client: cidcache.Client) -> None:
+    # Typed as Any: these calls are wrong on purpose, to check the run-time checks.
+    c: Any = client
     k = unique()
-    client.put(k, b"v")
+    c.put(k, b"v")
     bad_keys: list[Any] = [None, 1, 1.5, object(), ["list"], {"d": 1}]
     for bad in bad_keys:
         with pytest.raises(TypeError):
-            client.get(bad)
+            c.get(bad)
         with pytest.raises(TypeError):
-            client.put(bad, b"x")
+            c.put(bad, b"x")
         with pytest.raises(TypeError):
-            client.contains(bad)
+            c.contains(bad)
         with pytest.raises(TypeError):
-            client.delete(bad)
+            c.delete(bad)
     for huge in (b"k" * 64, b"k" * 10_000_000, "k" * 100, "0x" + "ab" * 64, b"", ""):
         with pytest.raises(cidcache.InvalidKey):
-            client.get(huge)
+            c.get(huge)
         with pytest.raises(cidcache.InvalidKey):
-            client.put(huge, b"x")
+            c.put(huge, b"x")
     for bad_hex in ("0x", "0xabc", "0xzz"):
         with pytest.raises(cidcache.InvalidKey):
-            client.get(bad_hex)
+            c.get(bad_hex)
     for bad_data in (None, 1, "a str", object(), [1, 2]):
         with pytest.raises(TypeError):
-            client.put(unique(), bad_data)
+            c.put(unique(), bad_data)
     with pytest.raises(TypeError):
-        client.put(unique(), b"x", metadata=123)
+        c.put(unique(), b"x", metadata=123)
     with pytest.raises(TypeError):
-        client.get(k, timeout="soon")
+        c.get(k, timeout="soon")
     for t in (-1.0, float("nan"), float("-inf")):
         with pytest.raises(cidcache.InvalidArgument):
-            client.get(k, timeout=t)
+            c.get(k, timeout=t)
     with pytest.raises(TypeError):
-        client.get_many(b"single key")
+        c.get_many(b"single key")
     with pytest.raises(TypeError):
-        client.get_many([k, 3])
+        c.get_many([k, 3])
     with pytest.raises(TypeError):
-        client.put_many([(k,)])
+        c.put_many([(k,)])
     with pytest.raises(TypeError):
-        client.put_many([k])
+        c.put_many([k])
     with pytest.raises(TypeError):
-        client.put_many([(unique(), None)])
+        c.put_many([(unique(), None)])
     with pytest.raises(TypeError):
-        client.catalog_upsert([1])
+        c.catalog_upsert([1])
     with pytest.raises(cidcache.InvalidArgument):
-        client.catalog_upsert([{"cid": k, "no_such_column": 1}])
+        c.catalog_upsert([{"cid": k, "no_such_column": 1}])
     with pytest.raises(cidcache.InvalidArgument):
-        client.catalog_upsert([{"size_bytes": 1}])
+        c.catalog_upsert([{"size_bytes": 1}])
     with pytest.raises(TypeError):
-        client.catalog_upsert([{"cid": k, "size_bytes": "big"}])
+        c.catalog_upsert([{"cid": k, "size_bytes": "big"}])
     with pytest.raises(OverflowError):
-        client.catalog_upsert([{"cid": k, "size_bytes": -1}])
+        c.catalog_upsert([{"cid": k, "size_bytes": -1}])
     with pytest.raises(cidcache.InvalidArgument):
-        client.query("no_such_column=1")
+        c.query("no_such_column=1")
     with pytest.raises(cidcache.InvalidArgument):
-        client.get_arrow(k, columns=[])
+        c.get_arrow(k, columns=[])
     with pytest.raises(TypeError):
-        client.get_arrow(k, filter=3)
+        c.get_arrow(k, filter=3)
     with pytest.raises(TypeError):
-        client.get_arrow(k, filter=("x", "=", None))
+        c.get_arrow(k, filter=("x", "=", None))
     with pytest.raises(TypeError):
         _native.Client(socket=123)  # type: ignore[arg-type]
     with pytest.raises(cidcache.Disconnected):
         cidcache.Client(socket="/nonexistent/dir/s.sock")
     # The client still works after all that.
-    assert bytes(maybe(client.get(k))) == b"v"
+    assert bytes(maybe(c.get(k))) == b"v"
 
 
 def test_closed_client(daemon: Daemon) -> None:

@@ -31,8 +31,9 @@ def reader(args: Tuple[str, str, bytes]) -> Tuple[int, int, float, bool, int]:
         return os.getpid(), total, float(np.sum(t_col(c, key))), zero_copy, pinned
 
 
-def t_col(c: cidcache.Client, key: bytes) -> "np.ndarray[object, np.dtype[np.float64]]":
-    return c.get_arrow(key, columns=["x"]).column("x").to_numpy()
+def t_col(c: cidcache.Client, key: bytes) -> "np.ndarray[tuple[int], np.dtype[np.float64]]":
+    a: "np.ndarray[tuple[int], np.dtype[np.float64]]" = c.get_arrow(key, columns=["x"]).column("x").to_numpy()
+    return a
 
 
 def test_process_pool_of_readers(daemon: Daemon) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -29,7 +30,7 @@ def test_memoryview_and_numpy_are_zero_copy(daemon: Daemon) -> None:
         o = maybe(c.get(k))
         m = memoryview(o)
         assert m.readonly and m.nbytes == len(data) and m.format == "B"
-        a = np.frombuffer(o, dtype=np.uint8)
+        a = np.frombuffer(cast(Any, o), dtype=np.uint8)
         assert in_shm(daemon.store, address_of(m), len(data))
         assert int(a.ctypes.data) == address_of(m)
         assert a.tobytes() == data
@@ -38,7 +39,7 @@ def test_memoryview_and_numpy_are_zero_copy(daemon: Daemon) -> None:
         assert address_of(memoryview(o2)) == address_of(m)
         # A writable view is refused: sealed objects are immutable.
         with pytest.raises(TypeError):
-            (ctypes.c_char * len(data)).from_buffer(o)  # type: ignore[arg-type]
+            (ctypes.c_char * len(data)).from_buffer(o)
         with pytest.raises(TypeError):
             m[0] = 1
         with pytest.raises(ValueError):
@@ -53,7 +54,7 @@ def test_pin_held_while_any_view_lives(daemon: Daemon) -> None:
         o = maybe(c.get(k))
         assert c.pinned == base + 1
         m = memoryview(o)
-        a = np.frombuffer(o, dtype=np.uint8)[10:20]
+        a = np.frombuffer(cast(Any, o), dtype=np.uint8)[10:20]
         del o
         gc.collect()
         assert c.pinned == base + 1  # views keep it pinned
