@@ -36,25 +36,28 @@ def daemon_binary() -> str:
 class Daemon:
     """A running cidcached with its own store, socket and data directory."""
 
-    def __init__(self, *args: str, memory: str = "64M") -> None:
+    def __init__(self, *args: str, memory: str = "64M", runtime_dir: Optional[str] = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="cidcache-py-"))
         self.store = f"pyt_{uuid.uuid4().hex[:12]}"
         self.socket = str(self.dir / "s.sock")
+        env = dict(os.environ, CIDCACHE_LOG="warn")
+        if runtime_dir is not None:
+            # The store's default socket under $XDG_RUNTIME_DIR (what Client() finds).
+            env["XDG_RUNTIME_DIR"] = runtime_dir
+            self.socket = os.path.join(runtime_dir, "cidcache", f"{self.store}.sock")
         self.data_dir = self.dir / "data"
         self.log = open(self.dir / "daemon.log", "wb")
         cmd: List[str] = [
             daemon_binary(),
             "--store",
             self.store,
-            "--socket",
-            self.socket,
+            *([] if runtime_dir is not None else ["--socket", self.socket]),
             "--data-dir",
             str(self.data_dir),
             "-m",
             memory,
             *args,
         ]
-        env = dict(os.environ, CIDCACHE_LOG="warn")
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env
         )
@@ -105,8 +108,8 @@ def client(daemon: Daemon) -> Iterator[cidcache.Client]:
 def make_daemon() -> Iterator[Callable[..., Daemon]]:
     started: List[Daemon] = []
 
-    def make(*args: str, memory: str = "64M") -> Daemon:
-        d = Daemon(*args, memory=memory)
+    def make(*args: str, memory: str = "64M", runtime_dir: Optional[str] = None) -> Daemon:
+        d = Daemon(*args, memory=memory, runtime_dir=runtime_dir)
         started.append(d)
         return d
 
