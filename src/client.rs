@@ -854,6 +854,16 @@ impl Client {
         self.get_wait(key, 0)
     }
 
+    /// Gets `key` only if it is in shared memory now: the hit path alone, which takes no lock,
+    /// makes no system call and never asks the coordinator. `Ok(None)` means "not hot" (absent,
+    /// not sealed yet, in a lower tier, or racing with its eviction): call [`Client::get`] to
+    /// ask the coordinator. For callers that must not block where a hit is likely (an
+    /// interpreter holding its global lock, an event loop).
+    pub fn get_hot(&self, key: &[u8]) -> Result<Option<ObjectRef>> {
+        let key = Key::new(key)?;
+        self.try_hit(&key, key.hash())
+    }
+
     /// Gets `key`, waiting up to `timeout` for it to be sealed. `None` when it did not appear.
     pub fn get_timeout(&self, key: &[u8], timeout: Duration) -> Result<Option<ObjectRef>> {
         self.get_wait(key, timeout.as_millis().min(i64::MAX as u128) as i64)

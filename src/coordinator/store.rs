@@ -1104,6 +1104,15 @@ impl Store {
                     }
                     Ok(())
                 }
+                // Metadata recorded by a client for a key no tier holds (e.g. a CID known
+                // only by name): deleting the key removes that catalog row.
+                _ if self
+                    .catalog
+                    .as_mut()
+                    .is_some_and(|c| c.remove(&key).is_some()) =>
+                {
+                    Ok(())
+                }
                 _ => Err(Error::NotFound(format!("{key} is not stored"))),
             };
         };
