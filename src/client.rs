@@ -1080,7 +1080,9 @@ impl Client {
                 for (&(i, key), s) in missing.iter().zip(st) {
                     out[i] = match s {
                         Ok(()) => self.try_hit(&key, key.hash()),
-                        Err((Code::NotFound, _)) => Ok(None),
+                        // Missing; with a reason, the wait ended without it (its creator
+                        // gave up): an error.
+                        Err((Code::NotFound, m)) if m.is_empty() => Ok(None),
                         Err((c, m)) => Err(Error::from_code(c, m)),
                     };
                 }
