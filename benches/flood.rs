@@ -50,7 +50,11 @@ fn daemon_bin() -> PathBuf {
 fn start() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("s.sock");
-    let store = format!("flood{}_{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let store = format!(
+        "flood{}_{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
     let mut child = Command::new(daemon_bin())
         .args(["--store", &store, "--socket"])
         .arg(&socket)
@@ -66,7 +70,10 @@ fn start() -> Daemon {
     let t = Instant::now();
     while UnixStream::connect(&socket).is_err() {
         assert!(child.try_wait().unwrap().is_none(), "daemon exited");
-        assert!(t.elapsed() < Duration::from_secs(20), "daemon did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let c = Client::connect_socket(&socket).unwrap();
@@ -236,7 +243,13 @@ fn main() {
     rows.push(run("10k unread Lists", dur, |s| {
         let mut f = Vec::new();
         for i in 0..10_000u64 {
-            f.extend_from_slice(&Request::List { cursor: 0, limit: 10_000 }.encode(i));
+            f.extend_from_slice(
+                &Request::List {
+                    cursor: 0,
+                    limit: 10_000,
+                }
+                .encode(i),
+            );
         }
         unread(s, f)
     }));
@@ -309,7 +322,10 @@ fn main() {
                 refused += 1;
             }
         }
-        println!("  (2,000 idle connections: {} served, {refused} refused)", held.len());
+        println!(
+            "  (2,000 idle connections: {} served, {refused} refused)",
+            held.len()
+        );
         Box::new(move || drop(held))
     }));
     println!(

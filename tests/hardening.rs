@@ -99,24 +99,40 @@ fn cpu_ticks(pid: i32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-/// Samples `pid`'s anonymous memory until it stops growing (no new peak for `quiet`), and
-/// returns the peak; bounded by `limit`.
-fn settled_rss(pid: i32, quiet: Duration, limit: Duration, done: impl Fn() -> bool) -> u64 {
+/// Follows a flood until the daemon stops taking its bytes (`sent` unchanged for 3 s: it
+/// stopped reading) or the flood was all sent, sampling `pid`'s anonymous memory; returns the
+/// peak. Progress, not time, decides: a slow daemon that keeps reading is followed to the end.
+fn flood_peak(pid: i32, sent: &AtomicUsize, done: impl Fn() -> bool) -> u64 {
     let start = Instant::now();
     let mut peak = rss_anon(pid);
-    let mut last_rise = Instant::now();
-    while start.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(50));
-        let r = rss_anon(pid);
-        if r > peak + MIB {
-            last_rise = Instant::now();
+    let mut last = sent.load(Ordering::SeqCst);
+    let mut last_progress = Instant::now();
+    while start.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(250));
+        peak = peak.max(rss_anon(pid));
+        let now = sent.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            last_progress = Instant::now();
         }
-        peak = peak.max(r);
-        if last_rise.elapsed() >= quiet && (done() || start.elapsed() >= quiet * 2) {
+        if done() || last_progress.elapsed() >= Duration::from_secs(3) {
             break;
         }
     }
-    peak
+    // What the daemon read last is handled by now.
+    std::thread::sleep(Duration::from_millis(500));
+    peak.max(rss_anon(pid))
+}
+
+/// Writes `buf` in 64 KiB pieces, counting what the kernel took.
+fn write_counted(s: &mut UnixStream, buf: &[u8], sent: &AtomicUsize) -> bool {
+    for chunk in buf.chunks(64 << 10) {
+        if s.write_all(chunk).is_err() {
+            return false;
+        }
+        sent.fetch_add(chunk.len(), Ordering::SeqCst);
+    }
+    true
 }
 
 fn oid(n: u8) -> ObjectId {
@@ -382,15 +398,16 @@ fn stalled_large_frames_hold_at_most_the_frame_budget() {
     const FRAME: u32 = 60 << 20;
     let body = Arc::new(vec![0x5au8; FRAME as usize - 1]);
     let sent = Arc::new(AtomicUsize::new(0));
+    let bytes = Arc::new(AtomicUsize::new(0));
     let mut socks = Vec::new();
     let mut threads = Vec::new();
     for i in 0..30u64 {
         let mut s = hello(&d.socket);
         socks.push(s.try_clone().unwrap());
-        let (body, sent) = (body.clone(), sent.clone());
+        let (body, sent, bytes) = (body.clone(), sent.clone(), bytes.clone());
         threads.push(std::thread::spawn(move || {
             let _ = s.write_all(&header(proto::msg::PUT_MANY, FRAME, 100 + i));
-            if s.write_all(&body).is_ok() {
+            if write_counted(&mut s, &body, &bytes) {
                 sent.fetch_add(1, Ordering::SeqCst);
             }
         }));
@@ -401,9 +418,7 @@ fn stalled_large_frames_hold_at_most_the_frame_budget() {
             >= 4),
         "four frames are received"
     );
-    let peak = settled_rss(pid, Duration::from_secs(2), Duration::from_secs(60), || {
-        sent.load(Ordering::SeqCst) == 30
-    });
+    let peak = flood_peak(pid, &bytes, || sent.load(Ordering::SeqCst) == 30);
     let held = peak.saturating_sub(base);
     eprintln!(
         "30 stalled 60 MiB frames: daemon heap +{} MiB, {} frames fully sent",
@@ -786,21 +801,21 @@ fn unread_flood(d: &mut Daemon, frames: Vec<u8>, what: &str) -> u64 {
     let mut s = hello(&d.socket);
     let base = rss_anon(pid);
     let keep = s.try_clone().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
-    let done2 = done.clone();
+    let (sent2, done2) = (sent.clone(), done.clone());
     let writer = std::thread::spawn(move || {
-        let _ = s.write_all(&frames);
+        write_counted(&mut s, &frames, &sent2);
         done2.store(1, Ordering::SeqCst);
     });
-    let peak = settled_rss(
-        pid,
-        Duration::from_secs(2),
-        Duration::from_secs(120),
-        || done.load(Ordering::SeqCst) == 1,
-    );
+    let peak = flood_peak(pid, &sent, || done.load(Ordering::SeqCst) == 1);
     well_behaved(&d.socket, what);
     let grew = peak.saturating_sub(base);
-    eprintln!("{what}: daemon heap +{} MiB", grew / MIB);
+    eprintln!(
+        "{what}: daemon heap +{} MiB ({} MiB of requests taken)",
+        grew / MIB,
+        sent.load(Ordering::SeqCst) as u64 / MIB
+    );
     let _ = keep.shutdown(std::net::Shutdown::Both);
     writer.join().unwrap();
     expect_alive(d);
@@ -883,6 +898,23 @@ fn unread_replies_and_waiting_requests_are_bounded() {
     }
     let grew = unread_flood(&mut d, gets, "300k waiting Gets");
     assert!(grew < 64 * MIB, "waiting gets hold {} MiB", grew / MIB);
+
+    // 200 GetMany of 16,000 keys each, waiting forever.
+    let mut many = Vec::new();
+    for i in 0..200u64 {
+        let keys: Vec<Key> = (0..16_000u64)
+            .map(|j| Key::new(format!("n{i}-{j}").as_bytes()).unwrap())
+            .collect();
+        many.extend_from_slice(
+            &Request::GetMany {
+                keys,
+                timeout_ms: -1,
+            }
+            .encode(i),
+        );
+    }
+    let grew = unread_flood(&mut d, many, "200 waiting GetMany of 16k keys");
+    assert!(grew < 64 * MIB, "waiting GetMany hold {} MiB", grew / MIB);
     assert!(
         eventually(Duration::from_secs(10), || stat(&c, "clients") == 1),
         "the flooders' sessions ended"

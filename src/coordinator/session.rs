@@ -5,8 +5,9 @@
 //!
 //! What one connection can make the coordinator hold is bounded: a frame body is read as it
 //! arrives (a large one first takes its length from the shared [`FrameBudget`]), at most
-//! [`MAX_IN_FLIGHT`] waiting requests, and at most [`REPLY_QUEUE`] bytes of replies the client
-//! has not read: past that the session stops reading its requests until the client catches up.
+//! [`MAX_IN_FLIGHT`] waiting requests (waiting for [`MAX_WAITING_KEYS`] keys at most), and at
+//! most [`REPLY_QUEUE`] bytes of replies the client has not read: past either bound the
+//! session stops reading its requests until the client catches up.
 
 use super::store::{Lookup, Promotion, ScanStart, Store, Waiter};
 use crate::error::{Error, Result};
@@ -23,11 +24,16 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 pub(crate) type Shared = Arc<Mutex<Store>>;
 
 /// Bytes of replies a connection may have queued that its client has not read yet.
-pub(crate) const REPLY_QUEUE: usize = 4 << 20;
+pub(crate) const REPLY_QUEUE: usize = 1 << 20;
 /// Requests of one connection waiting at once (gets waiting for a seal, scans).
 pub(crate) const MAX_IN_FLIGHT: usize = 1024;
+/// Keys the waiting requests of one connection wait for at once (a `GetMany` holds all of its
+/// keys; one larger than this still goes alone).
+pub(crate) const MAX_WAITING_KEYS: usize = 1 << 14;
 /// Read buffer of a connection: a header and a small body usually arrive in one read.
 const READ_BUFFER: usize = 16 << 10;
+
+type Reader = tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>;
 
 fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
     // A panic while holding the lock is a bug; keep serving with the state as it is rather than
@@ -103,8 +109,8 @@ enum BodyError {
 /// Reads a body of `len` bytes as it arrives: the buffer grows with what was received, never
 /// to what the header declared up front; a body over [`crate::limits::SMALL_BODY`] first takes
 /// its length from the budget (waiting for other connections to give bytes back).
-async fn read_body<R: tokio::io::AsyncRead + Unpin>(
-    rd: &mut R,
+async fn read_body(
+    rd: &mut Reader,
     len: usize,
     ctx: &Ctx,
 ) -> std::result::Result<(Vec<u8>, Option<FramePermit>), BodyError> {
@@ -112,6 +118,7 @@ async fn read_body<R: tokio::io::AsyncRead + Unpin>(
         tokio::select! {
             p = ctx.budget.take(len as u64) => Some(p),
             _ = ctx.stop.wait() => return Err(BodyError::Closed),
+            _ = hung_up(rd.get_ref().as_ref()) => return Err(BodyError::Closed),
         }
     } else {
         None
@@ -194,15 +201,31 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, stream: UnixStream) {
     });
 
     let mut client: Option<u64> = None;
-    // Waiting gets of this connection; aborted when it closes.
-    let mut waits = tokio::task::JoinSet::new();
+    // Waiting gets of this connection (each returns the number of keys it waited for);
+    // aborted when it closes.
+    let mut waits = tokio::task::JoinSet::<usize>::new();
+    let mut waiting_keys = 0usize;
     let mut hdr = [0u8; HEADER_LEN];
     'conn: loop {
-        while waits.try_join_next().is_some() {}
+        while let Some(r) = waits.try_join_next() {
+            waiting_keys = waiting_keys.saturating_sub(r.unwrap_or(0));
+        }
+        if waits.is_empty() {
+            waiting_keys = 0;
+        }
         // At the cap, read no further request until one of the waiting ones is answered.
-        while waits.len() >= MAX_IN_FLIGHT {
+        while waits.len() >= MAX_IN_FLIGHT
+            || (waiting_keys >= MAX_WAITING_KEYS && !waits.is_empty())
+        {
             tokio::select! {
-                _ = waits.join_next() => {}
+                r = waits.join_next() => {
+                    let n = r.and_then(|r| r.ok()).unwrap_or(0);
+                    waiting_keys = waiting_keys.saturating_sub(n);
+                    if waits.is_empty() {
+                        // (A wait that panicked returned no count.)
+                        waiting_keys = 0;
+                    }
+                }
                 _ = stop.wait() => break 'conn,
                 _ = hung_up(rd.get_ref().as_ref()) => break 'conn,
             }
@@ -304,9 +327,11 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, stream: UnixStream) {
                 Some(resp) => resp,
                 None => {
                     let (store, out, stop) = (store.clone(), out.clone(), stop.clone());
+                    waiting_keys += 1;
                     waits.spawn(async move {
                         let r = wait_get(store, vec![key], timeout_ms, false).await;
                         out.send(r.encode(id), &stop).await;
+                        1
                     });
                     continue;
                 }
@@ -316,9 +341,12 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, stream: UnixStream) {
                     Some(resp) => resp,
                     None => {
                         let (store, out, stop) = (store.clone(), out.clone(), stop.clone());
+                        let n = keys.len();
+                        waiting_keys += n;
                         waits.spawn(async move {
                             let r = wait_get(store, keys, timeout_ms, true).await;
                             out.send(r.encode(id), &stop).await;
+                            n
                         });
                         continue;
                     }
@@ -336,9 +364,11 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, stream: UnixStream) {
                 };
                 let start = lock(store).begin_scan(&key, &scan);
                 let (store, out, stop) = (store.clone(), out.clone(), stop.clone());
+                waiting_keys += 1;
                 waits.spawn(async move {
                     let r = run_scan(store, start, scan).await;
                     out.send(r.encode(id), &stop).await;
+                    1
                 });
                 continue;
             }

@@ -323,7 +323,7 @@ impl Default for ServeOptions {
 
 /// Bytes of replies a connection may have queued that its client has not read: past this its
 /// requests are not read (nor the frames already received handled) until it catches up.
-pub const REPLY_QUEUE: usize = 4 << 20;
+pub const REPLY_QUEUE: usize = 1 << 20;
 /// Bytes of notifications a subscriber may leave unread; past this it is unsubscribed.
 pub const NOTIFY_QUEUE: usize = 4 << 20;
 
