@@ -4,7 +4,8 @@
 //!
 //! * the daemon's heap (`RssAnon`) before, at its peak during the flood, and after the flooding
 //!   connections closed;
-//! * latency of a well-behaved client's `put` (10 KB, inline) and `contains` (a round trip)
+//! * latency of a well-behaved client's `put` (10 KB, inline) and `get` of a missing key (one
+//!   round trip: a hit never reaches the daemon)
 //!   before and during the flood (p50 / p99 / max), measured side by side in the same run.
 //!
 //! Floods: 300,000 Stats requests whose replies are never read; 10,000 List requests never
@@ -31,6 +32,7 @@ const MIB: u64 = 1 << 20;
 struct Daemon {
     child: Child,
     socket: PathBuf,
+    store: String,
     _dir: tempfile::TempDir,
 }
 
@@ -89,8 +91,27 @@ fn start() -> Daemon {
     Daemon {
         child,
         socket,
+        store,
         _dir: dir,
     }
+}
+
+/// Bytes of the store's data segments and lease pages in `/dev/shm` (not the index).
+fn shm_bytes(store: &str) -> u64 {
+    let prefix = format!("cidcache.{store}.");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with(&prefix) && !n.ends_with(".ctl")
+                })
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn rss_anon(pid: u32) -> u64 {
@@ -125,11 +146,13 @@ fn hello(socket: &Path) -> UnixStream {
 /// Latencies (µs) of a well-behaved client's put and contains, for `dur`.
 struct Good {
     put: Histogram<u64>,
+    /// A get that misses: one round trip to the daemon.
     contains: Histogram<u64>,
 }
 
-fn good_client(socket: &Path, dur: Duration, tag: &str) -> Good {
-    let c = Client::connect_socket(socket).unwrap();
+/// The well-behaved client, connected before the flood (a flood of connections may take
+/// every slot left).
+fn good_client(c: &Client, dur: Duration, tag: &str) -> Good {
     let v = vec![7u8; 10_000];
     let mut g = Good {
         put: Histogram::new(3).unwrap(),
@@ -143,7 +166,7 @@ fn good_client(socket: &Path, dur: Duration, tag: &str) -> Good {
         c.put(k.as_bytes(), &v).unwrap();
         g.put.record(t.elapsed().as_micros() as u64).unwrap();
         let t = Instant::now();
-        assert!(c.contains(k.as_bytes()).unwrap());
+        assert!(c.get(format!("missing-{i}").as_bytes()).unwrap().is_none());
         g.contains.record(t.elapsed().as_micros() as u64).unwrap();
         let _ = c.delete(k.as_bytes());
         i += 1;
@@ -164,6 +187,8 @@ fn fmt(h: &Histogram<u64>) -> String {
 struct Row {
     name: &'static str,
     before: u64,
+    /// Peak bytes of data segments and lease pages in `/dev/shm`.
+    shm: u64,
     peak: u64,
     after: u64,
     idle: Good,
@@ -174,21 +199,25 @@ struct Row {
 fn run(name: &'static str, dur: Duration, flood: impl FnOnce(&Path) -> Box<dyn FnOnce()>) -> Row {
     let d = start();
     let pid = d.child.id();
-    let idle = good_client(&d.socket, Duration::from_millis(500), "idle");
+    let good = Client::connect_socket(&d.socket).unwrap();
+    let idle = good_client(&good, Duration::from_millis(500), "idle");
     let before = rss_anon(pid);
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let shm_peak = Arc::new(std::sync::atomic::AtomicU64::new(shm_bytes(&d.store)));
     let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
+        let (stop, peak, shm_peak) = (stop.clone(), peak.clone(), shm_peak.clone());
+        let store = d.store.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 peak.fetch_max(rss_anon(pid), Ordering::Relaxed);
+                shm_peak.fetch_max(shm_bytes(&store), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
     };
     let end_flood = flood(&d.socket);
-    let during = good_client(&d.socket, dur, "flood");
+    let during = good_client(&good, dur, "flood");
     // Let the flood reach its peak if it has not yet.
     std::thread::sleep(Duration::from_millis(500));
     end_flood();
@@ -198,6 +227,7 @@ fn run(name: &'static str, dur: Duration, flood: impl FnOnce(&Path) -> Box<dyn F
     Row {
         name,
         before,
+        shm: shm_peak.load(Ordering::Relaxed),
         peak: peak.load(Ordering::Relaxed),
         after: rss_anon(pid),
         idle,
@@ -329,28 +359,30 @@ fn main() {
         Box::new(move || drop(held))
     }));
     println!(
-        "\n{:<28} {:>10} {:>10} {:>10}   {:>22} {:>22} {:>22} {:>22}",
+        "\n{:<28} {:>8} {:>6} {:>6} {:>8}   {:>18} {:>18} {:>18} {:>18}",
         "flood",
         "heap MiB",
         "peak",
         "after",
-        "put idle p50/p99/max",
-        "put flood p50/p99/max",
-        "contains idle",
-        "contains flood"
+        "shm peak",
+        "put idle",
+        "put flood",
+        "miss idle",
+        "miss flood"
     );
     for r in &rows {
         println!(
-            "{:<28} {:>10} {:>10} {:>10}   {:>22} {:>22} {:>22} {:>22}",
+            "{:<28} {:>8} {:>6} {:>6} {:>8}   {:>18} {:>18} {:>18} {:>18}",
             r.name,
             r.before / MIB,
             r.peak / MIB,
             r.after / MIB,
+            r.shm / MIB,
             fmt(&r.idle.put),
             fmt(&r.during.put),
             fmt(&r.idle.contains),
             fmt(&r.during.contains)
         );
     }
-    println!("(latencies in ms)");
+    println!("(heap: the daemon's RssAnon; shm: its data segments and lease pages; latencies: p50/p99/max in ms)");
 }

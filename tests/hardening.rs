@@ -99,23 +99,37 @@ fn cpu_ticks(pid: i32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-/// Follows a flood until the daemon stops taking its bytes (`sent` unchanged for 3 s: it
-/// stopped reading) or the flood was all sent, sampling `pid`'s anonymous memory; returns the
-/// peak. Progress, not time, decides: a slow daemon that keeps reading is followed to the end.
+/// Follows a flood until the daemon has stopped taking its bytes (`sent` unchanged for 3 s, or
+/// all sent) and stopped growing (less than 1 MiB in 5 s), sampling `pid`'s
+/// anonymous memory; returns the peak. A slow daemon that keeps working is followed to the
+/// end (up to 10 minutes), whatever the load of the machine.
 fn flood_peak(pid: i32, sent: &AtomicUsize, done: impl Fn() -> bool) -> u64 {
     let start = Instant::now();
+    let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
     let mut peak = rss_anon(pid);
     let mut last = sent.load(Ordering::SeqCst);
     let mut last_progress = Instant::now();
     while start.elapsed() < Duration::from_secs(600) {
         std::thread::sleep(Duration::from_millis(250));
-        peak = peak.max(rss_anon(pid));
+        let r = rss_anon(pid);
+        peak = peak.max(r);
+        samples.push_back((Instant::now(), r));
+        while samples
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(5))
+        {
+            samples.pop_front();
+        }
         let now = sent.load(Ordering::SeqCst);
         if now != last {
             last = now;
             last_progress = Instant::now();
         }
-        if done() || last_progress.elapsed() >= Duration::from_secs(3) {
+        let growing = samples.front().is_some_and(|(_, first)| r > first + MIB);
+        if start.elapsed() >= Duration::from_secs(5)
+            && (done() || last_progress.elapsed() >= Duration::from_secs(3))
+            && !growing
+        {
             break;
         }
     }
@@ -1001,6 +1015,43 @@ fn limit_fds(n: u64) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'sta
         )
         .map_err(std::io::Error::from)
     }
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let mut cmd = Command::new(daemon_bin());
+    cmd.args(["--store", &unique_store(), "--socket"])
+        .arg(&socket)
+        .args(["--no-warm", "-m", "16M", "--arena-size", "4M"])
+        .env("CIDCACHE_LOG", "warn")
+        .stdin(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            use rustix::process::{setrlimit, Resource, Rlimit};
+            setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(64),
+                    maximum: Some(4096),
+                },
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    wait_for_socket(&socket, &mut child);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: Vec<&str> = line.split_whitespace().collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(soft[3], "4096", "{line}");
 }
 
 #[test]
