@@ -6,34 +6,28 @@
 #   ffi/check-header.sh --write  regenerate include/cidcache.h in place
 #
 # Needs the cbindgen CLI, version 0.29 (`cargo install cbindgen --locked --version '^0.29'`);
-# set CIDCACHE_INSTALL_CBINDGEN=1 to have this script install it when it is missing.
+# set CIDCACHE_INSTALL_CBINDGEN=1 to have this script install it, when it is missing, into the
+# build tree (`$CARGO_TARGET_DIR/tools`, default `target/tools`), never into ~/.cargo.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 header="$root/include/cidcache.h"
 want_major_minor="0.29"
+tools="${CARGO_TARGET_DIR:-$root/target}/tools"
 
-if ! command -v cbindgen >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cbindgen" ]; then
-    PATH="$HOME/.cargo/bin:$PATH"
-fi
-if ! command -v cbindgen >/dev/null 2>&1; then
+has_cbindgen() { # the cbindgen on PATH is of the version wanted
+    command -v cbindgen >/dev/null 2>&1 \
+        && cbindgen --version | awk '{print $2}' | grep -q "^$want_major_minor\."
+}
+PATH="$tools/bin:$PATH"
+if ! has_cbindgen; then
     if [ "${CIDCACHE_INSTALL_CBINDGEN:-0}" = 1 ]; then
-        cargo install cbindgen --locked --version "^$want_major_minor" >&2
-        PATH="$HOME/.cargo/bin:$PATH"
+        cargo install cbindgen --locked --version "^$want_major_minor" --root "$tools" >&2
     else
-        echo "check-header: cbindgen is not installed; run: cargo install cbindgen --locked --version '^$want_major_minor'" >&2
+        echo "check-header: cbindgen $want_major_minor.x is not installed; run: cargo install cbindgen --locked --version '^$want_major_minor' (or set CIDCACHE_INSTALL_CBINDGEN=1)" >&2
         exit 2
     fi
 fi
-version="$(cbindgen --version | awk '{print $2}')"
-case "$version" in
-    "$want_major_minor".*) ;;
-    *)
-        echo "check-header: cbindgen $version found, $want_major_minor.x needed (output differs between versions)" >&2
-        exit 2
-        ;;
-esac
-
 tmp="$(mktemp "${TMPDIR:-/tmp}/cidcache.h.XXXXXX")"
 trap 'rm -f "$tmp"' EXIT
 (cd "$root" && cbindgen --quiet --config ffi/cbindgen.toml --crate cidcache-ffi --output "$tmp" ffi)

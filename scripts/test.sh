@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Runs every check and test of cidcache on a fresh machine (Rust, Go, Python 3.11, gcc/g++,
-# valgrind). Installs what the tests need into the build tree only (Python venvs under target/,
-# Go modules in the Go module cache). Exits non-zero on the first failure.
+# Runs every check and test of cidcache on a fresh machine. Exits non-zero on the first failure.
+#
+# Needs (checked first, with a clear message when something is missing):
+#   Rust >= 1.88 (cargo, rustfmt, clippy), Go >= 1.25, Python 3.11 with venv and pip (pyarrow 11,
+#   for the Plasma tests, has no wheels for newer Pythons), gcc and g++, valgrind.
+# Missing Debian packages (python3.11-venv, gcc, g++, valgrind) are installed with apt-get when
+# the script runs as root on a Debian-like system; otherwise it stops and names them.
+# Everything else the tests need is installed into the build tree only: Python venvs and
+# cbindgen under target/, Go modules in the Go module cache. Network: crates.io, PyPI, the Go
+# module proxy (first run only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 step() { printf '\n==== %s ====\n' "$*"; }
 start=$(date +%s)
 
-step "toolchains"
-cargo --version; rustc --version
-command -v go >/dev/null && go version || true
-python3 --version
+step "requirements"
+scripts/requirements.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -28,13 +33,24 @@ step "Rust unit, integration and multi-process tests"
 cargo test --workspace
 
 step "loom model checks (seqlock read, pin/retire race)"
-RUSTFLAGS="--cfg cidcache_loom" CARGO_TARGET_DIR=target/loom \
-  cargo test -p cidcache --release --lib loom_tests
+# Only the cidcache library is rebuilt, with the loom cfg and optimised (the dependencies of the
+# debug build above are reused), then its loom_tests run.
+loom_bin=$(cargo rustc -q -p cidcache --lib --profile test --message-format=json \
+  -- --cfg cidcache_loom -C opt-level=2 |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cidcache":
+        print(m["executable"])')
+"$loom_bin" loom_tests
 
 if [ -x tests/run-ffi-tests.sh ]; then
   step "C ABI: header check, C (dynamic, static, valgrind), C++, Go, Python"
   tests/run-ffi-tests.sh
 fi
+
+step "Python package: pip install ./python (PyO3, dev profile) into target/py-venv, pytest against real daemons, mypy --strict on the tests"
+tests/run-python-tests.sh
 
 step "benchmark harness smoke run (debug build, short)"
 cargo bench -p cidcache --profile dev --bench spine -- --quick

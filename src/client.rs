@@ -11,7 +11,7 @@
 //! pinned, until they are dropped.
 
 use crate::error::{Code, Error, Result};
-use crate::index::{IndexRef, Slot, FLAG_ARROW};
+use crate::index::{IndexRef, Slot, FLAG_ARROW, FLAG_VALIDATED};
 use crate::key::Key;
 use crate::layout::{self, hdr, Header, SegTable};
 use crate::pins::{self, Lease};
@@ -408,6 +408,11 @@ impl ObjectRef {
     pub fn is_arrow(&self) -> bool {
         self.flags & FLAG_ARROW != 0
     }
+    /// Whether the coordinator validated this Arrow object in full when it was sealed, so that
+    /// [`Client::get_arrow`] decodes it without validating it again.
+    pub fn is_validated_arrow(&self) -> bool {
+        self.flags & (FLAG_ARROW | FLAG_VALIDATED) == FLAG_ARROW | FLAG_VALIDATED
+    }
 }
 
 impl std::ops::Deref for ObjectRef {
@@ -510,6 +515,27 @@ fn expect_done(r: Response) -> Result<()> {
     match r {
         Response::Done => Ok(()),
         other => Err(unexpected(other)),
+    }
+}
+
+/// One wait shared by the requests a batch is split into.
+struct Deadline(Option<std::time::Instant>, i64);
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        Deadline(std::time::Instant::now().checked_add(timeout), ms)
+    }
+
+    /// What is left of the wait, in milliseconds (the whole wait when it cannot be dated).
+    fn left_ms(&self) -> i64 {
+        match self.0 {
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .min(i64::MAX as u128) as i64,
+            None => self.1,
+        }
     }
 }
 
@@ -883,6 +909,16 @@ impl Client {
         self.get_wait(key, 0)
     }
 
+    /// Gets `key` only if it is in shared memory now: the hit path alone, which takes no lock,
+    /// makes no system call and never asks the coordinator. `Ok(None)` means "not hot" (absent,
+    /// not sealed yet, in a lower tier, or racing with its eviction): call [`Client::get`] to
+    /// ask the coordinator. For callers that must not block where a hit is likely (an
+    /// interpreter holding its global lock, an event loop).
+    pub fn get_hot(&self, key: &[u8]) -> Result<Option<ObjectRef>> {
+        let key = Key::new(key)?;
+        self.try_hit(&key, key.hash())
+    }
+
     /// Gets `key`, waiting up to `timeout` for it to be sealed. `None` when it did not appear.
     pub fn get_timeout(&self, key: &[u8], timeout: Duration) -> Result<Option<ObjectRef>> {
         self.get_wait(key, timeout.as_millis().min(i64::MAX as u128) as i64)
@@ -1046,17 +1082,16 @@ impl Client {
     /// Gets many keys: hits are served locally, the misses in one round trip (waiting up to
     /// `timeout` for them). One result per key, in order: `Ok(None)` for a key still missing.
     pub fn get_many(&self, keys: &[&[u8]], timeout: Duration) -> Vec<Result<Option<ObjectRef>>> {
-        let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
         let (mut out, missing) = self.get_many_local(keys);
-        if missing.is_empty() {
-            return out;
+        let deadline = Deadline::after(timeout);
+        for part in missing.chunks(proto::MAX_GET_MANY) {
+            let req = Request::GetMany {
+                keys: part.iter().map(|&(_, k)| k).collect(),
+                timeout_ms: deadline.left_ms(),
+            };
+            let resp = self.inner.conn.call(&req);
+            self.get_many_finish(&mut out, part, resp);
         }
-        let req = Request::GetMany {
-            keys: missing.iter().map(|&(_, k)| k).collect(),
-            timeout_ms,
-        };
-        let resp = self.inner.conn.call(&req);
-        self.get_many_finish(&mut out, &missing, resp);
         out
     }
 
@@ -1066,17 +1101,16 @@ impl Client {
         keys: &[&[u8]],
         timeout: Duration,
     ) -> Vec<Result<Option<ObjectRef>>> {
-        let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
         let (mut out, missing) = self.get_many_local(keys);
-        if missing.is_empty() {
-            return out;
+        let deadline = Deadline::after(timeout);
+        for part in missing.chunks(proto::MAX_GET_MANY) {
+            let req = Request::GetMany {
+                keys: part.iter().map(|&(_, k)| k).collect(),
+                timeout_ms: deadline.left_ms(),
+            };
+            let resp = self.inner.conn.call_async(&req).await;
+            self.get_many_finish(&mut out, part, resp);
         }
-        let req = Request::GetMany {
-            keys: missing.iter().map(|&(_, k)| k).collect(),
-            timeout_ms,
-        };
-        let resp = self.inner.conn.call_async(&req).await;
-        self.get_many_finish(&mut out, &missing, resp);
         out
     }
 
@@ -1114,7 +1148,9 @@ impl Client {
                 for (&(i, key), s) in missing.iter().zip(st) {
                     out[i] = match s {
                         Ok(()) => self.try_hit(&key, key.hash()),
-                        Err((Code::NotFound, _)) => Ok(None),
+                        // Missing; with a reason, the wait ended without it (its creator
+                        // gave up): an error.
+                        Err((Code::NotFound, m)) if m.is_empty() => Ok(None),
                         Err((c, m)) => Err(Error::from_code(c, m)),
                     };
                 }
@@ -1160,7 +1196,7 @@ impl Client {
         self.finish_create(key, data_len, meta_len, resp)
     }
 
-    fn create_with(
+    pub(crate) fn create_with(
         &self,
         key: &[u8],
         data_len: usize,
@@ -1325,7 +1361,9 @@ impl Client {
                     continue;
                 }
             };
-            if bytes + d.len() + 80 > budget && !cur.is_empty() {
+            if (bytes + d.len() + 80 > budget || cur.len() >= proto::MAX_PUT_MANY)
+                && !cur.is_empty()
+            {
                 batches.push((std::mem::take(&mut cur), std::mem::take(&mut idx)));
                 bytes = 0;
             }

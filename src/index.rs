@@ -33,6 +33,9 @@ pub const FLAG_ARROW: u64 = 1 << 8;
 /// Flag bit: the object lives in shared memory only and is never demoted (put as ephemeral, or
 /// a scan result). Recorded so that a coordinator adopting the index after a crash knows.
 pub const FLAG_EPHEMERAL: u64 = 1 << 16;
+/// Flag bit: the coordinator validated the Arrow IPC object in full when it was sealed (set
+/// only with [`FLAG_ARROW`]); readers then decode it without validation.
+pub const FLAG_VALIDATED: u64 = 1 << 9;
 
 /// How long a reader waits for an odd `seq` before treating the slot as unreadable.
 #[cfg(not(cidcache_loom))]
@@ -95,7 +98,7 @@ pub struct Entry {
     pub data_len: u64,
     /// Metadata length.
     pub meta_len: u64,
-    /// Flag bits ([`FLAG_ARROW`]).
+    /// Flag bits ([`FLAG_ARROW`], [`FLAG_VALIDATED`]).
     pub flags: u64,
     /// Coordinator handle.
     pub object_id: u64,
@@ -222,9 +225,21 @@ impl<'a> IndexRef<'a> {
     /// Reads live entries from slot `start` on, for listing. Returns `(key, entry)` pairs and
     /// the next slot to continue from (`None` at the end).
     pub fn scan(&self, start: usize, max: usize) -> (Vec<(Key, Entry)>, Option<usize>) {
+        self.scan_slots(start, max, usize::MAX)
+    }
+
+    /// Like [`IndexRef::scan`], reading at most `max_slots` slots (at least one), so that one
+    /// call's cost is bounded however sparse the table is.
+    pub fn scan_slots(
+        &self,
+        start: usize,
+        max: usize,
+        max_slots: usize,
+    ) -> (Vec<(Key, Entry)>, Option<usize>) {
         let mut out = Vec::new();
         let mut i = start;
-        while i < self.slots.len() && out.len() < max {
+        let end = start.saturating_add(max_slots.max(1)).min(self.slots.len());
+        while i < end && out.len() < max {
             if let Some(s) = self.snapshot(i) {
                 if s.state == STATE_LIVE {
                     if let Some(k) = Key::from_words(&s.key) {
@@ -438,6 +453,29 @@ impl<'a> IndexWriter<'a> {
         Err(InsertError::Full)
     }
 
+    /// Changes flag bits of the live entry at `slot`, if it still holds object `object_id`, in
+    /// place: one atomic store of its state word, no seqlock write. A reader sees the entry
+    /// with the old bits or the new ones, and `seq` stays what pins taken on the entry carry
+    /// (a seqlock write would orphan them). Only for bits whose old and new values are both
+    /// correct for every reader at the time of the change: clearing [`FLAG_VALIDATED`] (readers
+    /// then validate), or setting it once the coordinator validated the bytes. Returns whether
+    /// the entry was changed.
+    pub(crate) fn update_flags(&mut self, slot: u32, object_id: u64, set: u64, clear: u64) -> bool {
+        debug_assert_eq!((set | clear) & 0xff, 0, "flag bits only");
+        let Some(s) = self.r.slots.get(slot as usize) else {
+            return false;
+        };
+        let state = s.state.load(Ordering::Relaxed);
+        if state & 0xff != STATE_LIVE || s.object_id.load(Ordering::Relaxed) != object_id {
+            return false;
+        }
+        let new = (state | (set & !0xff)) & !(clear & !0xff);
+        if new != state {
+            s.state.store(new, Ordering::Release);
+        }
+        true
+    }
+
     /// Retires the live entry at `slot`: afterwards no reader can take a new snapshot of it, and
     /// a reader that pinned the old snapshot sees `seq` changed when it re-checks. Returns the
     /// `seq` the entry was live at (what pins on it carry).
@@ -607,6 +645,31 @@ mod tests {
     }
 
     #[test]
+    fn flags_change_in_place_and_pins_stay_valid() {
+        let s = slots(16);
+        let mp = AtomicU64::new(0);
+        let mut w = IndexWriter::new(IndexRef::new(&s, &mp), 14);
+        let mut e = entry(1);
+        e.flags = FLAG_ARROW | FLAG_VALIDATED;
+        let slot = w.insert(&key_of(1), e).unwrap();
+        let r = w.reader();
+        let seq = r.seq(slot);
+        assert!(w.update_flags(slot, e.object_id, 0, FLAG_VALIDATED));
+        // The seq that pins carry is unchanged; readers see the new bits.
+        assert_eq!(r.seq(slot), seq);
+        let f = r.lookup(&key_of(1), key_of(1).hash()).unwrap();
+        assert_eq!(f.entry.flags, FLAG_ARROW);
+        assert!(w.update_flags(slot, e.object_id, FLAG_VALIDATED, 0));
+        let f = r.lookup(&key_of(1), key_of(1).hash()).unwrap();
+        assert_eq!(f.entry.flags, FLAG_ARROW | FLAG_VALIDATED);
+        // Another object in the slot, or none, is left alone.
+        assert!(!w.update_flags(slot, e.object_id + 1, 0, FLAG_VALIDATED));
+        w.remove(slot);
+        assert!(!w.update_flags(slot, e.object_id, 0, FLAG_VALIDATED));
+        assert!(!w.update_flags(99, e.object_id, 0, FLAG_VALIDATED));
+    }
+
+    #[test]
     fn full_table_is_an_error_not_a_hang() {
         let s = slots(8);
         let mp = AtomicU64::new(0);
@@ -641,12 +704,14 @@ mod loom_tests {
             let slots = Arc::new(new_slots(2));
             let mp = Arc::new(AtomicU64::new(0));
             let key = Key::new(b"k").unwrap();
+            // The entries differ in every word, flags included: a reader must never see the
+            // Arrow and validated bits of one entry with the offsets of the other.
             let a = Entry {
                 seg: 1,
                 offset: 64,
                 data_len: 10,
                 meta_len: 1,
-                flags: 0,
+                flags: FLAG_ARROW | FLAG_VALIDATED,
                 object_id: 7,
             };
             let b = Entry {

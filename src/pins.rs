@@ -14,6 +14,19 @@
 //! client connects and discards it when the connection closes, which drops every pin the client
 //! held: a dead client cannot keep memory pinned.
 //!
+//! # What the coordinator trusts (nothing)
+//! The client can write any word of its page at any time. The coordinator therefore never takes
+//! the page's header as the truth: it views the page with the sizes it created it with
+//! ([`Lease::with_sizes`]), checks that the header still holds what it wrote
+//! ([`Lease::check_header`]) and that every pin names a slot of the index
+//! ([`Lease::collect_pins_checked`]); a failed check is a [`LeaseFault`], which ends that
+//! client's session. What cannot be told apart from a correct page costs bounded work: a
+//! harvest reads at most H hit words however far the head moved (a head moving backwards, which
+//! racing threads of a correct client can cause, reads nothing), hit ids that name no object
+//! are ignored by the policies, and a forged pin `(slot, seq)` can at worst keep one retired
+//! object's memory from being reused while it stays, at most P of them per client (the same as
+//! P real pins).
+//!
 //! # Pin protocol (a hit without a round trip)
 //! Reader: look the key up (a seqlock snapshot at `seq`), store the pin `(slot, seq)`, issue a
 //! SeqCst fence, re-load the slot's `seq`. Equal: the object is pinned. Different: drop the pin
@@ -71,22 +84,33 @@ pub struct Lease<'a> {
 }
 
 impl<'a> Lease<'a> {
-    /// Splits `words` (the whole page) by the sizes in its header. `None` if they do not fit.
+    /// Client: splits `words` (the whole page) by the sizes in its header, which the coordinator
+    /// wrote. `None` if they do not fit. The coordinator never uses this on a page a client can
+    /// write: see [`Lease::with_sizes`].
     pub fn new(words: &'a [AtomicU64]) -> Option<Lease<'a>> {
         if words.len() < LEASE_HEADER_WORDS {
             return None;
         }
-        let (header, rest) = words.split_at(LEASE_HEADER_WORDS);
-        let p = header[lease::PINS].load(Ordering::Relaxed) as usize;
-        let h = header[lease::HITS].load(Ordering::Relaxed) as usize;
-        if p.checked_add(h)? > rest.len() || h == 0 {
+        let p = words[lease::PINS].load(Ordering::Relaxed);
+        let h = words[lease::HITS].load(Ordering::Relaxed);
+        Lease::with_sizes(words, usize::try_from(p).ok()?, usize::try_from(h).ok()?)
+    }
+
+    /// Coordinator: a view of a page it created with `pins` pin words and `hits` ring words,
+    /// whatever the page's header says now. `None` if `words` is too short or `hits` is 0.
+    pub fn with_sizes(words: &'a [AtomicU64], pins: usize, hits: usize) -> Option<Lease<'a>> {
+        if words.len() < LEASE_HEADER_WORDS || hits == 0 {
             return None;
         }
-        let (pins, rest) = rest.split_at(p);
+        let (header, rest) = words.split_at(LEASE_HEADER_WORDS);
+        if pins.checked_add(hits)? > rest.len() {
+            return None;
+        }
+        let (pins, rest) = rest.split_at(pins);
         Some(Lease {
             header,
             pins,
-            hits: &rest[..h],
+            hits: &rest[..hits],
         })
     }
 
@@ -97,7 +121,29 @@ impl<'a> Lease<'a> {
         words[lease::PINS].store(pins as u64, Ordering::Relaxed);
         words[lease::HITS].store(hits as u64, Ordering::Relaxed);
         words[lease::HIT_HEAD].store(0, Ordering::Relaxed);
-        Lease::new(words).expect("lease page sized for its header")
+        Lease::with_sizes(words, pins, hits).expect("lease page sized for its header")
+    }
+
+    /// Coordinator: checks that the header words the client must never change still hold what
+    /// [`Lease::init`] wrote for `client_id` (the sizes are this view's).
+    pub fn check_header(&self, client_id: u64) -> Result<(), LeaseFault> {
+        let want = [
+            (lease::MAGIC, LEASE_MAGIC),
+            (lease::CLIENT_ID, client_id),
+            (lease::PINS, self.pins.len() as u64),
+            (lease::HITS, self.hits.len() as u64),
+        ];
+        for (word, expected) in want {
+            let found = self.header[word].load(Ordering::Relaxed);
+            if found != expected {
+                return Err(LeaseFault::Header {
+                    word,
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Magic word (for validation by the client).
@@ -108,6 +154,11 @@ impl<'a> Lease<'a> {
     /// Number of pin words.
     pub fn capacity(&self) -> usize {
         self.pins.len()
+    }
+
+    /// Number of hit-ring words.
+    pub fn hit_capacity(&self) -> usize {
+        self.hits.len()
     }
 
     /// Stores `word` in a free pin slot, searching from `hint`. Returns its position, or `None`
@@ -152,7 +203,8 @@ impl<'a> Lease<'a> {
         head.store(h.wrapping_add(1), Ordering::Release);
     }
 
-    /// Coordinator: appends every pin word held to `out`.
+    /// Appends every pin word held to `out` (unchecked: for tests and benchmarks; the coordinator
+    /// uses [`Lease::collect_pins_checked`]).
     pub fn collect_pins(&self, out: &mut Vec<u64>) {
         for p in self.pins {
             let v = p.load(Ordering::Relaxed);
@@ -162,8 +214,27 @@ impl<'a> Lease<'a> {
         }
     }
 
+    /// Coordinator: appends every pin word held to `out` (at most P), or fails on the first one
+    /// that names no slot of an index of `slots` slots (no correct client writes one). On
+    /// failure `out` may hold some of this page's pins; the caller drops them with the session.
+    pub fn collect_pins_checked(&self, slots: u32, out: &mut Vec<u64>) -> Result<(), LeaseFault> {
+        for (pos, p) in self.pins.iter().enumerate() {
+            let v = p.load(Ordering::Relaxed);
+            if v == 0 {
+                continue;
+            }
+            let slot_plus_1 = v >> 32;
+            if slot_plus_1 == 0 || slot_plus_1 > slots as u64 {
+                return Err(LeaseFault::Pin { pos, word: v });
+            }
+            out.push(v);
+        }
+        Ok(())
+    }
+
     /// Coordinator: calls `f` with the object ids of hits recorded since `*seen`, then advances
-    /// `*seen`. When the client wrote more than a ring's worth, only the last ring is read.
+    /// `*seen`. When the client wrote more than a ring's worth, only the last ring is read: at
+    /// most H words whatever the head says (ids are hostile too: `f` must ignore unknown ones).
     pub fn drain_hits(&self, seen: &mut u64, mut f: impl FnMut(u64)) {
         let head = self.header[lease::HIT_HEAD].load(Ordering::Acquire);
         let n = self.hits.len() as u64;
@@ -175,6 +246,53 @@ impl<'a> Lease<'a> {
             }
         }
         *seen = head;
+    }
+}
+
+/// Why the coordinator refuses a client's lease page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseFault {
+    /// A header word no longer holds what the coordinator wrote.
+    Header {
+        /// Word index (see [`lease`]).
+        word: usize,
+        /// What the coordinator wrote.
+        expected: u64,
+        /// What the page holds now.
+        found: u64,
+    },
+    /// A pin word names no slot of the index.
+    Pin {
+        /// Position in the pin array.
+        pos: usize,
+        /// The word.
+        word: u64,
+    },
+}
+
+impl std::fmt::Display for LeaseFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseFault::Header {
+                word,
+                expected,
+                found,
+            } => {
+                let name = ["magic", "client id", "pin count", "hit-ring size"]
+                    .get(*word)
+                    .copied()
+                    .unwrap_or("header");
+                write!(
+                    f,
+                    "header word {word} ({name}) was overwritten: {found:#x}, not {expected:#x}"
+                )
+            }
+            LeaseFault::Pin { pos, word } => write!(
+                f,
+                "pin {pos} ({word:#x}) names slot {}, which the index does not have",
+                (word >> 32).wrapping_sub(1)
+            ),
+        }
     }
 }
 
@@ -228,6 +346,48 @@ mod tests {
         let mut v = Vec::new();
         l.collect_pins(&mut v);
         assert!(v.contains(&pin_word(3, 4)));
+    }
+
+    #[test]
+    fn the_coordinator_checks_what_the_client_can_write() {
+        let words: Vec<AtomicU64> = (0..lease_bytes(4, 8) / 8)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let l = Lease::init(&words, 9, 4, 8);
+        assert_eq!(l.check_header(9), Ok(()));
+        assert!(l.check_header(8).is_err(), "another client's id");
+        let mut v = Vec::new();
+        l.pin(pin_word(15, 3), 0).unwrap();
+        assert_eq!(l.collect_pins_checked(16, &mut v), Ok(()));
+        assert_eq!(v, vec![pin_word(15, 3)]);
+        // A slot past the index, and a word with no slot at all.
+        for bad in [pin_word(16, 3), 0x1234] {
+            words[LEASE_HEADER_WORDS + 1].store(bad, Ordering::Relaxed);
+            let e = l.collect_pins_checked(16, &mut Vec::new()).unwrap_err();
+            assert_eq!(e, LeaseFault::Pin { pos: 1, word: bad });
+        }
+        words[LEASE_HEADER_WORDS + 1].store(0, Ordering::Relaxed);
+        // The header's sizes are the client's to break, never the coordinator's truth.
+        words[lease::HITS].store(0, Ordering::Relaxed);
+        assert!(Lease::new(&words).is_none());
+        let mine = Lease::with_sizes(&words, 4, 8).unwrap();
+        assert_eq!(mine.capacity(), 4);
+        let e = mine.check_header(9).unwrap_err();
+        assert!(e.to_string().contains("hit-ring size"), "{e}");
+        words[lease::HITS].store(8, Ordering::Relaxed);
+        words[lease::PINS].store(u64::MAX, Ordering::Relaxed);
+        assert!(Lease::new(&words).is_none());
+        assert!(mine.check_header(9).is_err());
+        // A head far ahead reads one ring; a head moving back reads nothing.
+        let mut seen = 0;
+        let mut n = 0;
+        words[lease::HIT_HEAD].store(u64::MAX - 3, Ordering::Relaxed);
+        mine.drain_hits(&mut seen, |_| n += 1);
+        assert!(n <= 8);
+        words[lease::HIT_HEAD].store(5, Ordering::Relaxed);
+        n = 0;
+        mine.drain_hits(&mut seen, |_| n += 1);
+        assert_eq!((n, seen), (0, 5));
     }
 
     #[test]

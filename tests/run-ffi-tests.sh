@@ -95,6 +95,10 @@ if ! cargo build -p cidcache-ffi -p cidcache; then
     exit 1
 fi
 record "cargo build" 0
+# libcidcache.so carries the SONAME libcidcache.so.<ABI> (ffi/build.rs): programs linked
+# against the build tree look that name up in it.
+abi=$(sed -n 's/^const ABI: u32 = \([0-9]*\);/\1/p' ffi/build.rs)
+ln -sf libcidcache.so "$libdir/libcidcache.so.$abi"
 
 log "cargo test -p cidcache-ffi (unit tests)"
 cargo test -p cidcache-ffi --lib
@@ -126,11 +130,53 @@ if [ $c_build -eq 0 ]; then
     run_suite "c-static" "$out/test_c_static"
     if [ "${CIDCACHE_SKIP_VALGRIND:-0}" != 1 ]; then
         run_suite "c-valgrind" valgrind -q --error-exitcode=3 \
-            --suppressions="$root/tests/c/valgrind.supp" --leak-check=full \
+            --suppressions="$root/ffi/cidcache.supp" --leak-check=full \
             --show-leak-kinds=definite,indirect,possible \
             --errors-for-leak-kinds=definite,indirect,possible --num-callers=40 \
             "$out/test_c_dynamic"
     fi
+fi
+
+# ---- installed library: layout, SONAME, no debug info, pkg-config and CMake consumers -----------
+log "install into a temporary prefix (scripts/install.sh --profile dev)"
+prefix="$out/prefix"
+rm -rf "$prefix"
+install_ok=0
+scripts/install.sh --profile dev --no-build --prefix "$prefix" || install_ok=1
+if [ $install_ok -eq 0 ]; then
+    so="$prefix/lib/libcidcache.so"
+    readelf -d "$so" | grep -q "SONAME.*\[libcidcache.so.$abi\]" ||
+        { echo "no SONAME libcidcache.so.$abi"; install_ok=1; }
+    if readelf -S "$so" | grep -q '\.debug_info'; then
+        echo "the installed library carries debug info"; install_ok=1
+    fi
+    readelf -S "$so" | grep -q '\.gnu_debuglink' || { echo "no .gnu_debuglink"; install_ok=1; }
+    [ -s "$prefix/lib/.debug/$(readlink -f "$so" | xargs basename).debug" ] ||
+        { echo "no separate debug file"; install_ok=1; }
+    [ -f "$prefix/share/cidcache/valgrind.supp" ] || { echo "no valgrind.supp"; install_ok=1; }
+    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+    # shellcheck disable=SC2046
+    gcc -std=c11 -Wall -Werror tests/install/consumer.c -o "$out/consumer_pkgconfig" \
+        $(pkg-config --cflags --libs cidcache) -Wl,-rpath,"$prefix/lib" || install_ok=1
+    # shellcheck disable=SC2046
+    gcc -std=c11 -Wall -Werror tests/install/consumer.c -o "$out/consumer_pkgconfig_static" \
+        $(pkg-config --cflags cidcache) "$prefix/lib/libcidcache.a" \
+        $(pkg-config --static --libs-only-l cidcache | sed 's/-lcidcache//') || install_ok=1
+    rm -rf "$out/cmake-consumer"
+    { cmake -S tests/install -B "$out/cmake-consumer" -DCMAKE_PREFIX_PATH="$prefix" \
+        -DCMAKE_BUILD_RPATH="$prefix/lib" >/dev/null &&
+        cmake --build "$out/cmake-consumer" >/dev/null; } || install_ok=1
+    unset PKG_CONFIG_PATH
+fi
+record "install, pkg-config and CMake builds" $install_ok
+if [ $install_ok -eq 0 ]; then
+    run_suite "installed-consumers" bash -c "
+        set -e
+        ldd '$out/consumer_pkgconfig' | grep -q '$prefix/lib/libcidcache.so.$abi'
+        '$out/consumer_pkgconfig'
+        '$out/consumer_pkgconfig_static'
+        '$out/cmake-consumer/consumer_shared'
+        '$out/cmake-consumer/consumer_static'"
 fi
 
 # ---- C++ -------------------------------------------------------------------------------------
@@ -146,7 +192,9 @@ fi
 # ---- Go --------------------------------------------------------------------------------------
 if [ "${CIDCACHE_SKIP_GO:-0}" != 1 ]; then
     export CGO_ENABLED=1
-    export CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir"
+    # The Go package finds the library with pkg-config: here, the one installed above.
+    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+    export LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export GOFLAGS="${GOFLAGS:--buildvcs=false}"
     log "go vet"
     (cd ffi/go && go vet ./...)

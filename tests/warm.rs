@@ -340,6 +340,10 @@ fn a_file_corrupted_while_serving_is_quarantined_on_read() {
         match c.get(&k) {
             Ok(Some(o)) => assert!(o.data() == content(&k, (300 << 10) + i % 7), "{i}"),
             Ok(None) => {}
+            // What the damage touched answers Corrupt, and again on the next get.
+            Err(cidcache::Error::Corrupt(_)) => {
+                assert!(matches!(c.get(&k), Err(cidcache::Error::Corrupt(_))));
+            }
             Err(e) => panic!("a get must not fail with {e}"),
         }
         if stat(&c, "warm.read_errors") > 0 {
@@ -347,7 +351,7 @@ fn a_file_corrupted_while_serving_is_quarantined_on_read() {
         }
     }
     assert!(errors > 0, "the corruption was not detected");
-    assert!(stat(&c, "warm.quarantined_files") > 0);
+    assert!(stat(&c, "warm.quarantined_files") + stat(&c, "warm.damaged_objects") > 0);
     c.put(b"after", b"still serving").unwrap();
 }
 
@@ -614,7 +618,12 @@ fn small_files_are_compacted_and_nothing_is_lost() {
     drain(&c);
     // One object deleted after compaction may have copied it.
     c.delete(&key(3)).unwrap();
-    assert!(stat(&c, "warm.compactions") > 0, "no compaction happened");
+    // Compaction runs on the writer after a write: it may still be going when the queue is
+    // empty (a loaded machine), so wait for it.
+    assert!(
+        common::eventually(Duration::from_secs(60), || stat(&c, "warm.compactions") > 0),
+        "no compaction happened"
+    );
     assert!(stat(&c, "warm.files") < stat(&c, "warm.demotions"));
     let check = |c: &Client| {
         for i in 0..n {

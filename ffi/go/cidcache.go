@@ -6,18 +6,18 @@
 // lock: the returned Object's Data is a []byte view directly over the shared mapping, valid until
 // Object.Release. Misses, writes and control calls are requests to the coordinator, cidcached.
 //
-// Linking: the package links with -lcidcache. Build the library (cargo build -p cidcache-ffi)
-// and point cgo at it, for example
+// Linking: the package finds libcidcache with pkg-config (package cidcache). Install the
+// library (make install, or scripts/install.sh --prefix DIR, which writes
+// DIR/lib/pkgconfig/cidcache.pc); with a prefix pkg-config does not search, point it there:
 //
-//	CGO_LDFLAGS="-L$TARGET/debug -Wl,-rpath,$TARGET/debug" go test ./...
+//	PKG_CONFIG_PATH=DIR/lib/pkgconfig go test ./...
 //
 // Errors are *Error values carrying the stable Status code; compare with errors.Is against the
 // Err* sentinels (errors.Is(err, cidcache.ErrNotFound)).
 package cidcache
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: -lcidcache
+#cgo pkg-config: cidcache
 #include <stdlib.h>
 #include "cidcache.h"
 */
@@ -63,6 +63,7 @@ const (
 	StatusArrow            Status = C.CIDCACHE_ARROW
 	StatusInternal         Status = C.CIDCACHE_INTERNAL
 	StatusCorrupt          Status = C.CIDCACHE_CORRUPT
+	StatusBusy             Status = C.CIDCACHE_BUSY
 )
 
 // String is the C name of the status, e.g. "CIDCACHE_NOT_FOUND".

@@ -1,6 +1,7 @@
 //! `cidcache`: command-line client of a cidcache store.
 
 use cidcache::cid;
+use cidcache::tier::catalog::CatalogEntry;
 use cidcache::{Client, ConnectOptions, Error};
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -73,8 +74,13 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         timeout_ms: u64,
     },
-    /// List objects in the hot tier.
-    Ls,
+    /// List the objects in the hot tier (shared memory): `KEY<TAB>BYTES<TAB>raw|arrow`. With
+    /// --all, every object the catalog knows, in any tier, with a tier column.
+    Ls {
+        /// Every tier (from the catalog): `KEY<TAB>BYTES<TAB>TIER`.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show an object's size and kind.
     Stat {
         /// CID of the object.
@@ -85,7 +91,9 @@ enum Cmd {
         /// CID of the object.
         cid: String,
     },
-    /// Show the store's counters.
+    /// Show the store's counters. `hot.hits` counts the lock-free hits that clients report
+    /// through their lease pages' hit rings: exact at low rates, a sample when a client hits
+    /// faster than the coordinator drains its ring (docs/operations.md).
     Stats,
     /// Store every file under a directory (recursively); prints `CID<TAB>path` per file.
     Import {
@@ -130,6 +138,21 @@ enum Cmd {
         /// The worker's spec (JSON).
         spec: String,
     },
+}
+
+/// Writes a line to standard output; a reader that went away (`cidcache stats | head`) ends the
+/// command quietly (see `main`) instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(stdout_error)?
+    };
+}
+
+fn stdout_error(e: std::io::Error) -> Error {
+    Error::Io {
+        context: "writing standard output".into(),
+        source: e,
+    }
 }
 
 fn connect(a: &Args) -> Result<Client, Error> {
@@ -184,8 +207,9 @@ fn run(a: Args) -> Result<(), Error> {
                 Err(Error::AlreadyExists(_)) => eprintln!("already stored"),
                 Err(e) => return Err(e),
             }
-            record(&c, &key, data.len(), file, mimetype.as_deref());
-            println!("{}", cid::format_key(&key));
+            let e = file_entry(&key, data.len(), file, mimetype.as_deref(), "cidcache put");
+            record(&c, e.as_slice(), &mut false);
+            say!("{}", cid::format_key(&key));
         }
         Cmd::Query {
             filters,
@@ -201,10 +225,7 @@ fn run(a: Args) -> Result<(), Error> {
                     context: format!("writing {}", p.display()),
                     source: e,
                 })?,
-                None => std::io::stdout().write_all(&out).map_err(|e| Error::Io {
-                    context: "writing standard output".into(),
-                    source: e,
-                })?,
+                None => std::io::stdout().write_all(&out).map_err(stdout_error)?,
             }
         }
         Cmd::Get {
@@ -224,13 +245,29 @@ fn run(a: Args) -> Result<(), Error> {
                 })?,
                 None => std::io::stdout()
                     .write_all(obj.data())
-                    .map_err(|e| Error::Io {
-                        context: "writing standard output".into(),
-                        source: e,
-                    })?,
+                    .map_err(stdout_error)?,
             }
         }
-        Cmd::Ls => {
+        Cmd::Ls { all: true } => {
+            use arrow_array::{Array, BinaryArray, StringArray, UInt64Array};
+            let c = connect(&a)?;
+            let cols = Some("cid,size_bytes,storage_tier");
+            for b in c.catalog_query_batches(&[], cols, None)? {
+                let unexpected = || Error::Internal("the catalog answered other columns".into());
+                let (Some(k), Some(n), Some(t)) = (
+                    b.column(0).as_any().downcast_ref::<BinaryArray>(),
+                    b.column(1).as_any().downcast_ref::<UInt64Array>(),
+                    b.column(2).as_any().downcast_ref::<StringArray>(),
+                ) else {
+                    return Err(unexpected());
+                };
+                for i in 0..b.num_rows() {
+                    let tier = if t.is_null(i) { "none" } else { t.value(i) };
+                    say!("{}\t{}\t{}", cid::format_key(k.value(i)), n.value(i), tier);
+                }
+            }
+        }
+        Cmd::Ls { all: false } => {
             let c = connect(&a)?;
             for e in c.list()? {
                 let kind = if e.flags & cidcache::index::FLAG_ARROW != 0 {
@@ -238,7 +275,7 @@ fn run(a: Args) -> Result<(), Error> {
                 } else {
                     "raw"
                 };
-                println!("{}\t{}\t{}", e.key, e.data_len, kind);
+                say!("{}\t{}\t{}", e.key, e.data_len, kind);
             }
         }
         Cmd::Stat { cid: text } => {
@@ -247,14 +284,14 @@ fn run(a: Args) -> Result<(), Error> {
             let obj = c
                 .get(&key)?
                 .ok_or_else(|| Error::NotFound(format!("{text} is not in the store")))?;
-            println!("cid:       {}", obj.key());
-            println!("size:      {}", obj.data().len());
-            println!("metadata:  {}", obj.metadata().len());
-            println!(
+            say!("cid:       {}", obj.key());
+            say!("size:      {}", obj.data().len());
+            say!("metadata:  {}", obj.metadata().len());
+            say!(
                 "kind:      {}",
                 if obj.is_arrow() { "arrow" } else { "raw" }
             );
-            println!("tier:      hot");
+            say!("tier:      hot");
         }
         Cmd::Rm { cid: text } => {
             let key = cid::parse_key_arg(text)?;
@@ -265,7 +302,7 @@ fn run(a: Args) -> Result<(), Error> {
             let stats = c.stats()?;
             let w = stats.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
             for (k, v) in stats {
-                println!("{k:w$}  {v}");
+                say!("{k:w$}  {v}");
             }
         }
         Cmd::Import { dir, ephemeral } => import(&a, dir, *ephemeral)?,
@@ -295,12 +332,17 @@ fn run(a: Args) -> Result<(), Error> {
                 quiet: a.quiet,
             };
             let report = cidcache::harness::run(&opts)?;
-            print!("{}", cidcache::harness::report::table(&report));
+            write!(
+                std::io::stdout().lock(),
+                "{}",
+                cidcache::harness::report::table(&report)
+            )
+            .map_err(stdout_error)?;
             if let Some(p) = json {
-                println!("wrote {}", p.display());
+                say!("wrote {}", p.display());
             }
             if let Some(d) = plot {
-                println!("wrote plots into {}", d.display());
+                say!("wrote plots into {}", d.display());
             }
         }
         Cmd::BenchWorker { spec } => {
@@ -361,6 +403,10 @@ fn import(a: &Args, dir: &std::path::Path, ephemeral: bool) -> Result<(), Error>
         pb
     };
     let mut out = std::io::stdout().lock();
+    // Catalog entries go in batches: one round trip per RECORD_BATCH files.
+    const RECORD_BATCH: usize = 256;
+    let mut entries = Vec::with_capacity(RECORD_BATCH);
+    let mut warned = false;
     for f in &files {
         let data = std::fs::read(f).map_err(|e| Error::Io {
             context: format!("reading {}", f.display()),
@@ -376,13 +422,16 @@ fn import(a: &Args, dir: &std::path::Path, ephemeral: bool) -> Result<(), Error>
             Ok(()) | Err(Error::AlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }
+        entries.extend(file_entry(&key, data.len(), f, None, "cidcache import"));
+        if entries.len() == RECORD_BATCH {
+            record(&c, &entries, &mut warned);
+            entries.clear();
+        }
         pb.suspend(|| writeln!(out, "{}\t{}", cid::format_key(&key), f.display()))
-            .map_err(|e| Error::Io {
-                context: "writing standard output".into(),
-                source: e,
-            })?;
+            .map_err(stdout_error)?;
         pb.inc(data.len() as u64);
     }
+    record(&c, &entries, &mut warned);
     pb.finish_and_clear();
     Ok(())
 }
@@ -391,6 +440,10 @@ fn main() -> ExitCode {
     let a = Args::parse();
     match run(a) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): nothing left to say to anyone.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("cidcache: {e}");
             ExitCode::from(match e.code() {
@@ -402,25 +455,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// Records a file's name and MIME type in the store's catalog (best effort: a store without a
-/// catalog only gets a warning).
-fn record(c: &Client, key: &[u8], size: usize, file: &std::path::Path, mimetype: Option<&str>) {
-    let Ok(k) = cidcache::Key::new(key) else {
-        return;
-    };
+/// The catalog entry that records a stored file's name and MIME type (guessed from the name
+/// unless given). The store merges it with what it knows of the key (see docs/catalog.md).
+fn file_entry(
+    key: &[u8],
+    size: usize,
+    file: &std::path::Path,
+    mimetype: Option<&str>,
+    source: &str,
+) -> Option<CatalogEntry> {
+    let k = cidcache::Key::new(key).ok()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
-    let mut e = cidcache::tier::catalog::CatalogEntry::new(k, size as u64, now);
+    let mut e = CatalogEntry::new(k, size as u64, now);
     if file.as_os_str() != "-" {
         e.filename = file.file_name().map(|n| n.to_string_lossy().into_owned());
     }
     e.mimetype = mimetype
         .map(str::to_string)
         .or_else(|| guess_mimetype(file).map(str::to_string));
-    e.source = Some("cidcache put".into());
-    if let Err(err) = c.catalog_upsert(&[e]) {
+    e.source = Some(source.into());
+    Some(e)
+}
+
+/// Records entries in the store's catalog (best effort: a store without a catalog only gets a
+/// warning, once).
+fn record(c: &Client, entries: &[CatalogEntry], warned: &mut bool) {
+    if entries.is_empty() || *warned {
+        return;
+    }
+    if let Err(err) = c.catalog_upsert(entries) {
         eprintln!("cidcache: stored, but not recorded in the catalog: {err}");
+        *warned = true;
     }
 }
 

@@ -21,13 +21,16 @@ fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a `Put`, `PutMany` or `Seal` request of `client`.
+/// Runs a `Put` or `PutMany` request of `client` whose items are not Arrow (those are
+/// validated first, see `session::arrow_put`, then acknowledged with [`one`] or [`many`]).
 pub(crate) fn write(store: &Shared, client: u64, req: Request<'_>) -> Ack {
     let mut st = lock(store);
     match req {
-        Request::Put(it) => one(store, st.put(client, &it)),
-        Request::Seal { key } => one(store, st.seal(client, key)),
-        Request::PutMany(items) => many(store, st.put_many(client, &items)),
+        Request::Put(it) => one(store, st.put(client, &it, false)),
+        Request::PutMany(items) => {
+            let checks: Vec<Result<bool>> = items.iter().map(|_| Ok(false)).collect();
+            many(store, st.put_many(client, &items, &checks))
+        }
         _ => Ack::Now(Response::error(&crate::error::Error::Internal(
             "not a write request".into(),
         ))),
@@ -43,7 +46,22 @@ async fn settle(store: Shared, p: Persist) -> Result<()> {
     lock(&store).finish_persist(p.id, p.key, r)
 }
 
-fn one(store: &Shared, r: Result<Option<Persist>>) -> Ack {
+/// The answer to a seal whose object waits for its durable write (then published).
+pub(crate) fn persisted(
+    store: &Shared,
+    p: Persist,
+) -> impl Future<Output = Response> + Send + 'static {
+    let store = store.clone();
+    async move {
+        match settle(store, p).await {
+            Ok(()) => Response::Done,
+            Err(e) => Response::error(&e),
+        }
+    }
+}
+
+/// The answer to one put.
+pub(crate) fn one(store: &Shared, r: Result<Option<Persist>>) -> Ack {
     match r {
         Ok(None) => Ack::Now(Response::Done),
         Err(e) => Ack::Now(Response::error(&e)),
@@ -59,7 +77,8 @@ fn one(store: &Shared, r: Result<Option<Persist>>) -> Ack {
     }
 }
 
-fn many(store: &Shared, rs: Vec<Result<Option<Persist>>>) -> Ack {
+/// The answer to a batch of puts.
+pub(crate) fn many(store: &Shared, rs: Vec<Result<Option<Persist>>>) -> Ack {
     if rs.iter().all(|r| !matches!(r, Ok(Some(_)))) {
         return Ack::Now(Response::Statuses(Store::statuses(
             rs.into_iter().map(|r| r.map(|_| ())).collect(),

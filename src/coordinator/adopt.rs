@@ -15,6 +15,7 @@
 use super::paths;
 use crate::error::{Error, Result};
 use crate::layout::{self, hdr, Geometry, Header};
+use crate::pins::Lease;
 use crate::shm::{self, Access, Mapping};
 use crate::sync::AtomicU64;
 use rustix::fd::OwnedFd;
@@ -184,9 +185,46 @@ pub(crate) struct Orphan {
     pub name: String,
     pub fd: OwnedFd,
     pub map: Mapping,
+    /// The client id the page was created for (from its name).
+    pub id: u64,
+    /// Its pin and hit-ring sizes, read from its header once at adoption (within the page);
+    /// later reads check the header against them, as for a live client's page.
+    pub pins: usize,
+    pub hits: usize,
 }
 
 impl Orphan {
+    /// The page's words, for [`Lease::with_sizes`].
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is the whole page (a multiple of 8 bytes, page-aligned), alive
+        // as long as `self`; its client may still write it, so it is read with atomic loads
+        // only.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.map.len() / 8)
+        }
+    }
+
+    /// Checks the page as the coordinator checks a live client's ([`Lease::check_header`],
+    /// [`Lease::collect_pins_checked`]) and appends its pins to `out`; on failure `out` is
+    /// left as it was.
+    pub(crate) fn collect_pins(
+        &self,
+        slots: u32,
+        out: &mut Vec<u64>,
+    ) -> std::result::Result<(), String> {
+        let mark = out.len();
+        let Some(l) = Lease::with_sizes(self.words(), self.pins, self.hits) else {
+            return Err("its page is too small for its sizes".into());
+        };
+        let r = l
+            .check_header(self.id)
+            .and_then(|()| l.collect_pins_checked(slots, out));
+        r.map_err(|f| {
+            out.truncate(mark);
+            f.to_string()
+        })
+    }
+
     /// Whether the client process still holds the page.
     pub(crate) fn held(&self) -> bool {
         match rustix::fs::flock(&self.fd, FlockOperation::NonBlockingLockExclusive) {
@@ -200,8 +238,9 @@ impl Orphan {
 }
 
 /// Sorts the lease pages left by the previous coordinator: pages nobody holds are removed;
-/// held ones are returned as orphans (mapped read-only). A page that cannot be opened or mapped
-/// is removed.
+/// held ones are returned as orphans (mapped read-only). A page that cannot be opened or mapped,
+/// or whose header is not what a coordinator writes for that client (the page is hostile input:
+/// its client may have written anything), is removed: its pins count for nothing.
 pub(crate) fn classify_leases(dir: &Path, store: &str, ids: &[u64]) -> (Vec<Orphan>, usize) {
     let mut orphans = Vec::new();
     let mut removed = 0;
@@ -212,11 +251,22 @@ pub(crate) fn classify_leases(dir: &Path, store: &str, ids: &[u64]) -> (Vec<Orph
             .filter(|(_, len)| *len >= 64 && len.is_multiple_of(8) && *len <= 1 << 30)
             .and_then(|(fd, len)| {
                 let map = Mapping::map(&fd, len as usize, Access::ReadOnly, false).ok()?;
-                Some(Orphan {
+                let mut o = Orphan {
                     name: name.clone(),
                     fd,
                     map,
-                })
+                    id,
+                    pins: 0,
+                    hits: 0,
+                };
+                // Sizes from the header, bounded by the page (`Lease::new` checks they fit).
+                let (pins, hits) = {
+                    let l = Lease::new(o.words())?;
+                    l.check_header(id).ok()?;
+                    (l.capacity(), l.hit_capacity())
+                };
+                (o.pins, o.hits) = (pins, hits);
+                Some(o)
             })
             .filter(|o| o.held());
         match orphan {

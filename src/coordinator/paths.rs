@@ -56,8 +56,7 @@ fn check_owned(path: &Path, st: &fs::Stat, want: FileType) -> Result<()> {
 }
 
 /// Creates directory `dir` (its parents as needed) or uses the existing one, which must be a
-/// real directory (not a link) owned by this user. Group and other permission bits beyond
-/// `mode` are removed. Parents are not checked: they are the user's own (`$XDG_RUNTIME_DIR`,
+/// real directory (not a link) owned by this user, and given exactly `mode`. Parents are not checked: they are the user's own (`$XDG_RUNTIME_DIR`,
 /// `$HOME`) or `/tmp`, whose sticky bit keeps others from replacing our entry.
 pub(crate) fn secure_dir(dir: &Path, mode: u32) -> Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -87,20 +86,17 @@ pub(crate) fn secure_dir(dir: &Path, mode: u32) -> Result<()> {
     let st = fs::fstat(&fd).map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
     check_owned(dir, &st, FileType::Directory)?;
     let have = st.st_mode & 0o7777;
-    if have & !mode & 0o077 != 0 {
+    if have & 0o777 != mode {
         // Group or other write access means someone else may have put files in it.
-        let level_warn = have & !mode & 0o022 != 0;
-        if !level_warn {
-            fs::fchmod(&fd, Mode::from_raw_mode(have & (mode | 0o700)))
-                .map_err(|e| Error::io(format!("cannot chmod {}", dir.display()), e))?;
-            return Ok(());
+        if have & !mode & 0o022 != 0 {
+            tracing::warn!(
+                "{} had mode {have:o}; setting it to {mode:o}",
+                dir.display()
+            );
         }
-        tracing::warn!(
-            "{} had mode {have:o}; restricting it to {:o}",
-            dir.display(),
-            have & (mode | 0o700)
-        );
-        fs::fchmod(&fd, Mode::from_raw_mode(have & (mode | 0o700)))
+        // Exactly `mode`: bits beyond it are removed, and a group store's directory gets the
+        // group's search bit it needs (0710).
+        fs::fchmod(&fd, Mode::from_raw_mode(mode))
             .map_err(|e| Error::io(format!("cannot chmod {}", dir.display()), e))?;
     }
     Ok(())

@@ -2,13 +2,15 @@
 //! reclamation. One `Store` per coordinator, behind a mutex held only for the duration of one
 //! request (never across an await), which makes the coordinator the index's single writer.
 
-use super::memory::{Alloc, AllocError, FillTarget, Memory};
+use super::memory::{Alloc, AllocError, FillTarget, Memory, ReadView};
 use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW, FLAG_EPHEMERAL};
+use crate::index::{
+    Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW, FLAG_EPHEMERAL, FLAG_VALIDATED,
+};
 use crate::key::Key;
 use crate::layout::{hdr, Header};
-use crate::pins::{self, Lease};
+use crate::pins::{self, Lease, LeaseFault};
 use crate::policy::EvictionPolicy;
 use crate::proto::{
     ListEntry, PutItem, Status, PUT_ARROW, PUT_DURABLE, PUT_EPHEMERAL, PUT_VERIFY_CID,
@@ -21,6 +23,36 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
+
+/// A waiting get (or scan): woken when a key it waits for is sealed, promoted, or abandoned
+/// by its creator (aborted, or the creator disconnected before sealing). Thread-safe.
+pub(crate) struct Waiter {
+    notify: Notify,
+    abandoned: std::sync::Mutex<Vec<Key>>,
+}
+
+impl Waiter {
+    pub(crate) fn new() -> Arc<Waiter> {
+        Arc::new(Waiter {
+            notify: Notify::new(),
+            abandoned: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn notify_one(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Resolves at the next wake-up (one stored if it came before this was polled).
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Keys whose creation was abandoned since the last call.
+    pub(crate) fn take_abandoned(&self) -> Vec<Key> {
+        std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
 
 enum State {
     /// Allocated, being written by its creator; invisible to readers.
@@ -49,6 +81,13 @@ struct Object {
     /// When it was published (or adopted): background eviction spares young objects, so that
     /// a get that just promoted an object finds it.
     sealed_at: std::time::Instant,
+    /// An Arrow object whose bytes the coordinator validated in full, once no client could
+    /// legitimately write them any more: published with [`FLAG_VALIDATED`].
+    validated: bool,
+    /// Non-zero while its creator's seal waits for the validation of its bytes outside the store
+    /// lock (the token of that seal): the creator can no longer abort it, and its disconnection
+    /// does not free it.
+    sealing: u64,
 }
 
 /// How long background eviction leaves a newly published object alone.
@@ -106,9 +145,18 @@ pub(crate) enum PlasmaAllocError {
     NoSpace,
 }
 
-/// Called (under the store lock) when a native client seals an object whose key could be a
-/// Plasma id; must not block or take the store lock.
-pub(crate) type SealHook = Box<dyn Fn(Key) + Send>;
+/// What happened to a key, as the Plasma front-end needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyEvent {
+    /// A native client sealed it.
+    Sealed,
+    /// Its native creator aborted it, or disconnected before sealing it.
+    Abandoned,
+}
+
+/// Called (under the store lock) when a native client seals or abandons an object whose key
+/// could be a Plasma id; must not block or take the store lock.
+pub(crate) type SealHook = Box<dyn Fn(Key, KeyEvent) + Send>;
 
 /// An object whose slot is retired but whose memory may still be pinned.
 struct Retired {
@@ -119,22 +167,29 @@ struct Retired {
 struct ClientState {
     lease_name: String,
     lease_map: Mapping,
+    /// Pin and hit-ring words of the lease page, as the coordinator created it (the page's own
+    /// header is client-writable and never taken as the truth).
+    pins: usize,
+    hits: usize,
     hits_seen: u64,
     writer: bool,
     creating: HashSet<Key>,
+    /// Told when the store ends the session (a bad lease page): the connection's task closes it.
+    revoked: Arc<Notify>,
 }
 
 impl ClientState {
     fn lease(&self) -> Lease<'_> {
-        // SAFETY: the mapping is the whole lease page (page-aligned, a multiple of 8 bytes),
-        // initialised by `Lease::init` at connect and alive as long as `self`.
+        // SAFETY: the mapping is the whole lease page (page-aligned, a multiple of 8 bytes), of
+        // `lease_bytes(pins, hits)` bytes, created at connect and alive as long as `self`. The
+        // client writes it concurrently: every word is read with an atomic load.
         let words = unsafe {
             std::slice::from_raw_parts(
                 self.lease_map.as_ptr() as *const AtomicU64,
                 self.lease_map.len() / 8,
             )
         };
-        Lease::new(words).expect("lease page initialised at connect")
+        Lease::with_sizes(words, self.pins, self.hits).expect("the page was created this size")
     }
 }
 
@@ -158,10 +213,27 @@ pub(crate) struct Counters {
     pub catalog_checkpoints: u64,
     /// Objects taken over from the previous coordinator's shared memory at start.
     pub adopted: u64,
+    /// Sessions the coordinator ended because the client's lease page was invalid.
+    pub revoked_sessions: u64,
+    /// Arrow objects validated in full at seal (and their bytes).
+    pub arrow_validated: u64,
+    pub arrow_validated_bytes: u64,
+    /// Arrow objects refused at seal (or, from a lower tier, published as raw bytes) because
+    /// they failed validation.
+    pub arrow_rejected: u64,
+    /// Time spent validating created objects at seal, in microseconds.
+    pub arrow_validation_us: u64,
 }
+
+/// Most entries in one `List` reply (about 100 bytes each).
+pub(crate) const LIST_PAGE: usize = 1024;
+/// Most index slots one `List` request reads (128 bytes each).
+pub(crate) const LIST_SLOTS: usize = 16 << 10;
 
 /// Catalog access counts sampled per hit harvest (every few milliseconds).
 const CATALOG_TOUCHES: u64 = 1024;
+/// How often every lease page's pins are checked when no reclamation or eviction did it.
+const LEASE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often the catalog's changes are written.
 const CATALOG_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -178,6 +250,22 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// A client's upsert `new` of a key the catalog already holds as `old` (see
+/// [`Store::catalog_upsert`]).
+fn merge_entry(old: &CatalogEntry, mut new: CatalogEntry) -> CatalogEntry {
+    new.added_at = old.added_at;
+    new.last_accessed = old.last_accessed.max(new.last_accessed);
+    new.access_count = old.access_count;
+    new.heat_score = old.heat_score;
+    new.mimetype = new.mimetype.or_else(|| old.mimetype.clone());
+    new.filename = new.filename.or_else(|| old.filename.clone());
+    new.source = new.source.or_else(|| old.source.clone());
+    if new.properties.is_empty() {
+        new.properties = old.properties.clone();
+    }
+    new
+}
+
 /// How a scan request proceeds.
 pub(crate) enum ScanStart {
     /// The object is in shared memory: the client scans it there, zero-copy.
@@ -190,6 +278,101 @@ pub(crate) enum ScanStart {
     InProgress(Key),
     /// Run this (outside the store lock), then [`Store::finish_scan`].
     Start(Source, Key),
+}
+
+/// What a seal needs next.
+pub(crate) enum Sealing {
+    /// Published.
+    Done,
+    /// A durable put: published once its warm-tier write is synced (await it outside the
+    /// store lock, then [`Store::finish_persist`]).
+    Persist(Persist),
+    /// An Arrow object: run [`PendingSeal::validate`] outside the store lock, then
+    /// [`Store::finish_seal`].
+    Validate(PendingSeal),
+}
+
+/// An Arrow object whose creator asked to seal it, waiting for its validation. It must reach
+/// [`Store::finish_seal`] (until then the object is neither published nor freed).
+pub(crate) struct PendingSeal {
+    key: Key,
+    id: u64,
+    /// Tells this seal from a later one of an object that reused the key (and so the id).
+    token: u64,
+    view: ReadView,
+    /// How long the validation took.
+    micros: u64,
+}
+
+impl PendingSeal {
+    /// Validates the object's data in full (any thread, no lock held).
+    pub(crate) fn validate(&mut self) -> Result<()> {
+        let t = std::time::Instant::now();
+        self.view.populate();
+        let r = validate_arrow(self.view.bytes());
+        self.micros = t.elapsed().as_micros() as u64;
+        r
+    }
+}
+
+/// Validates `bytes` as an Arrow IPC file (see [`crate::arrow::validate_ipc_file`]).
+pub(crate) fn validate_arrow(bytes: &[u8]) -> Result<()> {
+    crate::arrow::validate_ipc_file(bytes)
+}
+
+/// Bytes from a lower tier (or a scan) to publish, with the outcome of their validation.
+pub(crate) struct Checked {
+    pub(crate) loaded: Loaded,
+    /// An Arrow object whose data validated in full.
+    pub(crate) arrow_valid: bool,
+}
+
+/// Validates an object loaded from a lower tier, outside the store lock (on the coordinator's
+/// private copy of the bytes). An Arrow object that fails is published as raw bytes when
+/// `strict` is false (bytes read from a warm file: `get` still returns them, `get_arrow` says
+/// they are not Arrow) and refused when `strict` (a table the coordinator encoded itself).
+pub(crate) fn check_loaded(mut l: Loaded, key: &Key, strict: bool) -> Result<Checked> {
+    if l.flags & PUT_ARROW == 0 {
+        return Ok(Checked {
+            loaded: l,
+            arrow_valid: false,
+        });
+    }
+    match validate_arrow(&l.bytes[..l.data_len]) {
+        Ok(()) => Ok(Checked {
+            loaded: l,
+            arrow_valid: true,
+        }),
+        Err(e) if strict => Err(invalid_arrow(key, e)),
+        Err(e) => {
+            tracing::warn!("{key}: its Arrow data is invalid, published as raw bytes: {e}");
+            l.flags &= !PUT_ARROW;
+            Ok(Checked {
+                loaded: l,
+                arrow_valid: false,
+            })
+        }
+    }
+}
+
+/// The error an invalid Arrow object gets at seal.
+fn invalid_arrow(key: &Key, e: Error) -> Error {
+    Error::Arrow(format!(
+        "{key} is not a valid Arrow IPC file and was not stored: {}",
+        e.message()
+    ))
+}
+
+/// Checks an item of an inline put before it reaches the store lock: `Ok(true)` for an Arrow
+/// item whose data validated in full, `Ok(false)` for a raw item, `Err` for an invalid Arrow
+/// item (refused). The bytes are the request's own copy, which no other process can write.
+pub(crate) fn check_put_item(it: &PutItem<'_>) -> Result<bool> {
+    if it.flags & PUT_ARROW == 0 {
+        return Ok(false);
+    }
+    validate_arrow(it.data)
+        .map(|_| true)
+        .map_err(|e| invalid_arrow(&it.key, e))
 }
 
 /// Hits per thousand lookups (0 when there were none).
@@ -217,10 +400,14 @@ pub(crate) struct Store {
     keys: HashMap<Key, u64>,
     objects: HashMap<u64, Object>,
     next_object: u64,
+    /// Tokens of seals waiting for validation.
+    next_seal: u64,
     retired: Vec<Retired>,
     clients: HashMap<u64, ClientState>,
     next_client: u64,
-    waiters: HashMap<Key, Vec<Arc<Notify>>>,
+    /// Clients (lease pages) at most: the lease pages' share of the memory limit.
+    max_clients: usize,
+    waiters: HashMap<Key, Vec<Arc<Waiter>>>,
     policy: Box<dyn EvictionPolicy>,
     live_bytes: u64,
     pub(crate) counters: Counters,
@@ -230,6 +417,7 @@ pub(crate) struct Store {
     persist_on_exit: bool,
     catalog: Option<Catalog>,
     last_checkpoint: std::time::Instant,
+    last_lease_check: std::time::Instant,
     warm_partition: crate::tier::catalog::PartitionStrategy,
     /// Lease pages of clients of a previous coordinator that still hold them (adoption).
     orphans: Vec<super::adopt::Orphan>,
@@ -244,6 +432,10 @@ pub(crate) struct Store {
     /// shared memory (served, and adopted after a crash) until it is there, then retire.
     demoting: HashMap<u64, u64>,
     demoting_bytes: u64,
+    /// Adopted Arrow objects that were validated before the crash, waiting to be validated
+    /// again (in the background, outside the store lock): until then their index entries
+    /// lack [`FLAG_VALIDATED`], so readers validate them.
+    revalidate: std::collections::VecDeque<u64>,
 }
 
 /// What one eviction step did.
@@ -289,9 +481,11 @@ impl Store {
             keys: HashMap::new(),
             objects: HashMap::new(),
             next_object: 1,
+            next_seal: 0,
             retired: Vec::new(),
             clients: HashMap::new(),
             next_client: 1,
+            max_clients: usize::MAX,
             waiters: HashMap::new(),
             policy,
             live_bytes: 0,
@@ -302,6 +496,7 @@ impl Store {
             persist_on_exit: cfg.persist_on_exit,
             catalog: None,
             last_checkpoint: std::time::Instant::now(),
+            last_lease_check: std::time::Instant::now(),
             warm_partition: cfg.warm_partition,
             orphans: Vec::new(),
             last_orphan_check: std::time::Instant::now(),
@@ -310,6 +505,7 @@ impl Store {
             promotion_failed: HashMap::new(),
             demoting: HashMap::new(),
             demoting_bytes: 0,
+            revalidate: std::collections::VecDeque::new(),
         }
     }
 
@@ -338,6 +534,16 @@ impl Store {
             if e.flags & FLAG_ARROW != 0 {
                 flags |= PUT_ARROW;
             }
+            if e.flags & FLAG_VALIDATED != 0 {
+                // Validated before the crash, but the data segments outlived the coordinator
+                // and clients may have written them since: not trusted until validated again.
+                // In place (pins of the previous run's clients carry the entry's seq).
+                self.index
+                    .update_flags(slot, e.object_id, 0, FLAG_VALIDATED);
+                if e.flags & FLAG_ARROW != 0 {
+                    self.revalidate.push_back(e.object_id);
+                }
+            }
             if e.flags & FLAG_EPHEMERAL != 0 {
                 flags |= PUT_EPHEMERAL;
             }
@@ -363,6 +569,10 @@ impl Store {
                     from_warm: false,
                     written: false,
                     sealed_at: std::time::Instant::now(),
+                    // Clients may have written the bytes since they were validated (before
+                    // the crash or after it): validated again before readers may skip it.
+                    validated: false,
+                    sealing: 0,
                 },
             );
             self.live_bytes += len;
@@ -388,6 +598,74 @@ impl Store {
             );
         }
         self.orphans = orphans;
+    }
+
+    /// The next adopted Arrow object to validate again, if any: run [`PendingSeal::validate`]
+    /// outside the store lock, then [`Store::finish_revalidation`]. Objects gone or replaced
+    /// meanwhile are skipped.
+    pub(crate) fn next_revalidation(&mut self) -> Option<PendingSeal> {
+        while let Some(id) = self.revalidate.pop_front() {
+            let Some(o) = self.objects.get(&id) else {
+                continue;
+            };
+            if o.validated || o.flags & PUT_ARROW == 0 || !matches!(o.state, State::Sealed { .. }) {
+                continue;
+            }
+            return Some(PendingSeal {
+                key: o.key,
+                id,
+                token: 0,
+                view: self.memory.read_view(o.alloc, o.data_len),
+                micros: 0,
+            });
+        }
+        None
+    }
+
+    /// Ends the validation of an adopted Arrow object: when its bytes are valid its index
+    /// entry gets [`FLAG_VALIDATED`] back (readers skip their own validation again); when they
+    /// are not, it is removed from the hot tier with a log line (a warm copy, if any, serves
+    /// it from then on). Nothing happens if the object went away meanwhile.
+    pub(crate) fn finish_revalidation(&mut self, p: PendingSeal, valid: Result<()>) {
+        self.counters.arrow_validation_us += p.micros;
+        let Some(o) = self.objects.get_mut(&p.id) else {
+            return;
+        };
+        let State::Sealed { slot } = o.state else {
+            return;
+        };
+        if o.key != p.key || o.validated {
+            return;
+        }
+        match valid {
+            Ok(()) => {
+                o.validated = true;
+                self.counters.arrow_validated += 1;
+                self.counters.arrow_validated_bytes += o.data_len;
+                self.index.update_flags(slot, p.id, FLAG_VALIDATED, 0);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "adoption: {} is not a valid Arrow object any more ({e}); removed from the hot tier",
+                    p.key
+                );
+                self.counters.arrow_rejected += 1;
+                let in_warm = self.warm.as_ref().is_some_and(|w| w.contains(&p.key));
+                if let Some(c) = &mut self.catalog {
+                    c.set_tier(
+                        &p.key,
+                        if in_warm {
+                            StorageTier::Warm
+                        } else {
+                            StorageTier::None
+                        },
+                    );
+                }
+                self.retire(p.id);
+                self.policy.on_remove(p.id);
+                self.reclaim();
+            }
+        }
     }
 
     /// Drops orphaned lease pages whose client processes have let go of them; when the last
@@ -416,8 +694,20 @@ impl Store {
 
     // ----- clients -------------------------------------------------------------------------
 
+    /// Bounds the clients connected at once (each holds a lease page in shared memory).
+    pub(crate) fn set_max_clients(&mut self, n: usize) {
+        self.max_clients = n;
+    }
+
     /// Registers a connection: creates and maps its lease page. Returns (client id, lease name).
     pub(crate) fn connect(&mut self, writer: bool) -> Result<(u64, String)> {
+        if self.clients.len() >= self.max_clients {
+            return Err(Error::Busy(format!(
+                "{} clients are connected, the most this store's memory limit leaves room for (each holds a {} lease page); retry later, or raise --memory or lower --pins-per-client",
+                self.clients.len(),
+                human_bytes(pins::lease_bytes(self.pins_per_client, self.hit_ring) as u64)
+            )));
+        }
         let id = self.next_client;
         self.next_client += 1;
         let name = shm::lease_name(&self.store, id);
@@ -439,12 +729,21 @@ impl Store {
             ClientState {
                 lease_name: name.clone(),
                 lease_map: map,
+                pins: self.pins_per_client,
+                hits: self.hit_ring,
                 hits_seen: 0,
                 writer,
                 creating: HashSet::new(),
+                revoked: Arc::new(Notify::new()),
             },
         );
         Ok((id, name))
+    }
+
+    /// Notified (once, with a stored permit) when the store ends `client`'s session because
+    /// its lease page is bad; the connection's task then closes the connection.
+    pub(crate) fn revocation(&self, client: u64) -> Option<Arc<Notify>> {
+        self.clients.get(&client).map(|c| c.revoked.clone())
     }
 
     /// The connection closed: its pins are dropped with its lease page, and what it created
@@ -453,9 +752,24 @@ impl Store {
         let Some(c) = self.clients.remove(&client) else {
             return;
         };
+        // Hits it made since the last harvest count like any others (a short-lived client,
+        // such as one `cidcache get`, is often gone before the next harvest).
         let mut seen = c.hits_seen;
-        let policy = &mut self.policy;
-        c.lease().drain_hits(&mut seen, |id| policy.on_hit(id));
+        let (policy, mut n) = (&mut self.policy, 0u64);
+        if c.lease().check_header(client).is_ok() {
+            c.lease().drain_hits(&mut seen, |id| {
+                policy.on_hit(id);
+                n += 1;
+            });
+        }
+        self.counters.hits += n;
+        self.drop_client(c);
+        self.reclaim();
+    }
+
+    /// Frees what a departed client created but never sealed and discards its lease page
+    /// (which drops its pins).
+    fn drop_client(&mut self, c: ClientState) {
         for key in &c.creating {
             if let Some(id) = self.keys.remove(key) {
                 if let Some(o) = self.objects.remove(&id) {
@@ -469,15 +783,27 @@ impl Store {
                     }
                 }
             }
+            self.abandon(*key, true);
         }
         shm::unlink_segment(&self.shm_dir, &c.lease_name);
-        drop(c);
-        self.reclaim();
+    }
+
+    /// Ends the session of a client whose lease page failed a check: from now on its pins
+    /// count for nothing, its unsealed objects are freed, and its connection is closed by its
+    /// task. Nothing else is affected. Does not reclaim (callers are scanning pins).
+    fn revoke(&mut self, client: u64, why: &LeaseFault) {
+        let Some(c) = self.clients.remove(&client) else {
+            return;
+        };
+        tracing::warn!("client {client}: ending its session, its lease page is invalid: {why}");
+        self.counters.revoked_sessions += 1;
+        c.revoked.notify_one();
+        self.drop_client(c);
     }
 
     // ----- writes --------------------------------------------------------------------------
 
-    fn check_writer(&self, client: u64) -> Result<()> {
+    pub(crate) fn check_writer(&self, client: u64) -> Result<()> {
         match self.clients.get(&client) {
             Some(c) if c.writer => Ok(()),
             Some(_) => Err(Error::PermissionDenied(
@@ -576,6 +902,8 @@ impl Store {
                 from_warm: false,
                 written: false,
                 sealed_at: std::time::Instant::now(),
+                validated: false,
+                sealing: 0,
             },
         );
         Ok(id)
@@ -602,15 +930,22 @@ impl Store {
         Ok((a.seg, a.offset, size))
     }
 
-    /// Seal an object the client created: publish it in the index (or, for a durable put,
-    /// start its warm write and return what the acknowledgement waits for).
-    pub(crate) fn seal(&mut self, client: u64, key: Key) -> Result<Option<Persist>> {
+    /// Seal an object the client created: publish it in the index; for an Arrow object, hand
+    /// it to the coordinator for validation outside the store lock (then
+    /// [`Store::finish_seal`]); for a durable put, start its warm write (the acknowledgement
+    /// waits for it).
+    pub(crate) fn seal(&mut self, client: u64, key: Key) -> Result<Sealing> {
         let id = *self
             .keys
             .get(&key)
             .ok_or_else(|| Error::NotFound(format!("{key} was never created (or was aborted)")))?;
         let o = &self.objects[&id];
         match o.state {
+            State::Created { owner } if owner == client && o.sealing != 0 => {
+                return Err(Error::AlreadyExists(format!(
+                    "{key} is already being sealed"
+                )))
+            }
             State::Created { owner } if owner == client => {}
             State::Created { .. } => {
                 return Err(Error::PermissionDenied(format!(
@@ -631,14 +966,87 @@ impl Store {
                 "{key} is already sealed and being written to the warm tier"
             )));
         }
-        if self.persist_wanted(o.flags)? {
+        let durable = self.persist_wanted(o.flags)?;
+        if o.flags & PUT_ARROW != 0 {
+            // From here on the object is the coordinator's: the creator gave up writing it by
+            // asking to seal (and its library dropped the only pointer it had). A durable one
+            // starts its warm write once validated.
+            if let Some(c) = self.clients.get_mut(&client) {
+                c.creating.remove(&key);
+            }
+            return Ok(Sealing::Validate(self.begin_validation(id)));
+        }
+        if durable {
             // Stays in `creating` until persisted: a disconnect meanwhile frees it.
-            return self.start_persist(id).map(Some);
+            return self.start_persist(id).map(Sealing::Persist);
         }
         if let Some(c) = self.clients.get_mut(&client) {
             c.creating.remove(&key);
         }
-        self.publish(id).map(|_| None)
+        self.publish(id).map(|_| Sealing::Done)
+    }
+
+    /// Ends the seal of an Arrow object with the outcome of its validation: publishes it (or,
+    /// for a durable put, starts its warm write and returns what the acknowledgement waits
+    /// for), or frees it and reports why (an invalid Arrow object is never published).
+    pub(crate) fn finish_seal(
+        &mut self,
+        p: PendingSeal,
+        valid: Result<()>,
+    ) -> Result<Option<Persist>> {
+        let PendingSeal {
+            key,
+            id,
+            token,
+            micros,
+            ..
+        } = p;
+        self.counters.arrow_validation_us += micros;
+        match self.objects.get_mut(&id) {
+            Some(o) if o.sealing == token && matches!(o.state, State::Created { .. }) => {
+                o.sealing = 0;
+                match valid {
+                    Ok(()) => {
+                        o.validated = true;
+                        let flags = o.flags;
+                        match self.persist_wanted(flags) {
+                            Ok(true) => self.start_persist(id).map(Some),
+                            Ok(false) => self.publish(id).map(|_| None),
+                            Err(e) => {
+                                self.drop_unsealed(id);
+                                Err(e)
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let o = self.objects.remove(&id).expect("present");
+                        self.keys.remove(&key);
+                        self.memory.free(o.alloc);
+                        self.counters.arrow_rejected += 1;
+                        self.counters.aborted += 1;
+                        Err(invalid_arrow(&key, e))
+                    }
+                }
+            }
+            _ => Err(Error::Internal(format!(
+                "the seal of {key} lost its object"
+            ))),
+        }
+    }
+
+    /// Marks object `id` as being sealed and returns what its validation needs.
+    fn begin_validation(&mut self, id: u64) -> PendingSeal {
+        self.next_seal += 1;
+        let token = self.next_seal;
+        let o = self.objects.get_mut(&id).expect("present");
+        o.sealing = token;
+        PendingSeal {
+            key: o.key,
+            id,
+            token,
+            view: self.memory.read_view(o.alloc, o.data_len),
+            micros: 0,
+        }
     }
 
     /// Whether a put with `flags` is acknowledged only once in a synced warm file.
@@ -782,11 +1190,20 @@ impl Store {
                     offset: o.alloc.offset,
                     data_len: o.data_len,
                     meta_len: o.meta_len,
-                    flags: if o.flags & PUT_ARROW != 0 {
-                        FLAG_ARROW
-                    } else {
-                        0
-                    } | if o.flags & PUT_EPHEMERAL != 0 {
+                    flags: (match (o.flags & PUT_ARROW != 0, o.validated) {
+                        (false, _) => 0,
+                        (true, true) => FLAG_ARROW | FLAG_VALIDATED,
+                        // Plasma objects that are Arrow IPC files: validated at seal, but their
+                        // creator keeps a writable buffer, so readers validate them again.
+                        (true, false) if o.plasma_owned => FLAG_ARROW,
+                        (true, false) => {
+                            // Every native path validates first; should one not, the object is
+                            // never published as Arrow.
+                            debug_assert!(false, "{} reached publish unvalidated", o.key);
+                            tracing::error!("{} reached publish unvalidated: stored raw", o.key);
+                            0
+                        }
+                    }) | if o.flags & PUT_EPHEMERAL != 0 {
                         FLAG_EPHEMERAL
                     } else {
                         0
@@ -838,6 +1255,10 @@ impl Store {
         if let Some(o) = self.objects.get_mut(&id) {
             o.state = State::Sealed { slot };
             o.sealed_at = std::time::Instant::now();
+            if o.validated {
+                self.counters.arrow_validated += 1;
+                self.counters.arrow_validated_bytes += o.data_len;
+            }
         }
         self.live_bytes += size;
         self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
@@ -853,12 +1274,11 @@ impl Store {
                     let mut e = CatalogEntry::new(key, size, now_us());
                     e.storage_tier = StorageTier::Hot;
                     e.source = Some(if plasma_owned { "plasma" } else { "put" }.into());
-                    if let Some(old) = cat.get(&key) {
-                        // Stored again: user metadata stays.
-                        e.mimetype = old.mimetype.clone();
-                        e.filename = old.filename.clone();
-                        e.properties = old.properties.clone();
-                    }
+                    // Stored again: what the catalog knew of the key stays.
+                    let e = match cat.get(&key) {
+                        Some(old) => merge_entry(old, e),
+                        None => e,
+                    };
                     cat.upsert(e);
                 }
             }
@@ -877,7 +1297,7 @@ impl Store {
             self.policy.on_insert(id, size);
             if key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN {
                 if let Some(h) = &self.seal_hook {
-                    h(key);
+                    h(key, KeyEvent::Sealed);
                 }
             }
         }
@@ -902,6 +1322,11 @@ impl Store {
             )));
         }
         match self.objects[&id].state {
+            State::Created { owner } if owner == client && self.objects[&id].sealing != 0 => {
+                return Err(Error::NotSealed(format!(
+                    "{key} is being sealed (its Arrow data is being validated)"
+                )))
+            }
             State::Created { owner } if owner == client => {}
             State::Created { .. } => {
                 return Err(Error::PermissionDenied(format!(
@@ -921,15 +1346,29 @@ impl Store {
             c.creating.remove(&key);
         }
         self.counters.aborted += 1;
+        self.abandon(key, true);
         Ok(())
     }
 
-    /// Inline put: create, copy, seal. A durable put returns what its acknowledgement
-    /// waits for.
-    pub(crate) fn put(&mut self, client: u64, it: &PutItem<'_>) -> Result<Option<Persist>> {
+    /// Inline put: create, copy, seal. `arrow_valid` says that the caller validated the data of
+    /// an Arrow item in full (outside the store lock, on its private copy of the bytes, see
+    /// [`check_put_item`]); an Arrow item without it is refused. A durable put returns what its
+    /// acknowledgement waits for.
+    pub(crate) fn put(
+        &mut self,
+        client: u64,
+        it: &PutItem<'_>,
+        arrow_valid: bool,
+    ) -> Result<Option<Persist>> {
         self.check_writer(client)?;
         if it.flags & PUT_VERIFY_CID != 0 {
             crate::cid::verify(it.key.as_bytes(), it.data)?;
+        }
+        if it.flags & PUT_ARROW != 0 && !arrow_valid {
+            return Err(Error::Internal(format!(
+                "the Arrow put of {} reached the store unvalidated",
+                it.key
+            )));
         }
         self.check_warm_writable(it.flags)?;
         let durable = self.persist_wanted(it.flags)?;
@@ -940,7 +1379,9 @@ impl Store {
             it.flags & !PUT_VERIFY_CID,
             client,
         )?;
-        let a = self.objects[&id].alloc;
+        let o = self.objects.get_mut(&id).expect("just created");
+        o.validated = it.flags & PUT_ARROW != 0;
+        let a = o.alloc;
         let dst = self.memory.bytes_mut(a);
         dst[..it.data.len()].copy_from_slice(it.data);
         dst[it.data.len()..].copy_from_slice(it.meta);
@@ -953,13 +1394,26 @@ impl Store {
         self.publish(id).map(|_| None)
     }
 
-    /// Batch put: one result per item; failures do not stop the batch.
+    /// Batch put: one status per item; failures do not stop the batch. `checks` holds, per
+    /// item, the outcome of [`check_put_item`]. A durable put's result carries what its
+    /// acknowledgement waits for.
     pub(crate) fn put_many(
         &mut self,
         client: u64,
         items: &[PutItem<'_>],
+        checks: &[Result<bool>],
     ) -> Vec<Result<Option<Persist>>> {
-        items.iter().map(|it| self.put(client, it)).collect()
+        items
+            .iter()
+            .zip(checks)
+            .map(|(it, check)| match check {
+                Ok(valid) => self.put(client, it, *valid),
+                Err(e) => {
+                    self.counters.arrow_rejected += 1;
+                    Err(Error::from_code(e.code(), e.message()))
+                }
+            })
+            .collect()
     }
 
     /// Turns put results into wire statuses.
@@ -996,6 +1450,15 @@ impl Store {
         } else {
             self.counters.warm_misses += 1;
         }
+    }
+
+    /// Why `key` is known damaged in the warm tier (a get of it answers `Corrupt`), unless a
+    /// tier holds it or it is being promoted.
+    pub(crate) fn warm_damage(&self, key: &Key) -> Option<String> {
+        if self.keys.contains_key(key) || self.promoting.contains(key) {
+            return None;
+        }
+        self.warm.as_ref()?.damage(key)
     }
 
     /// Whether the warm tier holds `key` or is promoting it.
@@ -1046,21 +1509,27 @@ impl Store {
 
     /// Publishes a promoted object (unless the key was stored meanwhile) and wakes the key's
     /// waiters whatever happened.
-    pub(crate) fn finish_promotion(&mut self, key: Key, r: Result<Loaded>) {
+    pub(crate) fn finish_promotion(&mut self, key: Key, r: Result<Checked>) {
         self.promoting.remove(&key);
-        let r = r.and_then(|l| {
-            if self.keys.contains_key(&key) {
-                return Ok(());
-            }
-            let meta_len = (l.bytes.len() - l.data_len) as u64;
-            let flags = l.flags & !PUT_VERIFY_CID;
-            let id = self.new_object(key, l.data_len as u64, meta_len, flags, PROMOTER)?;
-            let o = self.objects.get_mut(&id).expect("just created");
-            o.from_warm = true;
-            let a = o.alloc;
-            self.memory.bytes_mut(a)[..l.bytes.len()].copy_from_slice(&l.bytes);
-            self.publish(id)
-        });
+        let r = r.and_then(
+            |Checked {
+                 loaded: l,
+                 arrow_valid,
+             }| {
+                if self.keys.contains_key(&key) {
+                    return Ok(());
+                }
+                let meta_len = (l.bytes.len() - l.data_len) as u64;
+                let flags = l.flags & !PUT_VERIFY_CID;
+                let id = self.new_object(key, l.data_len as u64, meta_len, flags, PROMOTER)?;
+                let o = self.objects.get_mut(&id).expect("just created");
+                o.from_warm = true;
+                o.validated = arrow_valid && flags & PUT_ARROW != 0;
+                let a = o.alloc;
+                self.memory.bytes_mut(a)[..l.bytes.len()].copy_from_slice(&l.bytes);
+                self.publish(id)
+            },
+        );
         if let Err(e) = r {
             self.promotion_failed(key, &e);
         }
@@ -1098,9 +1567,9 @@ impl Store {
 
     /// Publishes a scan's result under `derived` (ephemeral: never demoted) and wakes those
     /// waiting for it.
-    pub(crate) fn finish_scan(&mut self, derived: Key, r: Result<Loaded>) -> Result<()> {
+    pub(crate) fn finish_scan(&mut self, derived: Key, r: Result<Checked>) -> Result<()> {
         let mut l = r?;
-        l.flags |= PUT_EPHEMERAL;
+        l.loaded.flags |= PUT_EPHEMERAL;
         self.finish_promotion(derived, Ok(l));
         match self.lookup(&derived) {
             Lookup::Present => Ok(()),
@@ -1147,11 +1616,12 @@ impl Store {
         }
     }
 
-    /// Publishes a filled object with its real lengths (at most what was reserved); on `Err`
-    /// frees it. Wakes the key's waiters either way.
-    pub(crate) fn finish_fill(&mut self, key: Key, id: u64, lens: Result<(u64, u64)>) {
+    /// Publishes a filled object with its real lengths (at most what was reserved) and whether
+    /// its Arrow data validated in full (checked outside the lock); on `Err` frees it. Wakes the
+    /// key's waiters either way.
+    pub(crate) fn finish_fill(&mut self, key: Key, id: u64, lens: Result<(u64, u64, bool)>) {
         self.promoting.remove(&key);
-        let r = lens.and_then(|(data_len, meta_len)| {
+        let r = lens.and_then(|(data_len, meta_len, arrow_valid)| {
             let o = self
                 .objects
                 .get_mut(&id)
@@ -1164,6 +1634,7 @@ impl Store {
             }
             o.data_len = data_len;
             o.meta_len = meta_len;
+            o.validated = arrow_valid && o.flags & PUT_ARROW != 0;
             self.publish(id)
         });
         if let Err(e) = r {
@@ -1183,18 +1654,38 @@ impl Store {
     }
 
     /// Registers `n` to be notified when `key` is sealed.
-    pub(crate) fn wait_for(&mut self, key: Key, n: &Arc<Notify>) {
+    pub(crate) fn wait_for(&mut self, key: Key, n: &Arc<Waiter>) {
         self.waiters.entry(key).or_default().push(n.clone());
     }
 
     /// Drops `n`'s registrations (a wait timed out).
-    pub(crate) fn unwait(&mut self, keys: &[Key], n: &Arc<Notify>) {
+    pub(crate) fn unwait(&mut self, keys: &[Key], n: &Arc<Waiter>) {
         for k in keys {
             if let Some(v) = self.waiters.get_mut(k) {
                 v.retain(|w| !Arc::ptr_eq(w, n));
                 if v.is_empty() {
                     self.waiters.remove(k);
                 }
+            }
+        }
+    }
+
+    /// The creation of `key` was given up (its creator aborted or disconnected): its waiters
+    /// are woken and told, and so is the Plasma front-end when `plasma` (its own waiters wait
+    /// for a seal that will not come either).
+    fn abandon(&mut self, key: Key, plasma: bool) {
+        if let Some(ws) = self.waiters.remove(&key) {
+            for w in ws {
+                w.abandoned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(key);
+                w.notify_one();
+            }
+        }
+        if plasma && key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN {
+            if let Some(h) = &self.seal_hook {
+                h(key, KeyEvent::Abandoned);
             }
         }
     }
@@ -1208,6 +1699,15 @@ impl Store {
                     if let Some(c) = &mut self.catalog {
                         c.remove(&key);
                     }
+                    Ok(())
+                }
+                // Metadata recorded by a client for a key no tier holds (e.g. a CID known
+                // only by name): deleting the key removes that catalog row.
+                _ if self
+                    .catalog
+                    .as_mut()
+                    .is_some_and(|c| c.remove(&key).is_some()) =>
+                {
                     Ok(())
                 }
                 _ => Err(Error::NotFound(format!("{key} is not stored"))),
@@ -1266,21 +1766,45 @@ impl Store {
         });
     }
 
-    fn pinned_words(&self) -> HashSet<u64> {
+    /// Every pin of every client whose lease page passes its checks; the sessions of the
+    /// others end here (their pins count for nothing).
+    fn pinned_words(&mut self) -> HashSet<u64> {
+        let slots = u32::try_from(self.index.reader().capacity()).unwrap_or(u32::MAX);
         let mut v = Vec::new();
-        for c in self.clients.values() {
-            c.lease().collect_pins(&mut v);
-        }
-        for o in &self.orphans {
-            // SAFETY: the mapping is the whole page (a multiple of 8 bytes, page-aligned),
-            // alive as long as `o`; it is read with atomic loads only.
-            let words = unsafe {
-                std::slice::from_raw_parts(o.map.as_ptr() as *const AtomicU64, o.map.len() / 8)
-            };
-            // A page that does not parse names no pin we can honour.
-            if let Some(l) = Lease::new(words) {
-                l.collect_pins(&mut v);
+        let mut bad = Vec::new();
+        for (&id, c) in &self.clients {
+            let lease = c.lease();
+            let mark = v.len();
+            let r = lease
+                .check_header(id)
+                .and_then(|()| lease.collect_pins_checked(slots, &mut v));
+            if let Err(f) = r {
+                v.truncate(mark);
+                bad.push((id, f));
             }
+        }
+        for (id, f) in bad {
+            self.revoke(id, &f);
+        }
+        // Pages of the previous coordinator's clients are checked the same way; a bad one is
+        // dropped (its pins count for nothing) and its name removed.
+        let dir = self.shm_dir.clone();
+        let mut dropped = 0;
+        self.orphans.retain(|o| match o.collect_pins(slots, &mut v) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(
+                    "lease page {} of a client of the previous coordinator is invalid ({why}); its pins are no longer honoured",
+                    o.name
+                );
+                shm::unlink_segment(&dir, &o.name);
+                dropped += 1;
+                false
+            }
+        });
+        self.counters.revoked_sessions += dropped;
+        if dropped > 0 && self.orphans.is_empty() {
+            self.memory.release_taint();
         }
         v.into_iter().collect()
     }
@@ -1544,14 +2068,20 @@ impl Store {
         self.warm_partition.partition_of(&e)
     }
 
-    /// Feeds the clients' hit rings to the policy.
+    /// Feeds the clients' hit rings to the policy (at most a ring's worth per client); ends
+    /// the sessions of clients whose lease page header was overwritten.
     pub(crate) fn harvest_hits(&mut self) {
         let policy = &mut self.policy;
         let objects = &self.objects;
         let mut catalog = self.catalog.as_mut();
         let now = now_us();
         let mut n = 0u64;
-        for c in self.clients.values_mut() {
+        let mut bad = Vec::new();
+        for (&cid, c) in self.clients.iter_mut() {
+            if let Err(f) = c.lease().check_header(cid) {
+                bad.push((cid, f));
+                continue;
+            }
             let mut seen = c.hits_seen;
             c.lease().drain_hits(&mut seen, |id| {
                 policy.on_hit(id);
@@ -1566,6 +2096,9 @@ impl Store {
             c.hits_seen = seen;
         }
         self.counters.hits += n;
+        for (id, f) in bad {
+            self.revoke(id, &f);
+        }
     }
 
     /// Attaches the catalog and makes it agree with the tiers as they are now: every row's
@@ -1660,21 +2193,32 @@ impl Store {
     }
 
     /// Upserts entries sent by a client; `storage_tier` always reflects where the object is.
+    /// An entry for a key the catalog knows is merged into it: what the store itself records
+    /// (when it was first added, accesses, heat) stays, and the client's descriptive fields
+    /// (file name, MIME type, source, properties) replace the old ones only where given, so a
+    /// second put of the same bytes (or an import) never erases what the first recorded.
     pub(crate) fn catalog_upsert(&mut self, entries: Vec<CatalogEntry>) -> Result<usize> {
         let keys = &self.keys;
         let warm = self.warm.as_ref();
         let sync = self.durability == Durability::Sync;
         let cat = self.catalog.as_mut().ok_or_else(no_catalog)?;
-        let n = cat.upsert_batch(entries.into_iter().map(|mut e| {
-            e.storage_tier = if keys.contains_key(&e.key) {
-                StorageTier::Hot
-            } else if warm.is_some_and(|w| w.contains(&e.key)) {
-                StorageTier::Warm
-            } else {
-                StorageTier::None
-            };
-            e
-        }));
+        let merged: Vec<CatalogEntry> = entries
+            .into_iter()
+            .map(|mut e| {
+                e.storage_tier = if keys.contains_key(&e.key) {
+                    StorageTier::Hot
+                } else if warm.is_some_and(|w| w.contains(&e.key)) {
+                    StorageTier::Warm
+                } else {
+                    StorageTier::None
+                };
+                match cat.get(&e.key) {
+                    Some(old) => merge_entry(old, e),
+                    None => e,
+                }
+            })
+            .collect();
+        let n = cat.upsert_batch(merged);
         if sync {
             // Acknowledged means on disk in this mode, for the catalog too.
             cat.checkpoint()?;
@@ -1689,13 +2233,18 @@ impl Store {
         self.catalog.as_ref().ok_or_else(no_catalog)
     }
 
-    /// Periodic work: hits, deferred frees, catalog checkpoints.
+    /// Periodic work: hits, deferred frees, catalog checkpoints, and (every
+    /// [`LEASE_CHECK_EVERY`]) a check of every lease page's pins even when nothing is reclaimed.
     pub(crate) fn maintain(&mut self) {
         self.harvest_hits();
         self.check_orphans();
         self.settle_demotions();
         self.keep_headroom();
         self.reclaim();
+        if self.last_lease_check.elapsed() >= LEASE_CHECK_EVERY {
+            self.last_lease_check = std::time::Instant::now();
+            self.pinned_words();
+        }
         self.checkpoint_catalog(false);
     }
 
@@ -1754,6 +2303,8 @@ impl Store {
                 from_warm: false,
                 written: false,
                 sealed_at: std::time::Instant::now(),
+                validated: false,
+                sealing: 0,
             },
         );
         let seg_size = self.memory.seg_size(alloc.seg).unwrap_or(0);
@@ -1761,20 +2312,57 @@ impl Store {
     }
 
     /// A Plasma object was sealed: publish it in the index (data and metadata lengths as
-    /// Plasma reports them), so native clients can read it zero-copy.
-    pub(crate) fn plasma_publish(&mut self, key: Key, data_len: u64, meta_len: u64) -> Result<()> {
+    /// Plasma reports them), so native clients can read it zero-copy. Data framed as an Arrow
+    /// IPC file is first validated outside the lock (then [`Store::plasma_finish_publish`]).
+    pub(crate) fn plasma_publish(
+        &mut self,
+        key: Key,
+        data_len: u64,
+        meta_len: u64,
+    ) -> Result<Sealing> {
         let Some(&id) = self.keys.get(&key) else {
             return Err(Error::NotFound(format!("{key} is not being created")));
         };
         let o = self.objects.get_mut(&id).expect("keys and objects agree");
-        if !o.plasma_owned || !matches!(o.state, State::Created { .. }) {
+        if !o.plasma_owned || !matches!(o.state, State::Created { .. }) || o.sealing != 0 {
             return Err(Error::AlreadyExists(format!("{key} is already sealed")));
         }
         if data_len.checked_add(meta_len) == Some(o.alloc.len) {
             o.data_len = data_len;
             o.meta_len = meta_len;
         }
-        self.publish(id)
+        let (a, n) = (o.alloc, o.data_len as usize);
+        if crate::arrow::has_ipc_file_magic(&self.memory.bytes(a)[..n]) {
+            return Ok(Sealing::Validate(self.begin_validation(id)));
+        }
+        self.publish(id).map(|_| Sealing::Done)
+    }
+
+    /// Publishes a Plasma object whose data was framed as an Arrow IPC file: as Arrow when it
+    /// validated (without [`FLAG_VALIDATED`]: its creator keeps a writable buffer, so readers
+    /// validate it again), else as raw bytes. Nothing happens if the Plasma store dropped the
+    /// object meanwhile.
+    pub(crate) fn plasma_finish_publish(
+        &mut self,
+        p: PendingSeal,
+        valid: Result<()>,
+    ) -> Result<()> {
+        let id = p.id;
+        self.counters.arrow_validation_us += p.micros;
+        match self.objects.get_mut(&id) {
+            Some(o) if o.sealing == p.token && o.plasma_owned => {
+                o.sealing = 0;
+                match valid {
+                    Ok(()) => o.flags |= PUT_ARROW,
+                    Err(e) => {
+                        self.counters.arrow_rejected += 1;
+                        tracing::debug!("Plasma object {} is published as raw bytes: {e}", p.key);
+                    }
+                }
+                self.publish(id)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The Plasma state machine dropped `key` (aborted, deleted or evicted): an unsealed object
@@ -1793,6 +2381,8 @@ impl Store {
                 let o = self.objects.remove(&id).expect("object exists");
                 self.keys.remove(&key);
                 self.memory.free(o.alloc);
+                // Native waiters of a Plasma object: the Plasma side wakes its own.
+                self.abandon(key, false);
             }
             State::Sealed { .. } => {
                 self.retire(id);
@@ -1874,9 +2464,13 @@ impl Store {
 
     // ----- queries -------------------------------------------------------------------------
 
+    /// One page of the index from slot `cursor`: at most [`LIST_PAGE`] entries, and at most
+    /// [`LIST_SLOTS`] slots read (a page may come back short, or empty, with a cursor to go
+    /// on), so that one request's work under the store lock and its reply are bounded.
     pub(crate) fn list(&self, cursor: u64, limit: u32) -> (Vec<ListEntry>, u64) {
         let r: IndexRef<'_> = self.index.reader();
-        let (items, next) = r.scan(cursor as usize, limit.clamp(1, 10_000) as usize);
+        let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+        let (items, next) = r.scan_slots(start, (limit as usize).clamp(1, LIST_PAGE), LIST_SLOTS);
         let entries = items
             .into_iter()
             .map(|(key, e)| ListEntry {
@@ -1919,8 +2513,13 @@ impl Store {
             ("hot.evicted_bytes", c.evicted_bytes),
             ("hot.aborted", c.aborted),
             ("hot.store_full_errors", c.store_full),
+            ("arrow.validated", c.arrow_validated),
+            ("arrow.validated_bytes", c.arrow_validated_bytes),
+            ("arrow.rejected", c.arrow_rejected),
+            ("arrow.validation_us", c.arrow_validation_us),
             ("hot.deferred_frees_pending", self.retired.len() as u64),
             ("hot.adopted_objects", c.adopted),
+            ("arrow.revalidation_pending", self.revalidate.len() as u64),
             ("hot.demoting_objects", self.demoting.len() as u64),
             ("hot.orphan_clients", self.orphans.len() as u64),
             ("hot.held_back_bytes", self.memory.tainted_bytes()),
@@ -1940,6 +2539,16 @@ impl Store {
             ("warm.misses", c.warm_misses),
             ("warm.hit_ratio_permille", ratio(c.warm_hits, c.warm_misses)),
             ("clients", self.clients.len() as u64),
+            ("clients.revoked", c.revoked_sessions),
+            (
+                "clients.max",
+                self.max_clients.min(u32::MAX as usize) as u64,
+            ),
+            (
+                "clients.lease_bytes",
+                (self.clients.len() * pins::lease_bytes(self.pins_per_client, self.hit_ring))
+                    as u64,
+            ),
             (
                 "pins",
                 self.clients

@@ -2,4 +2,5 @@
 //! public: the coordinator drives it) and the CID metadata catalog.
 
 pub mod catalog;
+pub(crate) mod parquet_guard;
 pub(crate) mod warm;

@@ -157,20 +157,50 @@ pub(crate) fn write_entries(
     write_atomic(dir, name, &batch, preset)
 }
 
-/// Reads a whole catalog file into `(entry, deleted)` rows; any defect is an error.
-pub(crate) fn read_file(path: &Path) -> Result<Vec<(CatalogEntry, bool)>> {
+/// Largest uncompressed page a catalog file may hold. The writer closes pages at a few thousand
+/// rows and a row is bounded by what one upsert frame can carry (64 MiB), so real pages stay far
+/// below; a page claiming more is damage (or a decompression bomb), never decoded.
+pub(crate) const MAX_PAGE: u64 = 256 << 20;
+
+/// Opens a catalog file for decoding after checking it (`crate::tier::parquet_guard`: footer,
+/// schema depth, every page header against [`MAX_PAGE`]), so that no declared size allocates.
+pub(crate) fn open_checked(
+    path: &Path,
+    opts: parquet::arrow::arrow_reader::ArrowReaderOptions,
+) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let f = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| pq_err("read footer of", path, e))?
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(|e| pq_err("open", path, e))?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| pq_err("decode", path, e))?;
-        out.extend(from_batch(&batch).map_err(|e| pq_err("decode", path, e.message()))?);
-    }
-    Ok(out)
+    crate::tier::parquet_guard::footer(&f, path)?;
+    let b = ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)
+        .map_err(|e| pq_err("read footer of", path, e))?;
+    let f2 = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    crate::tier::parquet_guard::pages(&f2, path, b.metadata(), None, None, MAX_PAGE)?;
+    Ok(b)
+}
+
+/// Reads a whole catalog file into `(entry, deleted)` rows; any defect is an error (and a
+/// decoder panic is one too). A key appearing twice is a defect (no writer repeats one in a
+/// file), which bounds the rows decoded by the keys the file really holds.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<(CatalogEntry, bool)>> {
+    crate::tier::warm::files::no_panic(&path.display().to_string(), || {
+        let reader = open_checked(path, Default::default())?
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| pq_err("open", path, e))?;
+        let mut out = Vec::new();
+        let mut seen: std::collections::HashSet<Key, super::KeyHashBuilder> =
+            std::collections::HashSet::with_hasher(super::KeyHashBuilder);
+        for batch in reader {
+            let batch = batch.map_err(|e| pq_err("decode", path, e))?;
+            let rows = from_batch(&batch).map_err(|e| pq_err("decode", path, e.message()))?;
+            for (e, _) in &rows {
+                if !seen.insert(e.key) {
+                    return Err(pq_err("decode", path, format!("{} appears twice", e.key)));
+                }
+            }
+            out.extend(rows);
+        }
+        Ok(out)
+    })
 }
 
 /// Lists a partition directory: catalog files sorted by seq, and deletes temporary files.

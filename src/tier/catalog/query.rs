@@ -22,7 +22,6 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 use std::cmp::Ordering;
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -584,7 +583,10 @@ fn scan_partition(dir: &Path, query: &Query) -> Result<(Vec<RecordBatch>, ScanRe
     let mut out = Vec::new();
     for (n, f) in files.iter().rev().enumerate() {
         let oldest = n + 1 == files.len();
-        let res = scan_file(f, query, &mut rep, !oldest).and_then(|(raw, keys)| {
+        let res = crate::tier::warm::files::no_panic(&f.path.display().to_string(), || {
+            scan_file(f, query, &mut rep, !oldest)
+        })
+        .and_then(|(raw, keys)| {
             let mut sel = Vec::new();
             for b in &raw {
                 if let Some(b) = select(b, query, &shadow)
@@ -758,10 +760,8 @@ fn scan_file(
     want_keys: bool,
 ) -> Result<(Vec<RecordBatch>, Vec<Key>)> {
     let path = &f.path;
-    let open = || File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e));
     let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(open()?, opts)
-        .map_err(|e| persist::pq_err("read footer of", path, e))?;
+    let builder = persist::open_checked(path, opts)?;
     let meta = builder.metadata().clone();
     let leaves: Vec<String> = builder
         .parquet_schema()
@@ -834,8 +834,7 @@ fn scan_file(
     }
     let mut keys = Vec::new();
     if want_keys {
-        let kb = ParquetRecordBatchReaderBuilder::try_new(open()?)
-            .map_err(|e| persist::pq_err("read footer of", path, e))?;
+        let kb = persist::open_checked(path, ArrowReaderOptions::new())?;
         let mask = ProjectionMask::columns(kb.parquet_schema(), ["cid"]);
         let reader = kb
             .with_projection(mask)

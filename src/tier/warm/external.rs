@@ -25,6 +25,10 @@ impl ParquetExternalStore {
             compression: WarmCompression::Zstd,
             queue_bytes: 256 << 20,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // The Plasma store's memory limit is not known here: objects are bounded by what
+            // their files hold (lengths never allocate ahead of the bytes read), pages by
+            // Parquet's 2 GiB.
+            max_object: i32::MAX as u64,
         })?;
         tracing::info!(
             "Plasma external store: {} objects in {} Parquet files",

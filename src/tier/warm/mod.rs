@@ -8,8 +8,11 @@
 //! - **Recovery from the files alone.** At start every file is scanned (in parallel); the files
 //!   are the truth and a deletion is made durable in `tombstones.log` before it is answered. A
 //!   truncated or corrupt file is moved to `quarantine/` and reported; the rest loads.
-//! - **Untrusted input.** Files are decoded with every length checked, raw objects carry a
-//!   checksum, and a decoder panic is caught and turned into [`Error::Corrupt`].
+//! - **Untrusted input.** Files are checked before they are decoded
+//!   ([`crate::tier::parquet_guard`], lengths and counts against the file and against
+//!   [`WarmConfig::max_object`]), raw objects carry a checksum, and a decoder panic is caught
+//!   and turned into [`Error::Corrupt`]. A damaged object is quarantined alone (a get of it
+//!   answers `Corrupt`); a file unreadable as a whole is moved to `quarantine/`.
 //! - **Bounded.** Capacity is enforced on file bytes; the oldest files go first (their objects
 //!   are dropped), and queued demotions are bounded in memory (the evicting call waits).
 //! - **Failures are told, never silent.** A write that fails is counted per object
@@ -83,6 +86,9 @@ pub(crate) struct WarmConfig {
     pub queue_bytes: u64,
     /// Threads used to decode one promotion and to scan files at start.
     pub threads: usize,
+    /// The largest object the hot tier could hold (the operator's memory limit): a file that
+    /// declares a larger one is damaged, and no length in a file allocates beyond it.
+    pub max_object: u64,
 }
 
 /// Where a warm object is.
@@ -186,6 +192,7 @@ struct Counters {
     compacted_files: u64,
     scan_row_groups_skipped: u64,
     scan_rows_skipped_by_pages: u64,
+    damaged_objects: u64,
 }
 
 struct State {
@@ -203,6 +210,39 @@ struct State {
     retry: Vec<Arc<Pending>>,
     /// Objects that never reached a file by the time the tier closed.
     lost: Vec<Key>,
+    /// Objects found damaged (quarantined alone, their file keeps serving the others): the file
+    /// still holding the damaged copy (none once the file was quarantined) and why. A get of
+    /// one answers `Corrupt`. Forgotten when the key is deleted (a tombstone keeps it dead in
+    /// that file) or stored again.
+    damaged: HashMap<Key, (Option<u64>, String)>,
+}
+
+/// Damaged objects remembered (beyond, a get of one answers "missing" instead of `Corrupt`).
+const DAMAGED_MAX: usize = 1 << 16;
+
+impl State {
+    /// Quarantines one object: it leaves the map (if it is still located in `file`) and a get
+    /// of it answers `Corrupt`.
+    fn damage(&mut self, key: Key, file: Option<u64>, why: &str) {
+        if let Some(f) = file {
+            match self.objects.get(&key) {
+                // A newer copy is elsewhere: it stands.
+                Some(l) if l.file > f => return,
+                // This copy, or an older one that the damaged copy replaced: neither serves.
+                Some(_) => {
+                    self.objects.remove(&key);
+                }
+                None => {}
+            }
+        }
+        tracing::error!(
+            "warm tier: {key} is damaged ({why}); quarantined, the rest of its file serves"
+        );
+        self.counters.damaged_objects += 1;
+        if self.damaged.len() < DAMAGED_MAX || self.damaged.contains_key(&key) {
+            self.damaged.insert(key, (file, why.to_string()));
+        }
+    }
 }
 
 struct Inner {
@@ -244,8 +284,8 @@ pub(crate) struct Loaded {
 
 /// A committed file: its path, size and the objects placed in it.
 type Written = (PathBuf, u64, Vec<(Key, Located)>);
-/// The objects found in one file at start.
-type Scanned = Result<Vec<(Key, Located)>>;
+/// The objects found in one file at start, and the damaged ones (key when known, why).
+type Scanned = Result<(Vec<(Key, Located)>, Vec<(Option<Key>, String)>)>;
 
 /// What opening a warm tier found.
 #[derive(Debug, Default)]
@@ -335,14 +375,22 @@ impl Warm {
             list(&sub, &part)?;
         }
         found.sort_by_key(|f| f.0);
-        let scanned = scan_all(&found, cfg.threads);
+        let scanned = scan_all(&found, cfg.threads, cfg.max_object);
         let mut rec = Recovery::default();
         let mut objects = HashMap::new();
         let mut files = BTreeMap::new();
         let mut file_bytes = 0;
+        let mut damaged = Vec::new();
         for ((seq, arrow, path), r) in found.iter().zip(scanned) {
             match r {
-                Ok(entries) => {
+                Ok((entries, bad)) => {
+                    for (key, why) in bad {
+                        let why = format!("{}: {why}", path.display());
+                        match key {
+                            Some(k) => damaged.push((k, *seq, why)),
+                            None => tracing::error!("warm tier: {why}; those objects are lost"),
+                        }
+                    }
                     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                     let mut keys = Vec::with_capacity(entries.len());
                     for (key, loc) in entries {
@@ -369,7 +417,7 @@ impl Warm {
         }
         let tomb_path = dirs.root.join("tombstones.log");
         let min_seq = files.keys().next().copied().unwrap_or(u64::MAX);
-        apply_tombstones(&dirs, &tomb_path, &mut objects, min_seq);
+        apply_tombstones(&dirs, &tomb_path, &mut objects, &mut damaged, min_seq);
         let tombstones = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -396,10 +444,17 @@ impl Warm {
                 failing: None,
                 retry: Vec::new(),
                 lost: Vec::new(),
+                damaged: HashMap::new(),
             }),
             written: Condvar::new(),
             footers: Mutex::new(HashMap::new()),
         });
+        {
+            let mut st = lock(&inner.state);
+            for (key, seq, why) in damaged {
+                st.damage(key, Some(seq), &why);
+            }
+        }
         let (tx, rx) = mpsc::channel();
         let w = inner.clone();
         let writer = std::thread::Builder::new()
@@ -422,6 +477,14 @@ impl Warm {
     pub(crate) fn contains(&self, key: &Key) -> bool {
         let st = lock(&self.inner.state);
         st.objects.contains_key(key) || st.pending.contains_key(key)
+    }
+
+    /// Why `key` is known damaged (a get of it answers `Corrupt`), if it is.
+    pub(crate) fn damage(&self, key: &Key) -> Option<String> {
+        lock(&self.inner.state)
+            .damaged
+            .get(key)
+            .map(|(_, why)| why.clone())
     }
 
     /// Queues an object (evicted from the hot tier, or written through by a put); it replaces
@@ -605,14 +668,19 @@ impl Warm {
 
     fn remove(&self, key: &Key, sync: bool) -> Result<bool> {
         let mut st = lock(&self.inner.state);
+        let damaged = st.damaged.remove(key);
         let queued = st.pending.remove(key);
         if let Some(p) = &queued {
             st.pending_bytes -= p.bytes.len() as u64;
         }
-        let Some(l) = st.objects.remove(key) else {
-            return Ok(queued.is_some());
+        let file = match (st.objects.remove(key), &damaged) {
+            (Some(l), _) => l.file,
+            // A damaged copy still in its file: the tombstone keeps it from coming back
+            // (as Corrupt) after a restart.
+            (None, Some((Some(f), _))) => *f,
+            (None, _) => return Ok(queued.is_some() || damaged.is_some()),
         };
-        let line = format!("{} {}\n", table::hex(key.as_bytes()), l.file);
+        let line = format!("{} {file}\n", table::hex(key.as_bytes()));
         st.tombstones
             .write_all(line.as_bytes())
             .and_then(|_| {
@@ -651,6 +719,7 @@ impl Warm {
             ("warm.evictions", c.evictions),
             ("warm.evicted_files", c.evicted_files),
             ("warm.quarantined_files", c.quarantined),
+            ("warm.damaged_objects", c.damaged_objects),
             ("warm.write_errors", c.write_errors),
             ("warm.failing", st.failing.is_some() as u64),
             ("warm.retry_queued", st.retry.len() as u64),
@@ -688,6 +757,8 @@ fn file_catalog(path: &Path) -> Result<Vec<CatalogEntry>> {
         use parquet::file::reader::FileReader;
         let f = std::fs::File::open(path)
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        // The footer is checked before the decoder parses it: the file is untrusted.
+        crate::tier::parquet_guard::footer(&f, path)?;
         let r = parquet::file::reader::SerializedFileReader::new(f)
             .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
         let Some(hex) = r
@@ -741,6 +812,9 @@ impl Source {
     /// it may decode a large file. A file that fails to decode is quarantined and its objects
     /// forgotten.
     pub(crate) fn prepare(self) -> Result<Prepared> {
+        let max_object = self.inner.cfg.max_object;
+        // Whether a failure is the object's alone (its file's footer was fine).
+        let mut object_only = false;
         let r = match &self.from {
             Origin::Memory(p) => Ok(Prepared::Bytes(Loaded {
                 bytes: p.bytes.clone(),
@@ -751,7 +825,10 @@ impl Source {
                 Place::Raw(loc) => self
                     .inner
                     .footer(l.file, path)
-                    .and_then(|md| raw::read(path, &md, loc, l.data_len))
+                    .and_then(|md| {
+                        object_only = true;
+                        raw::read(path, &md, loc, l.data_len)
+                    })
                     .map(|(mut data, meta)| {
                         let data_len = data.len();
                         data.extend_from_slice(&meta);
@@ -761,7 +838,7 @@ impl Source {
                             flags: l.flags,
                         })
                     }),
-                Place::Table => table::read(path, self.inner.cfg.threads).and_then(
+                Place::Table => table::read(path, self.inner.cfg.threads, max_object).and_then(
                     |(schema, mut batches, info)| {
                         table::unify_dictionaries(&schema, &mut batches)?;
                         let bound = crate::arrow::ipc_size_bound(&schema, &batches);
@@ -787,12 +864,36 @@ impl Source {
             }
             Err(e) => {
                 st.counters.read_errors += 1;
-                if let (Error::Corrupt(_), Origin::File(seq, path, _)) = (e, &self.from) {
+                if let (Error::Corrupt(why), Origin::File(seq, path, _)) = (e, &self.from) {
                     // A file that vanished meanwhile (dropped for capacity) is not corrupt.
+                    if path.exists() && object_only {
+                        // The object alone: the others in its file keep serving.
+                        st.damage(self.key, Some(*seq), why);
+                        return Err(Error::Corrupt(format!(
+                            "{} is damaged in the warm tier ({why}); it was quarantined",
+                            self.key
+                        )));
+                    }
                     if path.exists() {
                         let e = files::quarantine(&self.inner.dirs, path, &e.to_string());
+                        let lost: Vec<Key> = st
+                            .files
+                            .get(seq)
+                            .map(|f| f.keys.clone())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|k| st.objects.get(k).is_some_and(|l| l.file == *seq))
+                            .collect();
                         self.inner.forget_file(&mut st, *seq);
                         st.counters.quarantined += 1;
+                        // They answer Corrupt too (not counted or logged one by one: the
+                        // file's quarantine was).
+                        let why = format!("its file is unreadable: {why}");
+                        for k in lost {
+                            if st.damaged.len() < DAMAGED_MAX {
+                                st.damaged.insert(k, (None, why.clone()));
+                            }
+                        }
                         return Err(e);
                     }
                 }
@@ -846,7 +947,7 @@ impl Source {
                     ..
                 },
             ) => {
-                let (schema, batches, report) = table::scan(path, scan)?;
+                let (schema, batches, report) = table::scan(path, scan, self.inner.cfg.max_object)?;
                 let mut st = lock(&self.inner.state);
                 st.counters.scans += 1;
                 st.counters.scan_row_groups_skipped += report.row_groups_skipped as u64;
@@ -905,7 +1006,7 @@ impl Inner {
         {
             return Ok(m.clone());
         }
-        let m = raw::metadata(path)?;
+        let m = raw::metadata(path, self.cfg.max_object)?;
         let mut c = self.footers.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= FOOTERS {
             c.clear();
@@ -1289,8 +1390,23 @@ impl Inner {
                         })
                         .unwrap_or_default()
                 };
-                let objects = match raw::read_all(path) {
-                    Ok(v) => v,
+                let objects = match raw::read_all(path, self.cfg.max_object) {
+                    Ok((v, listed)) => {
+                        let mut st = lock(&self.state);
+                        for (key, why) in listed.damaged {
+                            let why = format!("{}: {why}", path.display());
+                            match key {
+                                // Only what still lives in this file (not what was deleted).
+                                Some(k) => {
+                                    if st.objects.get(&k).is_some_and(|l| l.file == *old) {
+                                        st.damage(k, Some(*old), &why);
+                                    }
+                                }
+                                None => tracing::error!("warm tier: {why}; those objects are lost"),
+                            }
+                        }
+                        v
+                    }
                     Err(e) => {
                         let mut st = lock(&self.state);
                         files::quarantine(&self.dirs, path, &e.to_string());
@@ -1402,11 +1518,11 @@ impl Inner {
 }
 
 /// Scans every file on `threads` threads; one result per file, in order.
-fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize) -> Vec<Scanned> {
+fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize, max_object: u64) -> Vec<Scanned> {
     let scan = |(seq, arrow, path): &(u64, bool, PathBuf)| -> Scanned {
         if *arrow {
-            let i = table::info(path)?;
-            Ok(vec![(
+            let i = table::info(path, max_object)?;
+            let entry = vec![(
                 i.key,
                 Located {
                     file: *seq,
@@ -1415,9 +1531,12 @@ fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize) -> Vec<Scanned> {
                     meta_len: i.meta.len() as u64,
                     flags: i.flags,
                 },
-            )])
+            )];
+            Ok((entry, Vec::new()))
         } else {
-            Ok(raw::scan(path)?
+            let listed = raw::scan(path, max_object)?;
+            let entries = listed
+                .entries
                 .into_iter()
                 .map(|e| {
                     (
@@ -1431,7 +1550,8 @@ fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize) -> Vec<Scanned> {
                         },
                     )
                 })
-                .collect())
+                .collect();
+            Ok((entries, listed.damaged))
         }
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -1458,7 +1578,15 @@ fn scan_all(found: &[(u64, bool, PathBuf)], threads: usize) -> Vec<Scanned> {
 /// Applies `tombstones.log` (lines `HEXKEY FILESEQ`): a key deleted while in file `FILESEQ` is
 /// dropped when it is found in that file or an older one (a later demotion brings it back).
 /// Lines that no remaining file can need (`FILESEQ` older than every file) are compacted away.
-fn apply_tombstones(dirs: &Dirs, path: &Path, objects: &mut HashMap<Key, Located>, min_seq: u64) {
+/// Damaged objects found at start (`damaged`: key, file, why) are dropped the same way: a
+/// deleted key does not come back as `Corrupt`.
+fn apply_tombstones(
+    dirs: &Dirs,
+    path: &Path,
+    objects: &mut HashMap<Key, Located>,
+    damaged: &mut Vec<(Key, u64, String)>,
+    min_seq: u64,
+) {
     let Ok(text) = std::fs::read_to_string(path) else {
         return;
     };
@@ -1478,6 +1606,9 @@ fn apply_tombstones(dirs: &Dirs, path: &Path, objects: &mut HashMap<Key, Located
         };
         if objects.get(&key).is_some_and(|l| l.file <= seq) {
             objects.remove(&key);
+        }
+        if !damaged.is_empty() {
+            damaged.retain(|(k, file, _)| *k != key || *file > seq);
         }
         if seq >= min_seq {
             keep.push_str(line);
@@ -1503,6 +1634,59 @@ fn apply_tombstones(dirs: &Dirs, path: &Path, objects: &mut HashMap<Key, Located
 pub mod bench {
     use super::*;
 
+    /// Times, on the Arrow-table file at `path` (median of `rounds`), the checks made before
+    /// decoding (footer and every page header, [`crate::tier::parquet_guard`]) and a whole
+    /// read of the table; returns milliseconds `(checks, read)`.
+    pub fn table_check_ms(path: &Path, rounds: usize) -> (f64, f64) {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut check = Vec::new();
+        let mut read = Vec::new();
+        for _ in 0..rounds.max(1) {
+            let t = std::time::Instant::now();
+            let f = std::fs::File::open(path).expect("open");
+            crate::tier::parquet_guard::footer(&f, path).expect("footer");
+            let md =
+                parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&f, Default::default())
+                    .expect("metadata");
+            crate::tier::parquet_guard::pages(&f, path, md.metadata(), None, None, u64::MAX)
+                .expect("pages");
+            check.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
+            table::read(path, 2, u64::MAX).expect("read");
+            read.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (median(check), median(read))
+    }
+
+    /// Times, on the raw file at `path` (median of `rounds`), loading its footer and page index
+    /// as the point-read cache does with the checks made before decoding, and without them;
+    /// returns milliseconds `(checked, unchecked)`. The cache pays this once per file.
+    pub fn raw_footer_ms(path: &Path, rounds: usize) -> (f64, f64) {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (mut checked, mut plain) = (Vec::new(), Vec::new());
+        for _ in 0..rounds.max(1) {
+            let t = std::time::Instant::now();
+            raw::metadata(path, u64::MAX >> 8).expect("metadata");
+            checked.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = std::time::Instant::now();
+            let f = std::fs::File::open(path).expect("open");
+            parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
+                &f,
+                parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+                    .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional),
+            )
+            .expect("metadata");
+            plain.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (median(checked), median(plain))
+    }
+
     /// Opens a warm tier in `dir` holding `objects` small objects (written to a file), then
     /// times `lookups` lookups of keys it does not hold, in groups of 1,000; returns the
     /// nanoseconds per lookup of each group.
@@ -1513,6 +1697,7 @@ pub mod bench {
             compression: WarmCompression::Lz4,
             queue_bytes: 1 << 30,
             threads: 2,
+            max_object: 1 << 30,
         })
         .expect("open warm tier");
         for i in 0..objects {

@@ -18,6 +18,7 @@
 use super::files::no_panic;
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::tier::parquet_guard;
 use arrow_array::builder::{BinaryBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{Array, BinaryArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -172,14 +173,36 @@ pub(crate) struct RawEntry {
     pub flags: u32,
 }
 
-fn open(path: &Path, page_index: bool) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let f =
-        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-    let md = load(&f, path, page_index)?;
-    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(f, md))
+/// What [`scan`] found in a raw file: the objects that can be read, and the damaged ones
+/// (quarantined alone: the key when it is known, and why).
+#[derive(Default)]
+pub(crate) struct RawScan {
+    pub entries: Vec<RawEntry>,
+    pub damaged: Vec<(Option<Key>, String)>,
 }
 
-fn load(f: &File, path: &Path, page_index: bool) -> Result<ArrowReaderMetadata> {
+/// Most rows a raw file may declare (a writer batch holds at most 4,096 objects, compaction
+/// merges files under 128 MiB): bounds the work and memory of listing a hostile file.
+pub(crate) const MAX_ROWS: u64 = 1 << 22;
+/// What a page may hold beyond the largest object: the rows of smaller objects written before
+/// it into the same page (the writer closes pages at 1 MiB).
+const PAGE_SLACK: u64 = 8 << 20;
+
+/// The largest uncompressed page a raw file of objects up to `max_object` bytes can hold.
+pub(crate) fn max_page(max_object: u64) -> u64 {
+    max_object.saturating_add(PAGE_SLACK)
+}
+
+/// Parses and checks the footer (and the page index when asked), and the page headers of
+/// `columns` (`None`: all) in every row group, before anything is decoded.
+fn load(
+    f: &File,
+    path: &Path,
+    page_index: bool,
+    columns: Option<&[usize]>,
+    max_object: u64,
+) -> Result<ArrowReaderMetadata> {
+    parquet_guard::footer(f, path)?;
     let mut opts = ArrowReaderOptions::new();
     if page_index {
         opts = opts.with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
@@ -198,15 +221,27 @@ fn load(f: &File, path: &Path, page_index: bool) -> Result<ArrowReaderMetadata> 
             path.display()
         )));
     }
+    let rows = md.metadata().row_groups().iter().try_fold(0u64, |n, g| {
+        n.checked_add(u64::try_from(g.num_rows()).ok()?)
+    });
+    if rows.is_none_or(|r| r > MAX_ROWS) {
+        return Err(Error::Corrupt(format!(
+            "{}: the row groups declare more than {MAX_ROWS} rows",
+            path.display()
+        )));
+    }
+    parquet_guard::pages(f, path, md.metadata(), None, columns, max_page(max_object))?;
     Ok(md)
 }
 
-/// The footer and page index of a raw file, parsed once and reused for point reads.
-pub(crate) fn metadata(path: &Path) -> Result<ArrowReaderMetadata> {
+fn open_file(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))
+}
+
+/// The footer and page index of a raw file, parsed once, checked, and reused for point reads.
+pub(crate) fn metadata(path: &Path, max_object: u64) -> Result<ArrowReaderMetadata> {
     no_panic(&path.display().to_string(), || {
-        let f = File::open(path)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        load(&f, path, true)
+        load(&open_file(path)?, path, true, None, max_object)
     })
 }
 
@@ -217,83 +252,133 @@ fn col<'a, T: 'static>(b: &'a RecordBatch, i: usize, path: &Path) -> Result<&'a 
         .ok_or_else(|| Error::Corrupt(format!("{}: column {i} has the wrong type", path.display())))
 }
 
-/// Lists the objects of a raw file (reads the small columns only, never the data).
-pub(crate) fn scan(path: &Path) -> Result<Vec<RawEntry>> {
+/// Lists the objects of a raw file (reads the small columns only, never the data). Objects
+/// whose rows do not add up (a chunk without its first chunk, a chunk count that does not match
+/// the length, a length over `max_object`) and row groups whose small columns do not decode are
+/// reported as damaged; the rest are listed. Fails (the whole file is unreadable) when the
+/// footer is bad or no row group decodes.
+pub(crate) fn scan(path: &Path, max_object: u64) -> Result<RawScan> {
     no_panic(&path.display().to_string(), || {
-        let b = open(path, false)?;
-        let groups = b.metadata().num_row_groups();
-        let mask = ProjectionMask::roots(
-            b.parquet_schema(),
-            [KEY, PART, DATA_LEN, FLAGS, CHECKSUM, META],
-        );
-        let mut out: Vec<RawEntry> = Vec::new();
+        let f = open_file(path)?;
+        let small = [KEY, PART, DATA_LEN, FLAGS, CHECKSUM, META];
+        let md = load(&f, path, false, Some(&small), max_object)?;
+        let groups = md.metadata().num_row_groups();
+        let mut out = RawScan::default();
+        let mut bad_groups = 0;
         for g in 0..groups {
-            let rd = open(path, false)?
-                .with_projection(mask.clone())
-                .with_row_groups(vec![g])
-                .with_batch_size(8192)
-                .build()?;
-            let mut row = 0u32;
-            for batch in rd {
-                let batch = batch?;
-                let keys = col::<BinaryArray>(&batch, 0, path)?;
-                let parts = col::<UInt32Array>(&batch, 1, path)?;
-                let lens = col::<UInt64Array>(&batch, 2, path)?;
-                let flags = col::<UInt32Array>(&batch, 3, path)?;
-                let metas = col::<BinaryArray>(&batch, 5, path)?;
-                for i in 0..batch.num_rows() {
-                    if parts.value(i) == 0 {
-                        out.push(RawEntry {
-                            key: Key::new(keys.value(i)).map_err(|_| {
-                                Error::Corrupt(format!("{}: invalid key", path.display()))
-                            })?,
-                            loc: RawLoc {
-                                row_group: g as u32,
-                                row,
-                                parts: 1,
-                            },
-                            data_len: lens.value(i),
-                            meta_len: metas.value(i).len() as u64,
-                            flags: flags.value(i),
-                        });
-                    } else {
-                        let last = out.last_mut().filter(|e| {
-                            e.key.as_bytes() == keys.value(i)
-                                && e.loc.row_group == g as u32
-                                && e.loc.row + e.loc.parts == row
-                                && parts.value(i) == e.loc.parts
-                        });
-                        match last {
-                            Some(e) => e.loc.parts += 1,
-                            None => {
-                                return Err(Error::Corrupt(format!(
-                                    "{}: chunk {} of an object without its first chunk",
-                                    path.display(),
-                                    parts.value(i)
-                                )))
-                            }
-                        }
-                    }
-                    row += 1;
-                }
+            let before = out.entries.len();
+            if let Err(e) = scan_group(path, &md, g, &small, &mut out.entries) {
+                out.entries.truncate(before);
+                bad_groups += 1;
+                out.damaged.push((None, format!("row group {g}: {e}")));
             }
         }
-        for e in &out {
+        if groups > 0 && bad_groups == groups {
+            let why = out.damaged.pop().map(|d| d.1).unwrap_or_default();
+            return Err(Error::Corrupt(format!(
+                "{}: no row group is readable ({why})",
+                path.display()
+            )));
+        }
+        let entries = std::mem::take(&mut out.entries);
+        for e in entries {
             let want = e.data_len.div_ceil(CHUNK as u64).max(1);
-            if want != e.loc.parts as u64 {
-                return Err(Error::Corrupt(format!(
-                    "{}: {} has {} chunks, its length needs {want}",
-                    path.display(),
-                    e.key,
+            let why = if e.data_len > max_object || e.meta_len > max_object {
+                Some(format!(
+                    "declares {} + {} bytes, more than the hot tier's {max_object}",
+                    e.data_len, e.meta_len
+                ))
+            } else if want != e.loc.parts as u64 {
+                Some(format!(
+                    "has {} chunks, its length needs {want}",
                     e.loc.parts
-                )));
+                ))
+            } else {
+                None
+            };
+            match why {
+                Some(w) => out.damaged.push((Some(e.key), w)),
+                None => out.entries.push(e),
             }
         }
         Ok(out)
     })
 }
 
-/// Reads one object's data and metadata, checking its length and checksum.
+/// Appends the objects of row group `g` to `out` (see [`scan`]); an object whose chunk rows do
+/// not follow each other is given a chunk count that [`scan`] then finds wrong.
+fn scan_group(
+    path: &Path,
+    md: &ArrowReaderMetadata,
+    g: usize,
+    small: &[usize],
+    out: &mut Vec<RawEntry>,
+) -> Result<()> {
+    let b = ParquetRecordBatchReaderBuilder::new_with_metadata(open_file(path)?, md.clone());
+    let mask = ProjectionMask::roots(b.parquet_schema(), small.iter().copied());
+    let rd = b
+        .with_projection(mask)
+        .with_row_groups(vec![g])
+        .with_batch_size(8192)
+        .build()?;
+    let mut row = 0u32;
+    // Whether the last entry's chunks were interrupted (it is damaged, whatever follows).
+    let mut broken = false;
+    for batch in rd {
+        let batch = batch?;
+        let keys = col::<BinaryArray>(&batch, 0, path)?;
+        let parts = col::<UInt32Array>(&batch, 1, path)?;
+        let lens = col::<UInt64Array>(&batch, 2, path)?;
+        let flags = col::<UInt32Array>(&batch, 3, path)?;
+        let metas = col::<BinaryArray>(&batch, 5, path)?;
+        if [keys.null_count(), parts.null_count(), lens.null_count()] != [0; 3] {
+            return Err(Error::Corrupt("null key, chunk number or length".into()));
+        }
+        for i in 0..batch.num_rows() {
+            if parts.value(i) == 0 {
+                broken = false;
+                let Ok(key) = Key::new(keys.value(i)) else {
+                    return Err(Error::Corrupt("an invalid key".into()));
+                };
+                out.push(RawEntry {
+                    key,
+                    loc: RawLoc {
+                        row_group: g as u32,
+                        row,
+                        parts: 1,
+                    },
+                    data_len: lens.value(i),
+                    meta_len: metas.value(i).len() as u64,
+                    flags: flags.value(i),
+                });
+            } else {
+                let next = out.last_mut().filter(|e| {
+                    !broken
+                        && e.key.as_bytes() == keys.value(i)
+                        && e.loc.row_group == g as u32
+                        && e.loc.row + e.loc.parts == row
+                        && parts.value(i) == e.loc.parts
+                });
+                match next {
+                    Some(e) => e.loc.parts += 1,
+                    None => {
+                        // A chunk out of place: the object it follows cannot be trusted.
+                        if let Some(e) = out.last_mut().filter(|e| e.loc.row_group == g as u32) {
+                            e.loc.parts = u32::MAX;
+                        }
+                        broken = true;
+                    }
+                }
+            }
+            row += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one object's data and metadata, checking its length and checksum. `md` is the file's
+/// footer as [`metadata`] checked it. Memory grows with the chunks actually read, never with
+/// the length the file declares.
 pub(crate) fn read(
     path: &Path,
     md: &ArrowReaderMetadata,
@@ -301,14 +386,25 @@ pub(crate) fn read(
     data_len: u64,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     no_panic(&path.display().to_string(), || {
-        let f = File::open(path)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        let b = ParquetRecordBatchReaderBuilder::new_with_metadata(f, md.clone());
-        if loc.row_group as usize >= b.metadata().num_row_groups() {
+        let b = ParquetRecordBatchReaderBuilder::new_with_metadata(open_file(path)?, md.clone());
+        let rows_in_group = b
+            .metadata()
+            .row_groups()
+            .get(loc.row_group as usize)
+            .map(|g| g.num_rows())
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "{}: row group {} is missing",
+                    path.display(),
+                    loc.row_group
+                ))
+            })?;
+        if loc.row as i64 + loc.parts as i64 > rows_in_group
+            || data_len > loc.parts as u64 * CHUNK as u64
+        {
             return Err(Error::Corrupt(format!(
-                "{}: row group {} is missing",
-                path.display(),
-                loc.row_group
+                "{}: the object's rows are not in its row group",
+                path.display()
             )));
         }
         let mask = ProjectionMask::roots(b.parquet_schema(), [CHECKSUM, META, DATA]);
@@ -320,11 +416,9 @@ pub(crate) fn read(
             .with_projection(mask)
             .with_row_groups(vec![loc.row_group as usize])
             .with_row_selection(sel)
-            .with_batch_size(loc.parts as usize)
+            .with_batch_size((loc.parts as usize).min(64))
             .build()?;
-        let cap = usize::try_from(data_len)
-            .map_err(|_| Error::Corrupt(format!("{}: absurd object length", path.display())))?;
-        let mut data = Vec::with_capacity(cap);
+        let mut data = Vec::with_capacity((data_len as usize).min(CHUNK));
         let mut meta = Vec::new();
         let mut checksum = None;
         let mut rows = 0;
@@ -333,30 +427,31 @@ pub(crate) fn read(
             let sums = col::<UInt64Array>(&batch, 0, path)?;
             let metas = col::<BinaryArray>(&batch, 1, path)?;
             let chunks = col::<BinaryArray>(&batch, 2, path)?;
+            if chunks.null_count() > 0 || sums.null_count() > 0 {
+                return Err(Error::Corrupt(format!("{}: null chunk", path.display())));
+            }
             for i in 0..batch.num_rows() {
                 if rows == 0 {
                     checksum = Some(sums.value(i));
                     meta.extend_from_slice(metas.value(i));
                 }
-                if data.len() + chunks.value(i).len() > cap {
+                let chunk = chunks.value(i);
+                if chunk.len() > CHUNK || (data.len() + chunk.len()) as u64 > data_len {
                     return Err(Error::Corrupt(format!(
                         "{}: object longer than recorded",
                         path.display()
                     )));
                 }
-                data.extend_from_slice(chunks.value(i));
+                data.extend_from_slice(chunk);
                 rows += 1;
             }
-            if chunks.null_count() > 0 {
-                return Err(Error::Corrupt(format!("{}: null chunk", path.display())));
-            }
         }
-        if rows != loc.parts as usize || data.len() != cap {
+        if rows != loc.parts as usize || data.len() as u64 != data_len {
             return Err(Error::Corrupt(format!(
                 "{}: object truncated ({} of {} bytes)",
                 path.display(),
                 data.len(),
-                cap
+                data_len
             )));
         }
         if Some(xxhash_rust::xxh3::xxh3_64(&data)) != checksum {
@@ -378,76 +473,129 @@ pub(crate) struct RawObject {
     pub meta: Vec<u8>,
 }
 
-/// Reads every object of a raw file (for compaction), checking lengths and checksums.
-pub(crate) fn read_all(path: &Path) -> Result<Vec<RawObject>> {
-    let entries = scan(path)?;
-    no_panic(&path.display().to_string(), || {
-        let b = open(path, false)?;
-        let groups = b.metadata().num_row_groups();
-        let mut out: Vec<RawObject> = Vec::with_capacity(entries.len());
-        let mut next = entries.into_iter().peekable();
-        for g in 0..groups {
-            let rd = open(path, false)?
-                .with_projection(ProjectionMask::roots(
-                    b.parquet_schema(),
-                    [CHECKSUM, META, DATA],
-                ))
-                .with_row_groups(vec![g])
-                .with_batch_size(1024)
-                .build()?;
-            let mut row = 0u32;
-            let mut cur: Option<(RawEntry, u64, Vec<u8>, Vec<u8>)> = None;
-            for batch in rd {
-                let batch = batch?;
-                let sums = col::<UInt64Array>(&batch, 0, path)?;
-                let metas = col::<BinaryArray>(&batch, 1, path)?;
-                let chunks = col::<BinaryArray>(&batch, 2, path)?;
-                for i in 0..batch.num_rows() {
-                    if cur.is_none() {
-                        let e = next
-                            .next_if(|e| e.loc.row_group == g as u32 && e.loc.row == row)
-                            .ok_or_else(|| {
-                                Error::Corrupt(format!("{}: rows out of order", path.display()))
-                            })?;
-                        let cap = usize::try_from(e.data_len).unwrap_or(usize::MAX);
-                        cur = Some((
-                            e,
-                            sums.value(i),
-                            Vec::with_capacity(cap.min(1 << 30)),
-                            metas.value(i).to_vec(),
-                        ));
-                    }
-                    let (e, _, data, _) = cur.as_mut().expect("set above");
-                    data.extend_from_slice(chunks.value(i));
-                    if data.len() as u64 > e.data_len {
-                        return Err(Error::Corrupt(format!(
-                            "{}: object longer than recorded",
-                            path.display()
-                        )));
-                    }
-                    row += 1;
-                    if row == e.loc.row + e.loc.parts {
-                        let (e, sum, data, meta) = cur.take().expect("set above");
-                        if data.len() as u64 != e.data_len
-                            || xxhash_rust::xxh3::xxh3_64(&data) != sum
-                        {
-                            return Err(Error::Corrupt(format!(
-                                "{}: {} is damaged",
-                                path.display(),
-                                e.key
-                            )));
-                        }
-                        out.push(RawObject {
+/// Every readable object of a raw file (for compaction), lengths and checksums checked, and
+/// the damaged ones (see [`scan`]; an object whose rows do not decode or whose checksum does
+/// not match is damaged alone). Fails only when the file as a whole is unreadable.
+pub(crate) fn read_all(path: &Path, max_object: u64) -> Result<(Vec<RawObject>, RawScan)> {
+    let mut listed = scan(path, max_object)?;
+    let md = metadata(path, max_object)?;
+    let entries = std::mem::take(&mut listed.entries);
+    let mut out = Vec::with_capacity(entries.len());
+    let mut by_group: std::collections::BTreeMap<u32, Vec<RawEntry>> = Default::default();
+    for e in entries {
+        by_group.entry(e.loc.row_group).or_default().push(e);
+    }
+    for (g, entries) in by_group {
+        // A row group at a time (each page decoded once); when it does not decode, one object at
+        // a time, so that damage stays with the objects it touches.
+        match no_panic(&path.display().to_string(), || {
+            read_group(path, &md, g, &entries)
+        }) {
+            Ok((objects, damaged)) => {
+                out.extend(objects);
+                listed.damaged.extend(damaged);
+            }
+            Err(_) => {
+                for e in entries {
+                    match read(path, &md, e.loc, e.data_len) {
+                        Ok((data, meta)) => out.push(RawObject {
                             key: e.key,
                             loc: e.loc,
                             flags: e.flags,
                             data,
                             meta,
-                        });
+                        }),
+                        Err(err) => listed.damaged.push((Some(e.key), err.to_string())),
                     }
                 }
             }
         }
-        Ok(out)
-    })
+    }
+    Ok((out, listed))
+}
+
+type Damaged = Vec<(Option<Key>, String)>;
+
+/// Reads the objects `entries` (listed by [`scan`], in row order) of row group `g` in one pass.
+/// An object whose length or checksum is wrong is damaged; a decoding error fails the group.
+fn read_group(
+    path: &Path,
+    md: &ArrowReaderMetadata,
+    g: u32,
+    entries: &[RawEntry],
+) -> Result<(Vec<RawObject>, Damaged)> {
+    let b = ParquetRecordBatchReaderBuilder::new_with_metadata(open_file(path)?, md.clone());
+    let rd = b
+        .with_projection(ProjectionMask::roots(
+            md.parquet_schema(),
+            [CHECKSUM, META, DATA],
+        ))
+        .with_row_groups(vec![g as usize])
+        .with_batch_size(64)
+        .build()?;
+    let mut out = Vec::with_capacity(entries.len());
+    let mut damaged = Vec::new();
+    let mut next = entries.iter().peekable();
+    let mut row = 0u32;
+    // The object being read: its entry, checksum, data, metadata, and whether it overran.
+    type Reading<'e> = (&'e RawEntry, u64, Vec<u8>, Vec<u8>, bool);
+    let mut cur: Option<Reading<'_>> = None;
+    for batch in rd {
+        let batch = batch?;
+        let sums = col::<UInt64Array>(&batch, 0, path)?;
+        let metas = col::<BinaryArray>(&batch, 1, path)?;
+        let chunks = col::<BinaryArray>(&batch, 2, path)?;
+        if chunks.null_count() > 0 || sums.null_count() > 0 {
+            return Err(Error::Corrupt(format!("{}: null chunk", path.display())));
+        }
+        for i in 0..batch.num_rows() {
+            if cur.is_none() {
+                // Rows of objects `scan` found damaged are skipped.
+                if let Some(e) = next.next_if(|e| e.loc.row == row) {
+                    cur = Some((
+                        e,
+                        sums.value(i),
+                        Vec::with_capacity((e.data_len as usize).min(CHUNK)),
+                        metas.value(i).to_vec(),
+                        false,
+                    ));
+                }
+            }
+            row += 1;
+            let Some((e, _, data, _, overran)) = cur.as_mut() else {
+                continue;
+            };
+            let chunk = chunks.value(i);
+            if *overran || chunk.len() > CHUNK || (data.len() + chunk.len()) as u64 > e.data_len {
+                *overran = true;
+                *data = Vec::new();
+            } else {
+                data.extend_from_slice(chunk);
+            }
+            if row == e.loc.row + e.loc.parts {
+                let (e, sum, data, meta, overran) = cur.take().expect("set above");
+                if overran
+                    || data.len() as u64 != e.data_len
+                    || xxhash_rust::xxh3::xxh3_64(&data) != sum
+                {
+                    damaged.push((Some(e.key), "length or checksum mismatch".into()));
+                } else {
+                    out.push(RawObject {
+                        key: e.key,
+                        loc: e.loc,
+                        flags: e.flags,
+                        data,
+                        meta,
+                    });
+                }
+            }
+        }
+    }
+    if cur.is_some() || next.peek().is_some() {
+        return Err(Error::Corrupt(format!(
+            "{}: row group {g} is shorter than listed",
+            path.display()
+        )));
+    }
+    Ok((out, damaged))
 }

@@ -14,6 +14,7 @@
 use super::files::no_panic;
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::tier::parquet_guard;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
@@ -136,9 +137,82 @@ pub(crate) fn unify_dictionaries(schema: &SchemaRef, batches: &mut [RecordBatch]
     Ok(())
 }
 
-fn load_meta(path: &Path) -> Result<(File, ArrowReaderMetadata, TableInfo)> {
+/// The fewest bits a row of a column of type `dt` takes in an Arrow IPC file (its value or
+/// offset buffers; 0 where rows can take no space, such as `Null`).
+fn min_row_bits(dt: &arrow_schema::DataType) -> u64 {
+    use arrow_schema::DataType::*;
+    match dt {
+        Boolean => 1,
+        Int8 | UInt8 => 8,
+        Int16 | UInt16 | Float16 => 16,
+        Int32 | UInt32 | Float32 | Date32 | Time32(_) | Utf8 | Binary | List(_) | Map(..) => 32,
+        Int64 | UInt64 | Float64 | Date64 | Time64(_) | Timestamp(..) | Duration(_) | LargeUtf8
+        | LargeBinary | LargeList(_) => 64,
+        Utf8View | BinaryView => 128,
+        FixedSizeBinary(n) => 8 * (*n).max(0) as u64,
+        FixedSizeList(f, n) => ((*n).max(0) as u64).saturating_mul(min_row_bits(f.data_type())),
+        Struct(fields) => fields
+            .iter()
+            .fold(0u64, |a, f| a.saturating_add(min_row_bits(f.data_type()))),
+        Dictionary(k, _) => min_row_bits(k),
+        _ => 0,
+    }
+}
+
+/// Checks what the footer declares against the operator's limit before anything is decoded:
+/// the object's size, its batch count, and its rows (each row takes at least
+/// [`min_row_bits`] of the object's size, so a file cannot declare billions of rows and have
+/// the decoder allocate for them).
+fn check_declared(
+    path: &Path,
+    md: &ArrowReaderMetadata,
+    info: &TableInfo,
+    max_object: u64,
+) -> Result<()> {
+    let bad = |what: String| Err(Error::Corrupt(format!("{}: {what}", path.display())));
+    if info.ipc_len > max_object || info.meta.len() as u64 > max_object {
+        return bad(format!(
+            "declares an object of {} + {} bytes, more than the hot tier's {max_object}",
+            info.ipc_len,
+            info.meta.len()
+        ));
+    }
+    // Every batch is a message of more than 64 bytes in the object.
+    if info.batch_rows.len() as u64 > 1 + info.ipc_len / 64 {
+        return bad(format!(
+            "{} batches cannot fit {} bytes",
+            info.batch_rows.len(),
+            info.ipc_len
+        ));
+    }
+    let rows: u64 = info
+        .batch_rows
+        .iter()
+        .fold(0u64, |a, &r| a.saturating_add(r as u64));
+    let bits = md
+        .schema()
+        .fields()
+        .iter()
+        .fold(0u64, |a, f| a.saturating_add(min_row_bits(f.data_type())));
+    let fits = if bits > 0 {
+        rows.saturating_mul(bits) / 8 <= info.ipc_len
+    } else {
+        // Rows that take no space still cost the decoder a level (2 bytes) each.
+        rows.saturating_mul(2) <= max_object
+    };
+    if !fits {
+        return bad(format!(
+            "{rows} rows cannot fit an object of {} bytes",
+            info.ipc_len
+        ));
+    }
+    Ok(())
+}
+
+fn load_meta(path: &Path, max_object: u64) -> Result<(File, ArrowReaderMetadata, TableInfo)> {
     let f =
         File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    parquet_guard::footer(&f, path)?;
     let md = ArrowReaderMetadata::load(&f, ArrowReaderOptions::new())?;
     let kv: HashMap<&str, &str> = md
         .metadata()
@@ -187,23 +261,28 @@ fn load_meta(path: &Path) -> Result<(File, ArrowReaderMetadata, TableInfo)> {
     if nonempty != groups {
         return Err(bad("row groups do not match the recorded batches"));
     }
-    Ok((
-        f,
-        md,
-        TableInfo {
-            key,
-            meta,
-            flags,
-            ipc_len,
-            batch_rows,
-        },
-    ))
+    let info = TableInfo {
+        key,
+        meta,
+        flags,
+        ipc_len,
+        batch_rows,
+    };
+    check_declared(path, &md, &info, max_object)?;
+    Ok((f, md, info))
 }
 
-/// Reads only the footer of an Arrow file.
-pub(crate) fn info(path: &Path) -> Result<TableInfo> {
+/// The largest uncompressed page a table of up to `max_object` bytes can hold (a page holds
+/// part of one column of the object, encoded about as compactly as in Arrow IPC).
+fn max_page(max_object: u64) -> u64 {
+    max_object.saturating_add(8 << 20)
+}
+
+/// Reads only the footer of an Arrow file, checked against `max_object` (the largest object
+/// the hot tier can hold).
+pub(crate) fn info(path: &Path, max_object: u64) -> Result<TableInfo> {
     no_panic(&path.display().to_string(), || {
-        load_meta(path).map(|(_, _, i)| i)
+        load_meta(path, max_object).map(|(_, _, i)| i)
     })
 }
 
@@ -212,9 +291,11 @@ pub(crate) fn info(path: &Path) -> Result<TableInfo> {
 pub(crate) fn read(
     path: &Path,
     threads: usize,
+    max_object: u64,
 ) -> Result<(SchemaRef, Vec<RecordBatch>, TableInfo)> {
     no_panic(&path.display().to_string(), || {
-        let (_, md, info) = load_meta(path)?;
+        let (f, md, info) = load_meta(path, max_object)?;
+        parquet_guard::pages(&f, path, md.metadata(), None, None, max_page(max_object))?;
         // The reader folds the file's key-value metadata into the schema's; the object's own
         // schema is the embedded Arrow schema without ours.
         let mut schema_md = md.schema().metadata().clone();
@@ -333,16 +414,18 @@ pub(crate) struct ScanReport {
 pub(crate) fn scan(
     path: &Path,
     scan: &crate::scan::Scan,
+    max_object: u64,
 ) -> Result<(SchemaRef, Vec<RecordBatch>, ScanReport)> {
     use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
     no_panic(&path.display().to_string(), || {
-        let (f, _, _) = load_meta(path)?;
+        let (f, _, _) = load_meta(path, max_object)?;
         let md = ArrowReaderMetadata::load(
             &f,
             ArrowReaderOptions::new()
                 .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional),
         )?;
+        parquet_guard::pages(&f, path, md.metadata(), None, None, max_page(max_object))?;
         let mut schema_md = md.schema().metadata().clone();
         schema_md.retain(|k, _| !k.starts_with("cidcache."));
         let schema = Arc::new(Schema::new_with_metadata(
@@ -408,7 +491,7 @@ pub(crate) fn scan(
                 continue;
             }
             let selected = sel.row_count();
-            report.rows_skipped_by_pages += rows - selected;
+            report.rows_skipped_by_pages += rows.saturating_sub(selected);
             keep_groups.push(g);
             selectors.extend(Vec::<RowSelector>::from(sel));
         }
