@@ -378,3 +378,123 @@ fn names_squatted_by_another_user_are_refused() {
     assert!(err.contains("uid 65534"), "{err}");
     assert!(d.stop().success());
 }
+
+/// A one-column Arrow table whose string values are `{tag}-NNNNNNNNN`.
+fn tagged_table(tag: &str) -> (arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>) {
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let schema = std::sync::Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]));
+    let names = StringArray::from_iter_values((0..1000).map(|i| format!("{tag}-{i:09}")));
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(names) as ArrayRef]).unwrap();
+    (schema, vec![batch])
+}
+
+/// The store's files in /dev/shm whose names end with `kind` followed by a number (`d`, `l`).
+fn shm_files(store: &str, kind: &str) -> Vec<std::path::PathBuf> {
+    let prefix = format!("cidcache.{store}.{kind}");
+    let mut v: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_string();
+            let id = n.strip_prefix(&prefix)?.parse().ok()?;
+            Some((id, e.path()))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Writes `bytes` at `offset` of the file at `path` (as any process of the store's user can).
+fn scribble(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// Merge of issues 10 and 20: an Arrow object validated at seal is not trusted after a crash
+/// (clients map the data segments read-write, and they outlive the coordinator): adoption
+/// clears its validated flag, and the background validation gives it back to the objects that
+/// still validate and removes the ones that do not.
+#[test]
+fn adopted_arrow_objects_are_validated_again() {
+    let mut d = Daemon::start(&["--no-warm"]);
+    let c = d.client();
+    let (gs, good) = tagged_table("goodobj");
+    let (bs, bad) = tagged_table("badobj");
+    c.put_arrow(b"good", &gs, &good).unwrap();
+    c.put_arrow(b"bad", &bs, &bad).unwrap();
+    assert!(c.get(b"bad").unwrap().unwrap().is_validated_arrow());
+    drop(c);
+    d.kill9();
+    // While no coordinator runs, a process of the store's user breaks one object's UTF-8.
+    let mut hit = 0;
+    for seg in shm_files(&d.store, "d") {
+        let bytes = std::fs::read(&seg).unwrap();
+        if let Some(at) = bytes.windows(16).position(|w| w == b"badobj-000000001") {
+            scribble(&seg, at as u64 + 2, &[0xff]);
+            hit += 1;
+        }
+    }
+    assert_eq!(hit, 1, "the object's bytes are in one segment");
+    d.spawn();
+    let c = d.client();
+    assert_eq!(stat(&c, "hot.adopted_objects"), 2);
+    assert!(
+        eventually(Duration::from_secs(30), || stat(
+            &c,
+            "arrow.revalidation_pending"
+        ) == 0
+            && stat(&c, "arrow.rejected") == 1),
+        "the adopted objects are validated again"
+    );
+    let o = c.get(b"good").unwrap().expect("the valid object stays");
+    assert!(o.is_arrow() && o.is_validated_arrow(), "validated again");
+    drop(o);
+    assert_eq!(c.get_arrow(b"good").unwrap().unwrap().batches, good);
+    assert!(
+        c.get(b"bad").unwrap().is_none(),
+        "an object that no longer validates is removed"
+    );
+    assert!(d.stop().success(), "the daemon stops cleanly");
+}
+
+/// Merge of issues 9 and 10: the lease pages of the crashed coordinator's clients are hostile
+/// input too. A page whose header was changed is not adopted; a page that later names a slot
+/// the index does not have is dropped; the store goes on and the held-back space returns.
+#[test]
+fn hostile_lease_pages_of_old_clients_are_dropped() {
+    let mut d = Daemon::start(&["--no-warm"]);
+    let a = d.client();
+    let b = d.client();
+    a.put(b"k", b"v").unwrap();
+    let pages = shm_files(&d.store, "l");
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    d.kill9();
+    // Client a's page claims another client id (word 1).
+    scribble(&pages[0], 8, &u64::MAX.to_le_bytes());
+    d.spawn();
+    let c = d.client();
+    assert_eq!(
+        stat(&c, "hot.orphan_clients"),
+        1,
+        "only b's page is adopted"
+    );
+    assert!(!pages[0].exists(), "the bad page is removed");
+    assert!(stat(&c, "hot.held_back_bytes") > 0);
+    // Client b now writes a pin naming no slot of the index (word 8, the first pin).
+    let forged = (u64::from(u32::MAX) << 32) | 2;
+    scribble(&pages[1], 64, &forged.to_le_bytes());
+    assert!(
+        eventually(Duration::from_secs(30), || stat(&c, "hot.orphan_clients")
+            == 0),
+        "the page is dropped at the next pin check"
+    );
+    assert_eq!(stat(&c, "clients.revoked"), 1);
+    assert_eq!(stat(&c, "hot.held_back_bytes"), 0);
+    assert_eq!(c.get(b"k").unwrap().unwrap().data(), b"v");
+    c.put(b"k2", b"v2").unwrap();
+    drop((a, b));
+    assert!(d.stop().success(), "the daemon stops cleanly");
+}
