@@ -748,6 +748,12 @@ impl Client {
         &self.inner.info.store
     }
 
+    /// The shared-memory directory holding the store's segments (and its lock,
+    /// `cidcache.NAME.lock`, which names the coordinator's pid).
+    pub fn shm_dir(&self) -> &std::path::Path {
+        &self.inner.shm_dir
+    }
+
     /// Whether this connection may still use what it reads through its control segment: its
     /// coordinator neither closed the connection nor stopped, and no successor took the
     /// segment over (the run token still names the boot this client connected to).
