@@ -739,4 +739,45 @@ mod loom_tests {
             writer.join().unwrap();
         });
     }
+
+    /// A reader racing an in-place flag change (adoption clearing `FLAG_VALIDATED`, the
+    /// background validation setting it back) sees the entry with the old flags or the new
+    /// ones, never anything else, at the seq its pin would carry (the change keeps it).
+    #[test]
+    fn flag_change_in_place_keeps_the_snapshot_and_its_seq() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(2);
+        model.check(|| {
+            let slots = Arc::new(new_slots(2));
+            let mp = Arc::new(AtomicU64::new(0));
+            let key = Key::new(b"k").unwrap();
+            let a = Entry {
+                seg: 1,
+                offset: 64,
+                data_len: 10,
+                meta_len: 1,
+                flags: FLAG_ARROW | FLAG_VALIDATED,
+                object_id: 7,
+            };
+            let (slot, seq) = {
+                let mut w = IndexWriter::new(IndexRef::new(&slots, &mp), 2);
+                let slot = w.insert(&key, a).unwrap();
+                (slot, w.reader().seq(slot))
+            };
+            let (s2, mp2) = (slots.clone(), mp.clone());
+            let writer = loom::thread::spawn(move || {
+                let mut w = IndexWriter::new(IndexRef::new(&s2, &mp2), 2).with_live(1);
+                assert!(w.update_flags(slot, 7, 0, FLAG_VALIDATED));
+            });
+            let r = IndexRef::new(&slots, &mp);
+            let f = r.lookup(&key, key.hash()).expect("the entry stays live");
+            let cleared = Entry {
+                flags: FLAG_ARROW,
+                ..a
+            };
+            assert!(f.entry == a || f.entry == cleared, "{:?}", f.entry);
+            assert_eq!(f.seq, seq);
+            writer.join().unwrap();
+        });
+    }
 }
