@@ -498,3 +498,24 @@ fn hostile_lease_pages_of_old_clients_are_dropped() {
     drop((a, b));
     assert!(d.stop().success(), "the daemon stops cleanly");
 }
+
+/// Adopted segments get the store's mode of the new run: a store restarted with `--group`
+/// shares its adopted segments with the group (0660), like the ones it creates.
+#[test]
+fn adopted_segments_get_the_new_runs_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = Daemon::start(&["--no-warm"]);
+    d.client().put(b"k", b"v").unwrap();
+    d.kill9();
+    d.args.push("--group".into());
+    d.spawn();
+    let c = d.client();
+    assert_eq!(stat(&c, "hot.adopted_objects"), 1);
+    let mut files = shm_files(&d.store, "d");
+    files.push(Path::new("/dev/shm").join(format!("cidcache.{}.ctl", d.store)));
+    for f in files {
+        let m = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o660, "{}", f.display());
+    }
+    assert_eq!(c.get(b"k").unwrap().unwrap().data(), b"v");
+}

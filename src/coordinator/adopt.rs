@@ -107,12 +107,19 @@ fn header_of(map: &Mapping) -> Header<'_> {
 
 /// Opens the control segment a previous coordinator left and validates its header: magic,
 /// layout version, hash seed, and a geometry whose offsets and total size are exactly what
-/// this version computes for it, matching the file. On success the run token is cleared and
+/// this version computes for it, matching the file; it gets `mode`. On success the run token is cleared and
 /// fenced (clients of the previous coordinator stop using the segment before anything in it
 /// changes); on failure the reason.
-pub(crate) fn open_control(dir: &Path, store: &str) -> std::result::Result<Control, String> {
+pub(crate) fn open_control(
+    dir: &Path,
+    store: &str,
+    mode: u32,
+) -> std::result::Result<Control, String> {
     let name = shm::ctl_name(store);
     let (fd, len) = shm::open_segment(dir, &name, Access::ReadWrite).map_err(|e| e.to_string())?;
+    // The store's mode now (a store restarted with or without --group), whatever the umask.
+    rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| format!("cannot set its mode: {e}"))?;
     if len < layout::HEADER_BYTES as u64 || len > isize::MAX as u64 {
         return Err(format!(
             "its size ({len} bytes) is not that of a control segment"

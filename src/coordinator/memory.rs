@@ -180,6 +180,9 @@ impl Memory {
                 e.size
             ));
         }
+        // The store's mode now (a store restarted with or without --group), whatever the umask.
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(self.mode))
+            .map_err(|e| format!("cannot set its mode: {e}"))?;
         let arena = e.kind == SEG_KIND_ARENA;
         // Not populated: the pages exist already, and mapping them all would make adoption
         // cost time in proportion to the data instead of the index.

@@ -222,19 +222,20 @@ impl Coordinator {
 
         // Everything of the store found now was left by a coordinator that is gone.
         let found = adopt::survey(&cfg.shm_dir, &cfg.store)?;
-        let control =
-            match (cfg.adopt && found.ctl).then(|| adopt::open_control(&cfg.shm_dir, &cfg.store)) {
-                Some(Ok(c)) => Some(c),
-                Some(Err(why)) => {
-                    tracing::warn!(
-                        "cannot adopt the shared memory of store {:?}: {} {why}; starting empty",
-                        cfg.store,
-                        shm::ctl_name(&cfg.store)
-                    );
-                    None
-                }
-                None => None,
-            };
+        let control = match (cfg.adopt && found.ctl)
+            .then(|| adopt::open_control(&cfg.shm_dir, &cfg.store, cfg.mode))
+        {
+            Some(Ok(c)) => Some(c),
+            Some(Err(why)) => {
+                tracing::warn!(
+                    "cannot adopt the shared memory of store {:?}: {} {why}; starting empty",
+                    cfg.store,
+                    shm::ctl_name(&cfg.store)
+                );
+                None
+            }
+            None => None,
+        };
         let mut existing = 0;
         if control.is_none() && !found.is_empty() {
             adopt::retire_control(&cfg.shm_dir, &cfg.store);
