@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Notify};
 
 pub(crate) type Shared = Arc<Mutex<Store>>;
 
-fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
+pub(crate) fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
     // A panic while holding the lock is a bug; keep serving with the state as it is rather than
     // cascading the panic into every connection.
     store.lock().unwrap_or_else(|p| p.into_inner())
@@ -137,6 +137,23 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                         let _ = tx.send(r.encode(h.request_id));
                     });
                 }
+            }
+            Request::Put(it) if it.flags & proto::PUT_IPFS != 0 => {
+                let (store, tx) = (store.clone(), tx.clone());
+                let (key, flags, meta) = (it.key, it.flags, it.meta.to_vec());
+                let data = bytes::Bytes::copy_from_slice(it.data);
+                waits.spawn(async move {
+                    let r = super::ipfs::put(store, cid, key, flags, meta, data).await;
+                    let _ = tx.send(r.encode(h.request_id));
+                });
+            }
+            Request::Seal { key } if lock(&store).seal_adds_to_ipfs(cid, &key) => {
+                let data = lock(&store).ipfs_seal_data(cid, &key);
+                let (store, tx) = (store.clone(), tx.clone());
+                waits.spawn(async move {
+                    let r = super::ipfs::seal(store, cid, key, data).await;
+                    let _ = tx.send(r.encode(h.request_id));
+                });
             }
             Request::Scan { key, spec } => {
                 let scan = match crate::scan::Scan::from_strings(&spec) {
@@ -290,7 +307,7 @@ fn try_get(store: &Shared, keys: &[Key], timeout_ms: i64, many: bool) -> Option<
     let promotable = || {
         keys.iter()
             .zip(&present)
-            .any(|(k, p)| matches!(p, Ok(false)) && st.in_warm(k))
+            .any(|(k, p)| matches!(p, Ok(false)) && st.can_supply(k))
     };
     if missing == 0 || (timeout_ms == 0 && !promotable()) {
         return Some(reply(present, many));
@@ -367,8 +384,9 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
 }
 
 /// Waits until every key is sealed or the timeout passes (negative = forever). Keys held by the
-/// warm tier are promoted (one promotion per key however many wait for it) and waited for even
-/// past the timeout: they are coming.
+/// warm tier are promoted, and CIDs no tier holds fetched from IPFS when the store has a source
+/// (one promotion or fetch per key however many wait for it), and waited for even past the
+/// timeout: they are coming. A fetch this request waited for that failed answers its error.
 async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) -> Response {
     let deadline = (timeout_ms >= 0)
         .then(|| tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64));
@@ -382,22 +400,41 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
     }
     let _unwait = Unwait(&store, &keys, &notify);
     let mut tried: Vec<Key> = Vec::new();
+    // Keys whose fetch from IPFS this request waited for: its failure is the answer.
+    let mut followed: Vec<Key> = Vec::new();
     loop {
         let promoting = {
             let mut st = lock(&store);
-            let (present, missing) = statuses(&mut st, &keys);
+            let (mut present, mut missing) = statuses(&mut st, &keys);
             let mut promoting = false;
-            for (k, p) in keys.iter().zip(&present) {
+            for (k, p) in keys.iter().zip(present.iter_mut()) {
                 if !matches!(p, Ok(false)) {
                     continue;
                 }
                 match st.promotion(k, !tried.contains(k)) {
-                    Promotion::No => {}
-                    Promotion::InProgress => promoting = true,
+                    Promotion::No => {
+                        if let Some(e) = followed.contains(k).then(|| st.fetch_failure(k)).flatten()
+                        {
+                            *p = Err(e);
+                            missing -= 1;
+                        }
+                    }
+                    Promotion::InProgress => {
+                        promoting = true;
+                        if !followed.contains(k) {
+                            followed.push(*k);
+                        }
+                    }
                     Promotion::Start(src) => {
                         tried.push(*k);
                         promoting = true;
                         spawn_promotion(&store, *k, src);
+                    }
+                    Promotion::Fetch(ipfs, cid) => {
+                        tried.push(*k);
+                        followed.push(*k);
+                        promoting = true;
+                        super::ipfs::spawn_fetch(&store, *k, ipfs, cid, None);
                     }
                 }
             }
