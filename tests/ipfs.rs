@@ -114,6 +114,210 @@ fn read_through_from_kubo() {
     assert_local(&[&node]);
 }
 
+/// `cidcache put --ipfs` and the client's put flag add the object to kubo, pinned, under the
+/// CID kubo itself computes for the bytes (CIDv1, raw leaves, sha2-256): inline puts and
+/// create/seal, one raw block and multi-block UnixFS files. A wrong key or a raw block too
+/// large for IPFS is refused and stored nowhere.
+#[test]
+fn write_back_with_the_cid_kubo_computes() {
+    let Some(bin) = kubo::binary("write_back_with_the_cid_kubo_computes") else {
+        return;
+    };
+    let node = Kubo::start(&bin).unwrap();
+    let d = Daemon::start(&["-m", "96M", "--ipfs-api", &node.api]);
+    let held = |cid: &str| node.run(&["--offline", "block", "stat", cid], None).is_ok();
+    let dir = tempfile::tempdir().unwrap();
+    for (seed, len) in [(21u64, 10_000usize), (22, 3 << 20)] {
+        let data = content(seed, len);
+        // What kubo computes for these bytes, without storing them.
+        let want = node.add(&data, &["--only-hash"]).unwrap();
+        assert!(!held(&want), "kubo must not hold {want} before the put");
+        let file = dir.path().join(format!("f{seed}"));
+        std::fs::write(&file, &data).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cidcache"))
+            .args(["--socket", d.socket.to_str().unwrap(), "put", "--ipfs"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(printed, want, "cidcache and kubo disagree on the CID");
+        assert!(held(&want), "kubo holds {want} after the put");
+        assert!(node.run(&["cat", &want], None).unwrap() == data);
+        node.run(&["pin", "ls", &want], None).expect("pinned");
+        assert!(get(&d.client(), &cid_bin(&want)).unwrap().unwrap() == data);
+    }
+    // The client's flag: inline (small), create/seal (over the inline limit), raw and UnixFS.
+    let c = d.client();
+    let opts = PutOptions {
+        ipfs: true,
+        ..Default::default()
+    };
+    for (seed, len) in [(23u64, 3000usize), (24, 200_000), (25, 1_500_000)] {
+        let data = content(seed, len);
+        let key = cidcache::cid::unixfs_file_cid(&data);
+        c.put_with(&key, &data, opts).unwrap();
+        let text = cidcache::cid::format(&key).unwrap();
+        assert!(node.run(&["cat", &text], None).unwrap() == data);
+        assert_eq!(node.add(&data, &["--only-hash"]).unwrap(), text);
+    }
+    let adds = stat(&c, "ipfs.adds");
+    assert_eq!(adds, 5);
+    // A UnixFS key of other bytes, a raw block over 1 MiB: refused, stored nowhere.
+    let data = content(26, 400_000);
+    let wrong = cidcache::cid::unixfs_file_cid(&content(27, 400_000));
+    let e = c.put_with(&wrong, &data, opts).unwrap_err();
+    assert!(matches!(e, Error::CidMismatch(_)), "{e:?}");
+    assert!(!c.contains(&wrong).unwrap());
+    assert!(!held(&cidcache::cid::format(&wrong).unwrap()));
+    let big = content(28, (1 << 20) + 1);
+    let raw = cidcache::cid::cid_v1_raw(&big);
+    let e = c.put_with(&raw, &big, opts).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert!(!c.contains(&raw).unwrap());
+    assert_eq!(stat(&c, "ipfs.adds"), adds);
+    assert_eq!(stat(&c, "ipfs.add_errors"), 2);
+    // Without --ipfs-api the flag is refused.
+    let plain = Daemon::start(&[]);
+    let e = plain.client().put_with(&raw[..], b"x", opts).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert_local(&[&node]);
+}
+
+/// Two machines on one: two kubo nodes peered over loopback, two stores. An object put into
+/// store A with the IPFS flag lands on node A; store B reads it through node B, which gets it
+/// from node A by bitswap; a later get on B is a zero-copy hit in B's shared memory.
+#[test]
+fn two_nodes_share_through_bitswap() {
+    let Some(bin) = kubo::binary("two_nodes_share_through_bitswap") else {
+        return;
+    };
+    let (node_a, node_b) = (Kubo::start(&bin).unwrap(), Kubo::start(&bin).unwrap());
+    node_b.connect(&node_a).unwrap();
+    let store_a = Daemon::start(&["-m", "96M", "--ipfs-api", &node_a.api]);
+    let store_b = Daemon::start(&["-m", "96M", "--ipfs-api", &node_b.api]);
+    let data = content(31, (5 << 20) + 123);
+    let key = cidcache::cid::unixfs_file_cid(&data);
+    let opts = PutOptions {
+        ipfs: true,
+        ..Default::default()
+    };
+    store_a.client().put_with(&key, &data, opts).unwrap();
+    let text = cidcache::cid::format(&key).unwrap();
+    assert!(
+        node_b
+            .run(&["--offline", "block", "stat", &text], None)
+            .is_err(),
+        "node B must not have the object before store B asks"
+    );
+
+    let cb = store_b.client();
+    let first = cb.get(&key).unwrap().expect("read through node B");
+    assert!(first.data() == data);
+    assert_eq!(stat(&cb, "ipfs.fetches"), 1);
+    assert!(
+        node_b
+            .run(&["--offline", "block", "stat", &text], None)
+            .is_ok(),
+        "node B has the object now (bitswap from node A)"
+    );
+    drop(first);
+    // Hit zero-copy: the bytes are read where they lie, in a mapping of store B's segments.
+    let c2 = store_b.client();
+    let o = c2.get(&key).unwrap().unwrap();
+    assert!(o.data() == data);
+    let addr = o.data().as_ptr() as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapping = maps
+        .lines()
+        .find(|l| {
+            let r = l.split_whitespace().next().unwrap();
+            let (lo, hi) = r.split_once('-').unwrap();
+            let (lo, hi) = (
+                usize::from_str_radix(lo, 16).unwrap(),
+                usize::from_str_radix(hi, 16).unwrap(),
+            );
+            (lo..hi).contains(&addr)
+        })
+        .expect("the object's bytes lie in a mapping");
+    assert!(
+        mapping.contains("/dev/shm/") && mapping.contains(&store_b.store),
+        "not in store B's shared memory: {mapping}"
+    );
+    drop(o);
+    drop(c2);
+    assert_eq!(stat(&cb, "ipfs.fetches"), 1, "the hit fetched nothing");
+    assert!(stat(&cb, "hot.hits") >= 1);
+    assert_local(&[&node_a, &node_b]);
+}
+
+/// A fetched directory's children are prefetched (depth 1 by default): gets of them are hits,
+/// counted as used; the ones deleted unread count as wasted. Depth 0 prefetches nothing.
+#[test]
+fn prefetch_of_a_directory() {
+    let Some(bin) = kubo::binary("prefetch_of_a_directory") else {
+        return;
+    };
+    let node = Kubo::start(&bin).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<Vec<u8>> = (0..12)
+        .map(|i| content(40 + i, 3000 + i as usize))
+        .collect();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("f{i:02}")), f).unwrap();
+    }
+    let out = node
+        .run(
+            &[
+                "add",
+                "-r",
+                "-Q",
+                "--cid-version",
+                "1",
+                "--raw-leaves",
+                dir.path().to_str().unwrap(),
+            ],
+            None,
+        )
+        .unwrap();
+    let root = String::from_utf8_lossy(&out).trim().to_string();
+    let keys: Vec<Vec<u8>> = files.iter().map(|f| cidcache::cid::cid_v1_raw(f)).collect();
+
+    let d = Daemon::start(&["-m", "96M", "--ipfs-api", &node.api]);
+    let c = d.client();
+    let block = get(&c, &cid_bin(&root))
+        .unwrap()
+        .expect("the directory node");
+    // A directory is published as its dag-pb block, which hashes to its CID.
+    assert!(cidcache::cid::verify(&cid_bin(&root), &block).unwrap());
+    assert!(
+        eventually(WAIT, || stat(&c, "ipfs.prefetched") == 12),
+        "prefetched {}",
+        stat(&c, "ipfs.prefetched")
+    );
+    assert_eq!(stat(&c, "ipfs.fetches"), 13);
+    for (k, f) in keys.iter().zip(&files).take(4) {
+        assert!(get(&c, k).unwrap().unwrap() == *f);
+    }
+    assert_eq!(stat(&c, "ipfs.fetches"), 13, "the reads were hits");
+    assert_eq!(stat(&c, "ipfs.prefetch_used"), 4);
+    for k in &keys[4..] {
+        c.delete(k).unwrap();
+    }
+    assert_eq!(stat(&c, "ipfs.prefetch_wasted"), 8);
+
+    let off = Daemon::start(&["--ipfs-api", &node.api, "--ipfs-prefetch-depth", "0"]);
+    let oc = off.client();
+    assert!(get(&oc, &cid_bin(&root)).unwrap().is_some());
+    assert!(get(&oc, &keys[0]).unwrap().unwrap() == files[0]);
+    assert_eq!(stat(&oc, "ipfs.prefetched"), 0);
+    assert_eq!(stat(&oc, "ipfs.fetches"), 2);
+}
+
 /// Many clients missing one CID at once cause one fetch.
 #[test]
 fn concurrent_misses_fetch_once() {

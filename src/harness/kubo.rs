@@ -379,22 +379,6 @@ pub fn foreign_connections(pid: u32) -> std::io::Result<Vec<String>> {
     Ok(bad)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn proc_addresses() {
-        let (ip, port) = super::proc_addr("0100007F:1F90").unwrap();
-        assert_eq!(ip.to_string(), "127.0.0.1");
-        assert_eq!(port, 8080);
-        let (ip, _) = super::proc_addr("00000000000000000000000001000000:0050").unwrap();
-        assert_eq!(ip.to_string(), "::1");
-        assert!(super::is_local(&ip));
-        let (ip, _) = super::proc_addr("0101A8C0:0050").unwrap();
-        assert_eq!(ip.to_string(), "192.168.1.1");
-        assert!(!super::is_local(&ip));
-    }
-}
-
 /// The UnixFS DAG `ipfs add --cid-version 1 --raw-leaves` makes of `data`, as a CAR v1 (root
 /// first, then every block in the order they were built): (root CID in binary, CAR bytes). For
 /// tests that play an IPFS source themselves.
@@ -428,4 +412,20 @@ pub fn unixfs_car(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
         car.extend_from_slice(&b);
     }
     (root, car)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proc_addresses() {
+        let (ip, port) = super::proc_addr("0100007F:1F90").unwrap();
+        assert_eq!(ip.to_string(), "127.0.0.1");
+        assert_eq!(port, 8080);
+        let (ip, _) = super::proc_addr("00000000000000000000000001000000:0050").unwrap();
+        assert_eq!(ip.to_string(), "::1");
+        assert!(super::is_local(&ip));
+        let (ip, _) = super::proc_addr("0101A8C0:0050").unwrap();
+        assert_eq!(ip.to_string(), "192.168.1.1");
+        assert!(!super::is_local(&ip));
+    }
 }

@@ -44,6 +44,7 @@ pub(crate) struct Blocks {
     map: HashMap<(u64, Vec<u8>), Bytes>,
     bytes: u64,
     max_total: u64,
+    first: Option<Cid>,
 }
 
 impl Blocks {
@@ -53,6 +54,7 @@ impl Blocks {
             map: HashMap::new(),
             bytes: 0,
             max_total,
+            first: None,
         }
     }
 
@@ -74,7 +76,13 @@ impl Blocks {
         verify(cid, &bytes)?;
         self.bytes += bytes.len() as u64;
         self.map.insert(key, bytes);
+        self.first.get_or_insert(*cid);
         Ok(())
+    }
+
+    /// The first block that arrived (a CAR's root comes first), by its CID.
+    pub(crate) fn first(&self) -> Option<Cid> {
+        self.first
     }
 
     /// The verified block `cid` names, if it arrived.

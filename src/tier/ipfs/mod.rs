@@ -107,7 +107,7 @@ pub(crate) enum Fetched {
         links: Vec<(Cid, u64)>,
     },
     /// A UnixFS file, complete: its bytes are published under the root CID.
-    File(FilePlan),
+    File(Box<FilePlan>),
 }
 
 impl Fetched {
@@ -299,7 +299,11 @@ impl Ipfs {
                 })?;
                 let node = unixfs::decode_node(&root)?;
                 match unixfs::shape(&node) {
-                    Shape::File => Ok(Fetched::File(FilePlan::new(*cid, blocks, self.max_file)?)),
+                    Shape::File => Ok(Fetched::File(Box::new(FilePlan::new(
+                        *cid,
+                        blocks,
+                        self.max_file,
+                    )?))),
                     Shape::Other => Ok(Fetched::Block {
                         bytes: root,
                         links: node
@@ -424,39 +428,18 @@ impl Ipfs {
             *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             io
         });
-        // CAR framing adds a few bytes per block (a length and the CID).
-        let budget = self.max_file.saturating_add(self.max_file / 64 + (1 << 20));
-        let reader = tokio_util::io::StreamReader::new(stream).take(budget);
-        let car_err = |e: iroh_car::Error, cause: &Mutex<Option<reqwest::Error>>| {
-            if let Some(e) = cause.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return self.send_error(ep, cid, e);
-            }
-            match e {
-                iroh_car::Error::LdReadTooLarge(n) => Error::InvalidArgument(format!(
-                    "{} sent a CAR section of {n} bytes for {cid}, over the 4 MiB a CAR block may have; nothing was cached",
-                    ep.describe()
-                )),
-                e => Error::Corrupt(format!(
-                    "{} sent a truncated or malformed CAR for {cid}: {e}; nothing was cached",
-                    ep.describe()
-                )),
-            }
-        };
-        let mut car = iroh_car::CarReader::new(reader)
-            .await
-            .map_err(|e| car_err(e, &cause))?;
-        let mut blocks = Blocks::new(self.max_file);
-        loop {
-            match car.next_block().await {
-                Ok(Some((c, data))) => blocks.insert(&c, Bytes::from(data), self.cfg.max_block)?,
-                Ok(None) => break,
-                Err(e) => return Err(car_err(e, &cause)),
-            }
-        }
+        let reader = tokio_util::io::StreamReader::new(stream);
+        let r = read_car(reader, self.cfg.max_block, self.max_file).await;
         if let Some(e) = cause.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(self.send_error(ep, cid, e));
         }
-        Ok(blocks)
+        r.map_err(|e| match e {
+            Error::Corrupt(m) => Error::Corrupt(format!(
+                "{} sent a bad CAR for {cid}: {m}; nothing was cached",
+                ep.describe()
+            )),
+            e => e,
+        })
     }
 
     // ----- write-back ------------------------------------------------------------------------
@@ -563,6 +546,32 @@ impl Ipfs {
             ))),
         }
     }
+}
+
+/// Reads a CAR v1 stream into verified blocks: each block at most `max_block` bytes, all of
+/// them at most `max_total` (the stream itself is cut a little above that, for the framing).
+/// Allocation is bounded by those and by iroh-car's own 4 MiB per section.
+pub(crate) async fn read_car(
+    reader: impl tokio::io::AsyncRead + Unpin,
+    max_block: u64,
+    max_total: u64,
+) -> Result<Blocks> {
+    // CAR framing adds a few bytes per block (a length and the CID).
+    let budget = max_total.saturating_add(max_total / 64 + (1 << 20));
+    let car_err = |e: iroh_car::Error| match e {
+        iroh_car::Error::LdReadTooLarge(n) => Error::InvalidArgument(format!(
+            "a CAR section of {n} bytes, over the 4 MiB a CAR block may have; nothing was cached"
+        )),
+        e => Error::Corrupt(format!("a truncated or malformed CAR ({e})")),
+    };
+    let mut car = iroh_car::CarReader::new(reader.take(budget))
+        .await
+        .map_err(car_err)?;
+    let mut blocks = Blocks::new(max_total);
+    while let Some((c, data)) = car.next_block().await.map_err(car_err)? {
+        blocks.insert(&c, Bytes::from(data), max_block)?;
+    }
+    Ok(blocks)
 }
 
 /// An error with its causes, on one line (reqwest's own message is often just "error sending
