@@ -5,9 +5,14 @@
 //! * system calls per hit (`strace -c` of a reader doing 1,000 vs 101,000 hits);
 //! * hits/s of one reader process vs two on two cores;
 //! * put of 64 MiB (create, write, seal) vs a plain memcpy of the same size;
-//! * put of 4 KiB objects one at a time and in put_many batches of 256.
+//! * put of 4 KiB objects one at a time and in put_many batches of 256;
+//! * Arrow tables of 1 MB to 1 GB (8 batches each): the hit validated at seal (decoded without
+//!   validation) beside the path that validates on every get and beside pyarrow's
+//!   `ipc.open_file(buffer).read_all()` of the same bytes in memory; and the seal-time
+//!   validation beside the time the put spends copying the table into shared memory.
 //!
-//! Run: `cargo bench --bench spine` (add `-- --quick` for a short smoke run). It prints a table
+//! Run: `cargo bench --bench spine` (add `-- --quick` for a short smoke run, `-- --arrow-only`
+//! for the Arrow tables alone). It prints a table
 //! and writes `target/bench-spine.json`. Figures are reported, never asserted.
 
 use cidcache::{Client, ObjectRef};
@@ -221,6 +226,10 @@ fn main() {
     let iters = if quick { 20_000 } else { 200_000 };
     let tp_ms = if quick { 300 } else { 2000 };
     let mut json = Vec::new();
+    if std::env::args().any(|a| a == "--arrow-only") {
+        arrow_tables(quick, &mut json);
+        return;
+    }
 
     let d = start_daemon("1536M");
     let c = Client::connect_socket(&d.socket).unwrap();
@@ -387,7 +396,276 @@ fn main() {
         "{{\"bench\":\"put_4kib\",\"single_per_s\":{single},\"batch256_per_s\":{batched}}}"
     ));
 
+    drop(c);
+    drop(d);
+    arrow_tables(quick, &mut json);
+
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-spine.json");
     let _ = std::fs::write(&path, format!("[{}]\n", json.join(",\n")));
     println!("\nwrote {}", path.display());
+}
+
+/// A table of about `bytes` bytes as Arrow IPC in 8 batches: int64, float64 with nulls, and a
+/// string of about 24 bytes.
+fn arrow_table(bytes: usize) -> (arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>) {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let rows = (bytes / 46).max(8);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let ids = Int64Array::from_iter_values(0..rows as i64);
+    let values = Float64Array::from_iter((0..rows).map(|i| (i % 17 != 0).then_some(i as f64)));
+    let names = StringArray::from_iter_values((0..rows).map(|i| format!("object-{i:017x}")));
+    let whole = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(ids) as ArrayRef, Arc::new(values), Arc::new(names)],
+    )
+    .unwrap();
+    let step = rows.div_ceil(8);
+    let batches = (0..rows)
+        .step_by(step)
+        .map(|o| whole.slice(o, step.min(rows - o)))
+        .collect();
+    (schema, batches)
+}
+
+fn pyarrow() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CIDCACHE_PYARROW_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        "target/ffi-venv/bin/python",
+        "target/plasma-venv/bin/python",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.exists())
+}
+
+/// Median seconds of pyarrow's `ipc.open_file(buffer).read_all()` over `n` runs of the IPC file
+/// at `path`, read into memory first.
+fn pyarrow_read_all(py: &Path, path: &Path, n: usize) -> Option<f64> {
+    let script = format!(
+        "import time, pyarrow as pa, pyarrow.ipc\n\
+         buf=pa.py_buffer(open({:?},'rb').read())\n\
+         ts=[]\n\
+         for _ in range({n}):\n    t=time.perf_counter(); pa.ipc.open_file(buf).read_all(); ts.append(time.perf_counter()-t)\n\
+         ts.sort(); print(ts[len(ts)//2])",
+        path.display().to_string()
+    );
+    let o = Command::new(py).arg("-c").arg(script).output().ok()?;
+    if !o.status.success() {
+        println!(
+            "pyarrow failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+        return None;
+    }
+    String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+}
+
+fn median_of(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn arrow_tables(quick: bool, json: &mut Vec<String>) {
+    println!("\n== Arrow tables: hit validated at seal vs validated on every get vs pyarrow; seal-time validation vs the put's copy ==");
+    let sizes: &[usize] = if quick {
+        &[1 << 20, 8 << 20]
+    } else {
+        &[1 << 20, 16 << 20, 128 << 20, 1 << 30]
+    };
+    let py = pyarrow();
+    if py.is_none() {
+        println!("pyarrow not found (run tests/run-ffi-tests.sh or set CIDCACHE_PYARROW_PYTHON): no comparison");
+    }
+    let d = start_daemon("3G");
+    let c = Client::connect_socket(&d.socket).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut local = Vec::new();
+    let mut concurrent = None;
+    let validation_us = |c: &Client| {
+        c.stats()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == "arrow.validation_us")
+            .map_or(0, |(_, v)| v)
+    };
+    println!(
+        "{:>9} {:>9} {:>7} | {:>9} {:>9} {:>9} {:>10} | {:>10} {:>10} {:>8} | {:>10} {:>8}",
+        "MB",
+        "rows",
+        "batches",
+        "copy ms",
+        "seal ms",
+        "valid. ms",
+        "valid/copy",
+        "hit µs",
+        "old ms",
+        "old/hit",
+        "pyarrow µs",
+        "hit/py"
+    );
+    for &size in sizes {
+        let (schema, batches) = arrow_table(size);
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let ipc = cidcache::arrow::encode_ipc_file(&schema, &batches).unwrap();
+        drop(batches);
+        let big = ipc.len() > 256 << 20;
+        // Put: the copy into shared memory and the seal (the coordinator's validation plus a
+        // round trip), timed apart.
+        let rounds = if big || quick { 3 } else { 7 };
+        let (mut copy, mut seal, mut valid) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..rounds {
+            let k = format!("arrow-{size}-{r}");
+            let v0 = validation_us(&c);
+            let (cp, sl) = cidcache::arrow::bench::put_ipc_timed(&c, k.as_bytes(), &ipc).unwrap();
+            valid.push((validation_us(&c) - v0) as f64 / 1e6);
+            copy.push(cp.as_secs_f64());
+            seal.push(sl.as_secs_f64());
+            if r + 1 < rounds {
+                c.delete(k.as_bytes()).unwrap();
+            }
+        }
+        let key = format!("arrow-{size}-{}", rounds - 1);
+        if size == *sizes.last().unwrap() {
+            // Another client's requests while this table's seal is validated: the validation
+            // runs outside the store lock, so they are not held up behind it.
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let other = Client::connect_socket(&d.socket).unwrap();
+            let rounds_until = |stop: &std::sync::atomic::AtomicBool| {
+                let (mut worst, mut n) = (0f64, 0u64);
+                let data = [1u8; 4096];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    other.put(b"during-seal", &data).unwrap();
+                    drop(other.get(b"during-seal").unwrap());
+                    other.delete(b"during-seal").unwrap();
+                    worst = worst.max(t.elapsed().as_secs_f64());
+                    n += 1;
+                }
+                (worst, n)
+            };
+            // The same rounds for as long, without a seal: what the machine gives anyway.
+            let quiet = std::sync::atomic::AtomicBool::new(false);
+            let base = std::thread::scope(|sc| {
+                let h = sc.spawn(|| rounds_until(&quiet));
+                std::thread::sleep(Duration::from_secs_f64(median_of(&mut seal.clone())));
+                quiet.store(true, std::sync::atomic::Ordering::Relaxed);
+                h.join().unwrap()
+            });
+            let mut w =
+                cidcache::arrow::bench::create_arrow(&c, b"arrow-during", ipc.len()).unwrap();
+            w.data_mut().copy_from_slice(&ipc);
+            let (worst, n, seal_s) = std::thread::scope(|sc| {
+                let h = sc.spawn(|| rounds_until(&stop));
+                let t = Instant::now();
+                w.seal().unwrap();
+                let sl = t.elapsed().as_secs_f64();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let (w, n) = h.join().unwrap();
+                (w, n, sl)
+            });
+            c.delete(b"arrow-during").unwrap();
+            concurrent = Some((ipc.len(), seal_s, n, worst, base));
+        }
+        let (copy, seal, valid) = (
+            median_of(&mut copy),
+            median_of(&mut seal),
+            median_of(&mut valid),
+        );
+        // The same validation and a memcpy of the same bytes in this process, interleaved, so
+        // that both see the same load (the machine may be shared).
+        let aligned = arrow_buffer::Buffer::from(ipc.as_slice());
+        let mut dst = vec![0u8; ipc.len()];
+        let (mut local_copy, mut local_valid) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let t = Instant::now();
+            dst.copy_from_slice(black_box(&ipc));
+            black_box(&dst);
+            local_copy.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            cidcache::arrow::bench::validate(black_box(&aligned)).unwrap();
+            local_valid.push(t.elapsed().as_secs_f64());
+        }
+        drop((aligned, dst));
+        let (local_copy, local_valid) = (median_of(&mut local_copy), median_of(&mut local_valid));
+        local.push((ipc.len(), local_copy, local_valid));
+        // Hits on the fast path, then the old path on the same object.
+        let n = if big || quick { 300 } else { 2000 };
+        let before = cidcache::arrow::full_validations();
+        let mut fast = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let a = c.get_arrow(key.as_bytes()).unwrap().unwrap();
+            fast.push(t.elapsed().as_secs_f64());
+            black_box(&a);
+        }
+        assert_eq!(cidcache::arrow::full_validations(), before, "fast path");
+        let m = if big || quick { 3 } else { 15 };
+        let mut old = Vec::with_capacity(m);
+        for _ in 0..m {
+            let o = c.get(key.as_bytes()).unwrap().unwrap();
+            let t = Instant::now();
+            let a = cidcache::arrow::bench::decode_validating(o).unwrap();
+            old.push(t.elapsed().as_secs_f64());
+            black_box(&a);
+        }
+        let (fast, old) = (median_of(&mut fast), median_of(&mut old));
+        let pa = py.as_ref().and_then(|py| {
+            let path = dir.path().join("t.arrow");
+            std::fs::write(&path, &ipc).ok()?;
+            let r = pyarrow_read_all(py, &path, if big { 300 } else { 2000 });
+            let _ = std::fs::remove_file(&path);
+            r
+        });
+        println!(
+            "{:>9.1} {:>9} {:>7} | {:>9.2} {:>9.2} {:>9.2} {:>10.2} | {:>10.1} {:>10.2} {:>8.0} | {:>10} {:>8}",
+            ipc.len() as f64 / 1e6,
+            rows,
+            8,
+            copy * 1e3,
+            seal * 1e3,
+            valid * 1e3,
+            valid / copy,
+            fast * 1e6,
+            old * 1e3,
+            old / fast,
+            pa.map_or("-".into(), |p| format!("{:.1}", p * 1e6)),
+            pa.map_or("-".into(), |p| format!("{:.2}", fast / p)),
+        );
+        json.push(format!(
+            "{{\"bench\":\"arrow_table\",\"bytes\":{},\"rows\":{rows},\"copy_s\":{copy},\"seal_s\":{seal},\"validation_s\":{valid},\"hit_s\":{fast},\"hit_validating_s\":{old},\"pyarrow_read_all_s\":{}}}",
+            ipc.len(),
+            pa.map_or("null".into(), |p| p.to_string())
+        ));
+        c.delete(key.as_bytes()).unwrap();
+    }
+    println!("validation beside a memcpy of the same bytes, in this process, interleaved:");
+    for (bytes, copy, valid) in local {
+        println!(
+            "{:>9.1} MB: memcpy {:.2} ms, validation {:.2} ms, validation/memcpy = {:.2}",
+            bytes as f64 / 1e6,
+            copy * 1e3,
+            valid * 1e3,
+            valid / copy
+        );
+    }
+    if let Some((bytes, seal_s, n, worst, (base_worst, base_n))) = concurrent {
+        println!(
+            "while a {:.1} MB table's seal was validated ({:.0} ms), another client did {n} put+get+delete rounds of 4 KiB, the slowest in {:.2} ms (for as long without a seal: {base_n} rounds, the slowest in {:.2} ms)",
+            bytes as f64 / 1e6,
+            seal_s * 1e3,
+            worst * 1e3,
+            base_worst * 1e3
+        );
+    }
+    println!("(seal: the client's Seal round trip, validation included; valid.: the coordinator's validation alone (arrow.validation_us); old: full validation on every get, as before)");
+    println!("(targets: hit <= 50 µs and flat in size; hit within 2x of pyarrow; validation <= 1.2x copy)");
 }

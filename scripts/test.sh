@@ -57,6 +57,9 @@ if [ -x tests/run-ffi-tests.sh ]; then
   tests/run-ffi-tests.sh
 fi
 
+step "Python package: pip install ./python (PyO3, dev profile) into target/py-venv, pytest against real daemons, mypy --strict on the tests"
+tests/run-python-tests.sh
+
 step "benchmark harness smoke run (debug build, short)"
 cargo bench -p cidcache --profile dev --bench spine -- --quick
 

@@ -11,7 +11,7 @@
 //! pinned, until they are dropped.
 
 use crate::error::{Code, Error, Result};
-use crate::index::{IndexRef, Slot, FLAG_ARROW};
+use crate::index::{IndexRef, Slot, FLAG_ARROW, FLAG_VALIDATED};
 use crate::key::Key;
 use crate::layout::{self, hdr, Header, SegTable};
 use crate::pins::{self, Lease};
@@ -403,6 +403,11 @@ impl ObjectRef {
     /// Whether the object was stored as Arrow IPC.
     pub fn is_arrow(&self) -> bool {
         self.flags & FLAG_ARROW != 0
+    }
+    /// Whether the coordinator validated this Arrow object in full when it was sealed, so that
+    /// [`Client::get_arrow`] decodes it without validating it again.
+    pub fn is_validated_arrow(&self) -> bool {
+        self.flags & (FLAG_ARROW | FLAG_VALIDATED) == FLAG_ARROW | FLAG_VALIDATED
     }
 }
 
@@ -853,6 +858,16 @@ impl Client {
         self.get_wait(key, 0)
     }
 
+    /// Gets `key` only if it is in shared memory now: the hit path alone, which takes no lock,
+    /// makes no system call and never asks the coordinator. `Ok(None)` means "not hot" (absent,
+    /// not sealed yet, in a lower tier, or racing with its eviction): call [`Client::get`] to
+    /// ask the coordinator. For callers that must not block where a hit is likely (an
+    /// interpreter holding its global lock, an event loop).
+    pub fn get_hot(&self, key: &[u8]) -> Result<Option<ObjectRef>> {
+        let key = Key::new(key)?;
+        self.try_hit(&key, key.hash())
+    }
+
     /// Gets `key`, waiting up to `timeout` for it to be sealed. `None` when it did not appear.
     pub fn get_timeout(&self, key: &[u8], timeout: Duration) -> Result<Option<ObjectRef>> {
         self.get_wait(key, timeout.as_millis().min(i64::MAX as u128) as i64)
@@ -1130,7 +1145,7 @@ impl Client {
         self.finish_create(key, data_len, meta_len, resp)
     }
 
-    fn create_with(
+    pub(crate) fn create_with(
         &self,
         key: &[u8],
         data_len: usize,

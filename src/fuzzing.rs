@@ -420,3 +420,22 @@ pub fn ipfs_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     }
     (cars, nodes)
 }
+
+/// Arrow IPC file, as the coordinator validates an Arrow object at seal: validation returns
+/// whatever the bytes (a panic inside arrow-rs's reader is caught and counts as invalid), and
+/// bytes it
+/// accepts decode on the readers' fast path (no validation) to the same schema and batches as
+/// with full validation.
+pub fn arrow_ipc_file(data: &[u8]) {
+    // 64-byte aligned (arrow-rs allocations are), as objects in shared memory are.
+    let buf = arrow_buffer::Buffer::from(data);
+    if crate::arrow::validate_ipc_file(&buf).is_err() {
+        return;
+    }
+    let full = crate::arrow::decode_ipc_file(&buf).expect("validated bytes decode");
+    // SAFETY: `buf` passed `validate_ipc_file` at this very address and is immutable.
+    let fast = unsafe { crate::arrow::decode_validated_ipc_file(&buf) }
+        .expect("validated bytes decode without validation");
+    assert_eq!(full.schema, fast.schema);
+    assert_eq!(full.batches, fast.batches);
+}

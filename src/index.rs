@@ -30,6 +30,9 @@ pub(crate) const STATE_LIVE: u64 = 1;
 pub(crate) const STATE_TOMB: u64 = 2;
 /// Flag bits (above the state byte): the object is Arrow IPC.
 pub const FLAG_ARROW: u64 = 1 << 8;
+/// Flag bit: the coordinator validated the Arrow IPC object in full when it was sealed (set
+/// only with [`FLAG_ARROW`]); readers then decode it without validation.
+pub const FLAG_VALIDATED: u64 = 1 << 9;
 
 /// How long a reader waits for an odd `seq` before treating the slot as unreadable.
 #[cfg(not(cidcache_loom))]
@@ -92,7 +95,7 @@ pub struct Entry {
     pub data_len: u64,
     /// Metadata length.
     pub meta_len: u64,
-    /// Flag bits ([`FLAG_ARROW`]).
+    /// Flag bits ([`FLAG_ARROW`], [`FLAG_VALIDATED`]).
     pub flags: u64,
     /// Coordinator handle.
     pub object_id: u64,
@@ -510,12 +513,14 @@ mod loom_tests {
             let slots = Arc::new(new_slots(2));
             let mp = Arc::new(AtomicU64::new(0));
             let key = Key::new(b"k").unwrap();
+            // The entries differ in every word, flags included: a reader must never see the
+            // Arrow and validated bits of one entry with the offsets of the other.
             let a = Entry {
                 seg: 1,
                 offset: 64,
                 data_len: 10,
                 meta_len: 1,
-                flags: 0,
+                flags: FLAG_ARROW | FLAG_VALIDATED,
                 object_id: 7,
             };
             let b = Entry {

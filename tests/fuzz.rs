@@ -259,6 +259,67 @@ fn walkdir(d: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A few small tables of different layouts (primitives with nulls, strings, a dictionary, a
+/// list, a struct, several batches) encoded as Arrow IPC files.
+fn arrow_seeds() -> Vec<Vec<u8>> {
+    use arrow_array::builder::{ListBuilder, StringDictionaryBuilder};
+    use arrow_array::types::Int32Type;
+    use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, StructArray};
+    use arrow_schema::{DataType, Field, Fields};
+    use std::sync::Arc;
+    let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(3), Some(4)]));
+    let strs: ArrayRef = Arc::new(StringArray::from(vec![
+        Some("a"),
+        Some("bcd"),
+        None,
+        Some("é"),
+    ]));
+    let mut dict = StringDictionaryBuilder::<Int32Type>::new();
+    for v in ["x", "y", "x", "z"] {
+        dict.append_value(v);
+    }
+    let dict: ArrayRef = Arc::new(dict.finish());
+    let mut list = ListBuilder::new(arrow_array::builder::Int32Builder::new());
+    for n in 0..4 {
+        for i in 0..n {
+            list.values().append_value(i);
+        }
+        list.append(n != 2);
+    }
+    let list: ArrayRef = Arc::new(list.finish());
+    let st: ArrayRef = Arc::new(StructArray::new(
+        Fields::from(vec![Field::new("a", DataType::Int32, false)]),
+        vec![Arc::new(Int32Array::from(vec![1, 2, 3, 4])) as ArrayRef],
+        None,
+    ));
+    let one = |cols: Vec<(&str, ArrayRef)>| {
+        let b = RecordBatch::try_from_iter(cols).unwrap();
+        let parts = [b.slice(0, 2), b.slice(2, 2)];
+        cidcache::arrow::encode_ipc_file(&b.schema(), &parts).unwrap()
+    };
+    vec![
+        one(vec![("i", ints.clone()), ("s", strs.clone())]),
+        one(vec![("d", dict), ("s", strs)]),
+        one(vec![("l", list), ("st", st), ("i", ints)]),
+    ]
+}
+
+#[test]
+fn fuzz_arrow_ipc_files() {
+    let seeds = arrow_seeds();
+    let n = drive(
+        "arrow_ipc_file",
+        &seeds,
+        seed(),
+        budget(),
+        u64::MAX,
+        1 << 16,
+        fuzzing::arrow_ipc_file,
+    );
+    eprintln!("arrow_ipc_file: {n} inputs");
+    assert!(n > seeds.len() as u64);
+}
+
 #[test]
 fn fuzz_ipfs_cars() {
     let (cars, _) = fuzzing::ipfs_seeds();

@@ -7,6 +7,7 @@
 //! outside the store lock, and published (or freed) under it.
 
 use super::session::{lock, Shared};
+use super::store::Sealing;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::proto::{PutItem, Response, PUT_IPFS};
@@ -134,7 +135,7 @@ pub(crate) async fn put(
             meta: &meta,
             data: &data,
         };
-        lock(&store).put(client, &it)
+        lock(&store).put(client, &it, false)
     };
     match r.await {
         Ok(()) => Response::Done,
@@ -149,7 +150,21 @@ pub(crate) async fn seal(store: Shared, client: u64, key: Key, data: Bytes) -> R
     let r = async {
         let ipfs = lock(&store).ipfs_for_add(client)?;
         add(&store, &ipfs, &key, data).await?;
-        lock(&store).seal(client, key)
+        let sealing = lock(&store).seal(client, key)?;
+        match sealing {
+            Sealing::Done => Ok(()),
+            // Arrow objects are refused with this flag at create; should one come, it is
+            // validated like any other seal (it must reach `finish_seal`).
+            Sealing::Validate(mut p) => {
+                let (p, valid) = tokio::task::spawn_blocking(move || {
+                    let v = p.validate();
+                    (p, v)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("the validation task failed: {e}")))?;
+                lock(&store).finish_seal(p, valid)
+            }
+        }
     };
     match r.await {
         Ok(()) => Response::Done,

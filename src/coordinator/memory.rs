@@ -361,6 +361,18 @@ impl Memory {
         }
     }
 
+    /// Read access to the first `len` bytes of allocation `a` without the store lock.
+    pub(crate) fn read_view(&self, a: Alloc, len: u64) -> ReadView {
+        let s = &self.segs[&a.seg];
+        let len = len.min(a.len);
+        debug_assert!(a.offset + a.len <= s.size);
+        ReadView {
+            map: s.map.clone(),
+            offset: a.offset as usize,
+            len: len as usize,
+        }
+    }
+
     /// Bytes of an allocation (to verify a CID at seal).
     pub(crate) fn bytes(&self, a: Alloc) -> &[u8] {
         let s = &self.segs[&a.seg];
@@ -404,5 +416,53 @@ impl FillTarget {
         // hands out one target per unsealed allocation, which it neither reads nor writes
         // until the fill is finished: `&mut self` makes this the only reference.
         unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().add(self.offset), self.len) }
+    }
+}
+
+/// The first `len` bytes of an allocation, readable from any thread while the store lock is not
+/// held (an Arrow object is validated at seal this way). Like [`FillTarget`] it keeps the
+/// segment mapped, so a shutdown meanwhile cannot make the reads fault.
+pub(crate) struct ReadView {
+    map: std::sync::Arc<Mapping>,
+    offset: usize,
+    len: usize,
+}
+
+impl ReadView {
+    /// Maps the view's pages into the coordinator ahead of reading them
+    /// (`MADV_POPULATE_READ`, Linux 5.14+; best effort), so that reading a segment the
+    /// coordinator never touched (a dedicated one) does not take one page fault per page. In
+    /// chunks: the advice holds the process's memory-map lock while it works.
+    pub(crate) fn populate(&self) {
+        const PAGE: usize = 4096; // x86-64 and most arm64 kernels; otherwise EINVAL, ignored
+        const CHUNK: usize = 8 << 20;
+        let start = self.map.as_ptr() as usize + self.offset;
+        let end = start + self.len;
+        let mut at = start & !(PAGE - 1);
+        while at < end {
+            let n = CHUNK.min(end - at);
+            // SAFETY: advice only, over pages of our own live mapping (`at` is not below the
+            // page-aligned mapping base, and `at + n` ends inside the mapping).
+            let r = unsafe {
+                rustix::mm::madvise(
+                    at as *mut std::ffi::c_void,
+                    n,
+                    rustix::mm::Advice::LinuxPopulateRead,
+                )
+            };
+            if r.is_err() {
+                return;
+            }
+            at += n;
+        }
+    }
+
+    /// The bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: offset..offset+len lies inside the mapping (checked when the view was made
+        // from an in-bounds allocation) and the mapping lives as long as `self.map`. The store
+        // does not write an object while it is being sealed; a client that breaks its contract
+        // and writes it anyway only changes what the (bounds-checked) validation reads.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.offset), self.len) }
     }
 }

@@ -7,7 +7,9 @@
 //!   its `mmap_size` is the segment size + 8 (§7.2 of the protocol notes).
 //! * Namespace: a Plasma create reserves the 20-byte key in the coordinator's table, so native
 //!   and Plasma creates of one id conflict as they should.
-//! * Index: a Plasma seal publishes the object in the lock-free index; a Plasma delete or
+//! * Index: a Plasma seal publishes the object in the lock-free index (an object whose data is
+//!   framed as an Arrow IPC file is validated first, on a thread of its own, off the event loop
+//!   and the store lock, and published as Arrow only if valid); a Plasma delete or
 //!   eviction retires it and frees its memory through the pin-aware path (a native reader that
 //!   still pins it defers the reuse).
 //! * Native objects under 20-byte keys are "foreign" to the Plasma state machine: visible to
@@ -16,7 +18,7 @@
 //!
 //! The Store mutex is taken for each operation only, never across I/O.
 
-use super::store::{PlasmaAllocError, PlasmaPlace, Store};
+use super::store::{PendingSeal, PlasmaAllocError, PlasmaPlace, Sealing, Store};
 use crate::key::Key;
 use crate::plasma::codec::ObjectId;
 use crate::plasma::server::{AllocError, ForeignObject, Location, PlasmaMemory};
@@ -39,6 +41,9 @@ pub struct SharedMemory {
     segs: HashMap<i32, SegView>,
     by_seg: HashMap<u64, i32>,
     next_fd: i32,
+    /// Queue of the thread that validates Plasma objects framed as Arrow IPC files (started on
+    /// first use; it ends when this is dropped).
+    validator: Option<std::sync::mpsc::Sender<PendingSeal>>,
 }
 
 fn key(id: &ObjectId) -> Key {
@@ -52,6 +57,7 @@ impl SharedMemory {
             segs: HashMap::new(),
             by_seg: HashMap::new(),
             next_fd: 1,
+            validator: None,
         }
     }
 
@@ -116,6 +122,47 @@ impl SharedMemory {
     }
 }
 
+impl SharedMemory {
+    /// Queues `p` for the validator thread, which publishes it when done.
+    fn validate(&mut self, p: PendingSeal) {
+        let p = match &self.validator {
+            Some(tx) => match tx.send(p) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(p)) => p,
+            },
+            None => p,
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<PendingSeal>();
+        let store = self.store.clone();
+        let spawned = std::thread::Builder::new()
+            .name("plasma-arrow-validate".into())
+            .spawn(move || {
+                for mut p in rx {
+                    let valid = p.validate();
+                    let mut st = store.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(e) = st.plasma_finish_publish(p, valid) {
+                        tracing::warn!("a Plasma object is not visible to native clients: {e}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(p);
+                self.validator = Some(tx);
+            }
+            Err(e) => {
+                // No thread: validate here (this stalls the Plasma loop, never the store lock).
+                tracing::warn!("cannot start the Plasma validator thread ({e}); validating inline");
+                let mut p = p;
+                let valid = p.validate();
+                if let Err(e) = self.lock().plasma_finish_publish(p, valid) {
+                    tracing::warn!("a Plasma object is not visible to native clients: {e}");
+                }
+            }
+        }
+    }
+}
+
 impl PlasmaMemory for SharedMemory {
     fn alloc(&mut self, id: &ObjectId, size: u64, overflow: bool) -> Result<Location, AllocError> {
         let store = self.store.clone();
@@ -140,11 +187,13 @@ impl PlasmaMemory for SharedMemory {
     }
 
     fn publish(&mut self, id: &ObjectId, _loc: Location, data_size: u64, metadata_size: u64) {
-        if let Err(e) = self
+        let r = self
             .lock()
-            .plasma_publish(key(id), data_size, metadata_size)
-        {
-            tracing::warn!("a Plasma object is not visible to native clients: {e}");
+            .plasma_publish(key(id), data_size, metadata_size);
+        match r {
+            Ok(Sealing::Done) => {}
+            Ok(Sealing::Validate(p)) => self.validate(p),
+            Err(e) => tracing::warn!("a Plasma object is not visible to native clients: {e}"),
         }
     }
 

@@ -3,7 +3,7 @@
 //! The connection is the client's lease: when it closes for any reason (the process exited or
 //! died), the client's lease page and pins are dropped and its unsealed objects freed.
 
-use super::store::{Lookup, Promotion, ScanStart, Store};
+use super::store::{check_loaded, check_put_item, Lookup, Promotion, ScanStart, Sealing, Store};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::proto::{self, Header, HelloInfo, Request, Response, HEADER_LEN};
@@ -14,6 +14,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, Notify};
 
 pub(crate) type Shared = Arc<Mutex<Store>>;
+type Tx = mpsc::UnboundedSender<Vec<u8>>;
 
 pub(crate) fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
     // A panic while holding the lock is a bug; keep serving with the state as it is rather than
@@ -115,7 +116,29 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
             }
             continue;
         };
+        if puts_arrow(&req) {
+            // Arrow items are validated before they reach the store lock, off the async workers.
+            // Awaited here: a connection has at most one such body in memory at a time.
+            let resp = arrow_put(&store, cid, h, body).await;
+            let _ = tx.send(resp.encode(h.request_id));
+            continue;
+        }
         match req {
+            Request::Seal { key } if lock(&store).seal_adds_to_ipfs(cid, &key) => {
+                let data = lock(&store).ipfs_seal_data(cid, &key);
+                let (store, tx) = (store.clone(), tx.clone());
+                waits.spawn(async move {
+                    let r = super::ipfs::seal(store, cid, key, data).await;
+                    let _ = tx.send(r.encode(h.request_id));
+                });
+            }
+            Request::Seal { key } => match lock(&store).seal(cid, key) {
+                Ok(Sealing::Validate(p)) => spawn_seal(&store, p, h.request_id, &tx),
+                r => {
+                    let resp = r.map_or_else(|e| Response::error(&e), |_| Response::Done);
+                    let _ = tx.send(resp.encode(h.request_id));
+                }
+            },
             Request::Get { key, timeout_ms } => {
                 if let Some(resp) = try_get(&store, &[key], timeout_ms, false) {
                     let _ = tx.send(resp.encode(h.request_id));
@@ -144,14 +167,6 @@ pub(crate) async fn serve(store: Shared, stream: UnixStream) {
                 let data = bytes::Bytes::copy_from_slice(it.data);
                 waits.spawn(async move {
                     let r = super::ipfs::put(store, cid, key, flags, meta, data).await;
-                    let _ = tx.send(r.encode(h.request_id));
-                });
-            }
-            Request::Seal { key } if lock(&store).seal_adds_to_ipfs(cid, &key) => {
-                let data = lock(&store).ipfs_seal_data(cid, &key);
-                let (store, tx) = (store.clone(), tx.clone());
-                waits.spawn(async move {
-                    let r = super::ipfs::seal(store, cid, key, data).await;
                     let _ = tx.send(r.encode(h.request_id));
                 });
             }
@@ -230,10 +245,13 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
                 offset,
                 seg_size,
             }),
-        Request::Seal { key } => st.seal(client, key).map(|_| Response::Done),
         Request::Abort { key } => st.abort(client, key).map(|_| Response::Done),
-        Request::Put(it) => st.put(client, &it).map(|_| Response::Done),
-        Request::PutMany(items) => Ok(Response::Statuses(st.put_many(client, &items))),
+        // Arrow items never come this way (see `arrow_put`); the store refuses them.
+        Request::Put(it) => st.put(client, &it, false).map(|_| Response::Done),
+        Request::PutMany(items) => {
+            let checks: Vec<Result<bool>> = items.iter().map(|_| Ok(false)).collect();
+            Ok(Response::Statuses(st.put_many(client, &items, &checks)))
+        }
         Request::Contains { key } => Ok(Response::Bool(st.contains(&key))),
         Request::Delete { key } => st.delete(client, key).map(|_| Response::Done),
         Request::List { cursor, limit } => {
@@ -247,6 +265,7 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
         }
         Request::Get { .. }
         | Request::GetMany { .. }
+        | Request::Seal { .. }
         | Request::Scan { .. }
         | Request::CatalogQuery { .. }
         | Request::CatalogUpsert { .. } => Err(Error::Internal(
@@ -294,6 +313,67 @@ fn reply(present: Vec<Result<bool>>, many: bool) -> Response {
     }
 }
 
+/// Whether `req` stores an Arrow object inline.
+fn puts_arrow(req: &Request<'_>) -> bool {
+    match req {
+        Request::Put(it) => it.flags & proto::PUT_ARROW != 0,
+        Request::PutMany(items) => items.iter().any(|it| it.flags & proto::PUT_ARROW != 0),
+        _ => false,
+    }
+}
+
+/// Validates the Arrow items of a `Put` or `PutMany` on the blocking pool (the request's own
+/// copy of the bytes, which no other process can write), then stores the batch.
+async fn arrow_put(store: &Shared, client: u64, h: Header, body: Vec<u8>) -> Response {
+    if let Err(e) = lock(store).check_writer(client) {
+        return Response::error(&e);
+    }
+    let store = store.clone();
+    let r = tokio::task::spawn_blocking(move || match Request::decode(h.msg_type, &body) {
+        Ok(Request::Put(it)) => match check_put_item(&it) {
+            Ok(valid) => lock(&store).put(client, &it, valid).map(|_| Response::Done),
+            Err(e) => {
+                lock(&store).counters.arrow_rejected += 1;
+                Err(e)
+            }
+        },
+        Ok(Request::PutMany(items)) => {
+            let checks: Vec<Result<bool>> = items.iter().map(check_put_item).collect();
+            Ok(Response::Statuses(
+                lock(&store).put_many(client, &items, &checks),
+            ))
+        }
+        Ok(_) => Err(Error::Internal("not a put".into())),
+        Err(e) => Err(e),
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Internal(format!("put task failed: {e}"))));
+    r.unwrap_or_else(|e| Response::error(&e))
+}
+
+/// Validates an Arrow object being sealed on the blocking pool, then publishes it (or frees it)
+/// and answers. Detached from the connection: the object is the coordinator's once its seal was
+/// asked, and it is published even if its creator goes away meanwhile.
+fn spawn_seal(store: &Shared, p: super::store::PendingSeal, request_id: u64, tx: &Tx) {
+    let (store, tx) = (store.clone(), tx.clone());
+    tokio::spawn(async move {
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut p = p;
+            // The decoder's panics are errors already; this keeps the object from being lost
+            // (neither published nor freed) should anything else panic.
+            let valid = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.validate()))
+                .unwrap_or_else(|_| Err(Error::Internal("the validation panicked".into())));
+            (p, valid)
+        })
+        .await;
+        // Only a runtime shutting down cancels the task; nothing is left to answer then.
+        let Ok((p, valid)) = joined else { return };
+        let r = lock(&store).finish_seal(p, valid);
+        let resp = r.map_or_else(|e| Response::error(&e), |_| Response::Done);
+        let _ = tx.send(resp.encode(request_id));
+    });
+}
+
 /// Answers at once when every key is present, or when the caller does not want to wait and no
 /// missing key can be promoted from the warm tier.
 fn try_get(store: &Shared, keys: &[Key], timeout_ms: i64, many: bool) -> Option<Response> {
@@ -334,7 +414,15 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
                 flags,
                 bound,
             }) => (schema, batches, meta, flags, bound),
-            Ok(Prepared::Bytes(l)) => return lock(&store).finish_promotion(key, Ok(l)),
+            Ok(Prepared::Bytes(l)) => {
+                // Bytes read from a warm file: an invalid Arrow object stays readable as raw.
+                let checked = tokio::task::spawn_blocking(move || check_loaded(l, &key, false))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::Internal(format!("promotion task failed: {e}")))
+                    });
+                return lock(&store).finish_promotion(key, checked);
+            }
             Err(e) => return lock(&store).finish_promotion(key, Err(e)),
         };
         let total = (bound + meta.len()) as u64;
@@ -348,7 +436,10 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
             match crate::arrow::encode_ipc_into(&schema, &batches, out) {
                 Ok(n) => {
                     out[n..n + meta.len()].copy_from_slice(&meta);
-                    Ok((n as u64, meta.len() as u64))
+                    // Decoded from an untrusted file and encoded by us: validated like any
+                    // other Arrow object before it is published as one.
+                    Ok(super::store::validate_arrow(&out[..n])
+                        .map(|_| (n as u64, meta.len() as u64, true)))
                 }
                 // The bound was too small (it should not be): encode in memory instead.
                 Err(e) => Err((e, schema, batches, meta)),
@@ -356,7 +447,7 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
         })
         .await;
         match filled {
-            Ok(Ok(lens)) => lock(&store).finish_fill(key, id, Ok(lens)),
+            Ok(Ok(lens)) => lock(&store).finish_fill(key, id, lens),
             Ok(Err((e, schema, batches, meta))) => {
                 tracing::warn!("promotion of {key}: direct encoding failed ({e}), copying");
                 lock(&store).abort_fill(key, id);
@@ -364,11 +455,12 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
                     let mut bytes = crate::arrow::encode_ipc_file(&schema, &batches)?;
                     let data_len = bytes.len();
                     bytes.extend_from_slice(&meta);
-                    Ok(crate::tier::warm::Loaded {
+                    let l = crate::tier::warm::Loaded {
                         bytes,
                         data_len,
                         flags,
-                    })
+                    };
+                    check_loaded(l, &key, true)
                 })
                 .await
                 .unwrap_or_else(|e| Err(Error::Internal(format!("promotion task failed: {e}"))));
@@ -467,7 +559,11 @@ async fn run_scan(store: Shared, start: ScanStart, scan: crate::scan::Scan) -> R
         ScanStart::Missing => return Response::Bool(false),
         ScanStart::Ready(d) => return Response::Key(d),
         ScanStart::Start(src, d) => {
-            let r = match tokio::task::spawn_blocking(move || src.scan(&scan)).await {
+            let r = match tokio::task::spawn_blocking(move || {
+                src.scan(&scan).and_then(|l| check_loaded(l, &d, true))
+            })
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => Err(Error::Internal(format!("scan task failed: {e}"))),
             };

@@ -2,9 +2,9 @@
 //! reclamation. One `Store` per coordinator, behind a mutex held only for the duration of one
 //! request (never across an await), which makes the coordinator the index's single writer.
 
-use super::memory::{Alloc, AllocError, FillTarget, Memory};
+use super::memory::{Alloc, AllocError, FillTarget, Memory, ReadView};
 use crate::error::{Error, Result};
-use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW};
+use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW, FLAG_VALIDATED};
 use crate::key::Key;
 use crate::layout::{hdr, Header};
 use crate::pins::{self, Lease, LeaseFault};
@@ -45,6 +45,13 @@ struct Object {
     from_warm: bool,
     /// Fetched from IPFS (read-through): the catalog records its source as "ipfs".
     from_ipfs: bool,
+    /// An Arrow object whose bytes the coordinator validated in full, once no client could
+    /// legitimately write them any more: published with [`FLAG_VALIDATED`].
+    validated: bool,
+    /// Non-zero while its creator's seal waits for the validation of its bytes outside the store
+    /// lock (the token of that seal): the creator can no longer abort it, and its disconnection
+    /// does not free it.
+    sealing: u64,
 }
 
 /// Owner recorded for objects being created through the Plasma front-end.
@@ -169,6 +176,14 @@ pub(crate) struct Counters {
     pub prefetched: u64,
     pub prefetch_used: u64,
     pub prefetch_wasted: u64,
+    /// Arrow objects validated in full at seal (and their bytes).
+    pub arrow_validated: u64,
+    pub arrow_validated_bytes: u64,
+    /// Arrow objects refused at seal (or, from a lower tier, published as raw bytes) because
+    /// they failed validation.
+    pub arrow_rejected: u64,
+    /// Time spent validating created objects at seal, in microseconds.
+    pub arrow_validation_us: u64,
 }
 
 /// Catalog access counts sampled per hit harvest (every few milliseconds).
@@ -221,6 +236,98 @@ pub(crate) enum ScanStart {
     Start(Source, Key),
 }
 
+/// What a seal needs next.
+pub(crate) enum Sealing {
+    /// Published.
+    Done,
+    /// An Arrow object: run [`PendingSeal::validate`] outside the store lock, then
+    /// [`Store::finish_seal`].
+    Validate(PendingSeal),
+}
+
+/// An Arrow object whose creator asked to seal it, waiting for its validation. It must reach
+/// [`Store::finish_seal`] (until then the object is neither published nor freed).
+pub(crate) struct PendingSeal {
+    key: Key,
+    id: u64,
+    /// Tells this seal from a later one of an object that reused the key (and so the id).
+    token: u64,
+    view: ReadView,
+    /// How long the validation took.
+    micros: u64,
+}
+
+impl PendingSeal {
+    /// Validates the object's data in full (any thread, no lock held).
+    pub(crate) fn validate(&mut self) -> Result<()> {
+        let t = std::time::Instant::now();
+        self.view.populate();
+        let r = validate_arrow(self.view.bytes());
+        self.micros = t.elapsed().as_micros() as u64;
+        r
+    }
+}
+
+/// Validates `bytes` as an Arrow IPC file (see [`crate::arrow::validate_ipc_file`]).
+pub(crate) fn validate_arrow(bytes: &[u8]) -> Result<()> {
+    crate::arrow::validate_ipc_file(bytes)
+}
+
+/// Bytes from a lower tier (or a scan) to publish, with the outcome of their validation.
+pub(crate) struct Checked {
+    pub(crate) loaded: Loaded,
+    /// An Arrow object whose data validated in full.
+    pub(crate) arrow_valid: bool,
+}
+
+/// Validates an object loaded from a lower tier, outside the store lock (on the coordinator's
+/// private copy of the bytes). An Arrow object that fails is published as raw bytes when
+/// `strict` is false (bytes read from a warm file: `get` still returns them, `get_arrow` says
+/// they are not Arrow) and refused when `strict` (a table the coordinator encoded itself).
+pub(crate) fn check_loaded(mut l: Loaded, key: &Key, strict: bool) -> Result<Checked> {
+    if l.flags & PUT_ARROW == 0 {
+        return Ok(Checked {
+            loaded: l,
+            arrow_valid: false,
+        });
+    }
+    match validate_arrow(&l.bytes[..l.data_len]) {
+        Ok(()) => Ok(Checked {
+            loaded: l,
+            arrow_valid: true,
+        }),
+        Err(e) if strict => Err(invalid_arrow(key, e)),
+        Err(e) => {
+            tracing::warn!("{key}: its Arrow data is invalid, published as raw bytes: {e}");
+            l.flags &= !PUT_ARROW;
+            Ok(Checked {
+                loaded: l,
+                arrow_valid: false,
+            })
+        }
+    }
+}
+
+/// The error an invalid Arrow object gets at seal.
+fn invalid_arrow(key: &Key, e: Error) -> Error {
+    Error::Arrow(format!(
+        "{key} is not a valid Arrow IPC file and was not stored: {}",
+        e.message()
+    ))
+}
+
+/// Checks an item of an inline put before it reaches the store lock: `Ok(true)` for an Arrow
+/// item whose data validated in full, `Ok(false)` for a raw item, `Err` for an invalid Arrow
+/// item (refused). The bytes are the request's own copy, which no other process can write.
+pub(crate) fn check_put_item(it: &PutItem<'_>) -> Result<bool> {
+    if it.flags & PUT_ARROW == 0 {
+        return Ok(false);
+    }
+    validate_arrow(it.data)
+        .map(|_| true)
+        .map_err(|e| invalid_arrow(&it.key, e))
+}
+
 /// Hits per thousand lookups (0 when there were none).
 fn ratio(hits: u64, misses: u64) -> u64 {
     (hits * 1000).checked_div(hits + misses).unwrap_or(0)
@@ -246,6 +353,8 @@ pub(crate) struct Store {
     keys: HashMap<Key, u64>,
     objects: HashMap<u64, Object>,
     next_object: u64,
+    /// Tokens of seals waiting for validation.
+    next_seal: u64,
     retired: Vec<Retired>,
     clients: HashMap<u64, ClientState>,
     next_client: u64,
@@ -292,6 +401,7 @@ impl Store {
             keys: HashMap::new(),
             objects: HashMap::new(),
             next_object: 1,
+            next_seal: 0,
             retired: Vec::new(),
             clients: HashMap::new(),
             next_client: 1,
@@ -408,7 +518,7 @@ impl Store {
 
     // ----- writes --------------------------------------------------------------------------
 
-    fn check_writer(&self, client: u64) -> Result<()> {
+    pub(crate) fn check_writer(&self, client: u64) -> Result<()> {
         match self.clients.get(&client) {
             Some(c) if c.writer => Ok(()),
             Some(_) => Err(Error::PermissionDenied(
@@ -492,6 +602,8 @@ impl Store {
                 plasma_held: false,
                 from_warm: false,
                 from_ipfs: false,
+                validated: false,
+                sealing: 0,
             },
         );
         Ok(id)
@@ -507,6 +619,11 @@ impl Store {
         flags: u32,
     ) -> Result<(u64, u64, u64)> {
         self.check_writer(client)?;
+        if flags & PUT_IPFS != 0 && flags & PUT_ARROW != 0 {
+            return Err(Error::InvalidArgument(
+                "an Arrow object cannot be added to IPFS; store its bytes as a raw object".into(),
+            ));
+        }
         let id = self.new_object(key, data_len, meta_len, flags, client)?;
         if let Some(c) = self.clients.get_mut(&client) {
             c.creating.insert(key);
@@ -516,14 +633,21 @@ impl Store {
         Ok((a.seg, a.offset, size))
     }
 
-    /// Seal an object the client created: publish it in the index.
-    pub(crate) fn seal(&mut self, client: u64, key: Key) -> Result<()> {
+    /// Seal an object the client created: publish it in the index, or, for an Arrow object,
+    /// hand it to the coordinator for validation outside the store lock (then
+    /// [`Store::finish_seal`]).
+    pub(crate) fn seal(&mut self, client: u64, key: Key) -> Result<Sealing> {
         let id = *self
             .keys
             .get(&key)
             .ok_or_else(|| Error::NotFound(format!("{key} was never created (or was aborted)")))?;
         let o = &self.objects[&id];
         match o.state {
+            State::Created { owner } if owner == client && o.sealing != 0 => {
+                return Err(Error::AlreadyExists(format!(
+                    "{key} is already being sealed"
+                )))
+            }
             State::Created { owner } if owner == client => {}
             State::Created { .. } => {
                 return Err(Error::PermissionDenied(format!(
@@ -542,7 +666,62 @@ impl Store {
         if let Some(c) = self.clients.get_mut(&client) {
             c.creating.remove(&key);
         }
-        self.publish(id)
+        if o.flags & PUT_ARROW != 0 {
+            // From here on the object is the coordinator's: the creator gave up writing it by
+            // asking to seal (and its library dropped the only pointer it had).
+            return Ok(Sealing::Validate(self.begin_validation(id)));
+        }
+        self.publish(id).map(|_| Sealing::Done)
+    }
+
+    /// Ends the seal of an Arrow object with the outcome of its validation: publishes it, or
+    /// frees it and reports why (an invalid Arrow object is never published).
+    pub(crate) fn finish_seal(&mut self, p: PendingSeal, valid: Result<()>) -> Result<()> {
+        let PendingSeal {
+            key,
+            id,
+            token,
+            micros,
+            ..
+        } = p;
+        self.counters.arrow_validation_us += micros;
+        match self.objects.get_mut(&id) {
+            Some(o) if o.sealing == token && matches!(o.state, State::Created { .. }) => {
+                o.sealing = 0;
+                match valid {
+                    Ok(()) => {
+                        o.validated = true;
+                        self.publish(id)
+                    }
+                    Err(e) => {
+                        let o = self.objects.remove(&id).expect("present");
+                        self.keys.remove(&key);
+                        self.memory.free(o.alloc);
+                        self.counters.arrow_rejected += 1;
+                        self.counters.aborted += 1;
+                        Err(invalid_arrow(&key, e))
+                    }
+                }
+            }
+            _ => Err(Error::Internal(format!(
+                "the seal of {key} lost its object"
+            ))),
+        }
+    }
+
+    /// Marks object `id` as being sealed and returns what its validation needs.
+    fn begin_validation(&mut self, id: u64) -> PendingSeal {
+        self.next_seal += 1;
+        let token = self.next_seal;
+        let o = self.objects.get_mut(&id).expect("present");
+        o.sealing = token;
+        PendingSeal {
+            key: o.key,
+            id,
+            token,
+            view: self.memory.read_view(o.alloc, o.data_len),
+            micros: 0,
+        }
     }
 
     fn publish(&mut self, id: u64) -> Result<()> {
@@ -556,10 +735,19 @@ impl Store {
                     offset: o.alloc.offset,
                     data_len: o.data_len,
                     meta_len: o.meta_len,
-                    flags: if o.flags & PUT_ARROW != 0 {
-                        FLAG_ARROW
-                    } else {
-                        0
+                    flags: match (o.flags & PUT_ARROW != 0, o.validated) {
+                        (false, _) => 0,
+                        (true, true) => FLAG_ARROW | FLAG_VALIDATED,
+                        // Plasma objects that are Arrow IPC files: validated at seal, but their
+                        // creator keeps a writable buffer, so readers validate them again.
+                        (true, false) if o.plasma_owned => FLAG_ARROW,
+                        (true, false) => {
+                            // Every native path validates first; should one not, the object is
+                            // never published as Arrow.
+                            debug_assert!(false, "{} reached publish unvalidated", o.key);
+                            tracing::error!("{} reached publish unvalidated: stored raw", o.key);
+                            0
+                        }
                     },
                     object_id: id,
                 },
@@ -592,6 +780,10 @@ impl Store {
         };
         if let Some(o) = self.objects.get_mut(&id) {
             o.state = State::Sealed { slot };
+            if o.validated {
+                self.counters.arrow_validated += 1;
+                self.counters.arrow_validated_bytes += o.data_len;
+            }
         }
         self.live_bytes += size;
         self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
@@ -655,6 +847,11 @@ impl Store {
             .get(&key)
             .ok_or_else(|| Error::NotFound(format!("{key} is not being created")))?;
         match self.objects[&id].state {
+            State::Created { owner } if owner == client && self.objects[&id].sealing != 0 => {
+                return Err(Error::NotSealed(format!(
+                    "{key} is being sealed (its Arrow data is being validated)"
+                )))
+            }
             State::Created { owner } if owner == client => {}
             State::Created { .. } => {
                 return Err(Error::PermissionDenied(format!(
@@ -677,18 +874,26 @@ impl Store {
         Ok(())
     }
 
-    /// Inline put: create, copy, seal.
-    pub(crate) fn put(&mut self, client: u64, it: &PutItem<'_>) -> Result<()> {
+    /// Inline put: create, copy, seal. `arrow_valid` says that the caller validated the data of
+    /// an Arrow item in full (outside the store lock, on its private copy of the bytes, see
+    /// [`check_put_item`]); an Arrow item without it is refused.
+    pub(crate) fn put(&mut self, client: u64, it: &PutItem<'_>, arrow_valid: bool) -> Result<()> {
         self.check_writer(client)?;
         if it.flags & PUT_IPFS != 0 {
             // The session hands a single put with this flag to `coordinator::ipfs::put`.
             return Err(Error::InvalidArgument(
-                "a put that adds to IPFS goes alone (put, or create and seal), not in a batch"
+                "a put that adds to IPFS goes alone (put, or create and seal), not in a batch, and not as Arrow"
                     .into(),
             ));
         }
         if it.flags & PUT_VERIFY_CID != 0 {
             crate::cid::verify(it.key.as_bytes(), it.data)?;
+        }
+        if it.flags & PUT_ARROW != 0 && !arrow_valid {
+            return Err(Error::Internal(format!(
+                "the Arrow put of {} reached the store unvalidated",
+                it.key
+            )));
         }
         let id = self.new_object(
             it.key,
@@ -697,18 +902,35 @@ impl Store {
             it.flags & !PUT_VERIFY_CID,
             client,
         )?;
-        let a = self.objects[&id].alloc;
+        let o = self.objects.get_mut(&id).expect("just created");
+        o.validated = it.flags & PUT_ARROW != 0;
+        let a = o.alloc;
         let dst = self.memory.bytes_mut(a);
         dst[..it.data.len()].copy_from_slice(it.data);
         dst[it.data.len()..].copy_from_slice(it.meta);
         self.publish(id)
     }
 
-    /// Batch put: one status per item; failures do not stop the batch.
-    pub(crate) fn put_many(&mut self, client: u64, items: &[PutItem<'_>]) -> Vec<Status> {
+    /// Batch put: one status per item; failures do not stop the batch. `checks` holds, per
+    /// item, the outcome of [`check_put_item`].
+    pub(crate) fn put_many(
+        &mut self,
+        client: u64,
+        items: &[PutItem<'_>],
+        checks: &[Result<bool>],
+    ) -> Vec<Status> {
         items
             .iter()
-            .map(|it| self.put(client, it).map_err(|e| (e.code(), e.message())))
+            .zip(checks)
+            .map(|(it, check)| match check {
+                Ok(valid) => self
+                    .put(client, it, *valid)
+                    .map_err(|e| (e.code(), e.message())),
+                Err(e) => {
+                    self.counters.arrow_rejected += 1;
+                    Err((e.code(), e.message()))
+                }
+            })
             .collect()
     }
 
@@ -790,21 +1012,27 @@ impl Store {
 
     /// Publishes a promoted object (unless the key was stored meanwhile) and wakes the key's
     /// waiters whatever happened.
-    pub(crate) fn finish_promotion(&mut self, key: Key, r: Result<Loaded>) {
+    pub(crate) fn finish_promotion(&mut self, key: Key, r: Result<Checked>) {
         self.promoting.remove(&key);
-        let r = r.and_then(|l| {
-            if self.keys.contains_key(&key) {
-                return Ok(());
-            }
-            let meta_len = (l.bytes.len() - l.data_len) as u64;
-            let flags = l.flags & !PUT_VERIFY_CID;
-            let id = self.new_object(key, l.data_len as u64, meta_len, flags, PROMOTER)?;
-            let o = self.objects.get_mut(&id).expect("just created");
-            o.from_warm = true;
-            let a = o.alloc;
-            self.memory.bytes_mut(a)[..l.bytes.len()].copy_from_slice(&l.bytes);
-            self.publish(id)
-        });
+        let r = r.and_then(
+            |Checked {
+                 loaded: l,
+                 arrow_valid,
+             }| {
+                if self.keys.contains_key(&key) {
+                    return Ok(());
+                }
+                let meta_len = (l.bytes.len() - l.data_len) as u64;
+                let flags = l.flags & !PUT_VERIFY_CID;
+                let id = self.new_object(key, l.data_len as u64, meta_len, flags, PROMOTER)?;
+                let o = self.objects.get_mut(&id).expect("just created");
+                o.from_warm = true;
+                o.validated = arrow_valid && flags & PUT_ARROW != 0;
+                let a = o.alloc;
+                self.memory.bytes_mut(a)[..l.bytes.len()].copy_from_slice(&l.bytes);
+                self.publish(id)
+            },
+        );
         if let Err(e) = r {
             tracing::warn!("cannot promote {key} from the warm tier: {e}");
         }
@@ -842,9 +1070,9 @@ impl Store {
 
     /// Publishes a scan's result under `derived` (ephemeral: never demoted) and wakes those
     /// waiting for it.
-    pub(crate) fn finish_scan(&mut self, derived: Key, r: Result<Loaded>) -> Result<()> {
+    pub(crate) fn finish_scan(&mut self, derived: Key, r: Result<Checked>) -> Result<()> {
         let mut l = r?;
-        l.flags |= PUT_EPHEMERAL;
+        l.loaded.flags |= PUT_EPHEMERAL;
         self.finish_promotion(derived, Ok(l));
         match self.lookup(&derived) {
             Lookup::Present => Ok(()),
@@ -891,11 +1119,12 @@ impl Store {
         }
     }
 
-    /// Publishes a filled object with its real lengths (at most what was reserved); on `Err`
-    /// frees it. Wakes the key's waiters either way.
-    pub(crate) fn finish_fill(&mut self, key: Key, id: u64, lens: Result<(u64, u64)>) {
+    /// Publishes a filled object with its real lengths (at most what was reserved) and whether
+    /// its Arrow data validated in full (checked outside the lock); on `Err` frees it. Wakes the
+    /// key's waiters either way.
+    pub(crate) fn finish_fill(&mut self, key: Key, id: u64, lens: Result<(u64, u64, bool)>) {
         self.promoting.remove(&key);
-        let r = lens.and_then(|(data_len, meta_len)| {
+        let r = lens.and_then(|(data_len, meta_len, arrow_valid)| {
             let o = self
                 .objects
                 .get_mut(&id)
@@ -908,6 +1137,7 @@ impl Store {
             }
             o.data_len = data_len;
             o.meta_len = meta_len;
+            o.validated = arrow_valid && o.flags & PUT_ARROW != 0;
             self.publish(id)
         });
         if let Err(e) = r {
@@ -1092,6 +1322,15 @@ impl Store {
                     if let Some(c) = &mut self.catalog {
                         c.remove(&key);
                     }
+                    Ok(())
+                }
+                // Metadata recorded by a client for a key no tier holds (e.g. a CID known
+                // only by name): deleting the key removes that catalog row.
+                _ if self
+                    .catalog
+                    .as_mut()
+                    .is_some_and(|c| c.remove(&key).is_some()) =>
+                {
                     Ok(())
                 }
                 _ => Err(Error::NotFound(format!("{key} is not stored"))),
@@ -1459,6 +1698,8 @@ impl Store {
                 plasma_held: false,
                 from_warm: false,
                 from_ipfs: false,
+                validated: false,
+                sealing: 0,
             },
         );
         let seg_size = self.memory.seg_size(alloc.seg).unwrap_or(0);
@@ -1466,20 +1707,57 @@ impl Store {
     }
 
     /// A Plasma object was sealed: publish it in the index (data and metadata lengths as
-    /// Plasma reports them), so native clients can read it zero-copy.
-    pub(crate) fn plasma_publish(&mut self, key: Key, data_len: u64, meta_len: u64) -> Result<()> {
+    /// Plasma reports them), so native clients can read it zero-copy. Data framed as an Arrow
+    /// IPC file is first validated outside the lock (then [`Store::plasma_finish_publish`]).
+    pub(crate) fn plasma_publish(
+        &mut self,
+        key: Key,
+        data_len: u64,
+        meta_len: u64,
+    ) -> Result<Sealing> {
         let Some(&id) = self.keys.get(&key) else {
             return Err(Error::NotFound(format!("{key} is not being created")));
         };
         let o = self.objects.get_mut(&id).expect("keys and objects agree");
-        if !o.plasma_owned || !matches!(o.state, State::Created { .. }) {
+        if !o.plasma_owned || !matches!(o.state, State::Created { .. }) || o.sealing != 0 {
             return Err(Error::AlreadyExists(format!("{key} is already sealed")));
         }
         if data_len.checked_add(meta_len) == Some(o.alloc.len) {
             o.data_len = data_len;
             o.meta_len = meta_len;
         }
-        self.publish(id)
+        let (a, n) = (o.alloc, o.data_len as usize);
+        if crate::arrow::has_ipc_file_magic(&self.memory.bytes(a)[..n]) {
+            return Ok(Sealing::Validate(self.begin_validation(id)));
+        }
+        self.publish(id).map(|_| Sealing::Done)
+    }
+
+    /// Publishes a Plasma object whose data was framed as an Arrow IPC file: as Arrow when it
+    /// validated (without [`FLAG_VALIDATED`]: its creator keeps a writable buffer, so readers
+    /// validate it again), else as raw bytes. Nothing happens if the Plasma store dropped the
+    /// object meanwhile.
+    pub(crate) fn plasma_finish_publish(
+        &mut self,
+        p: PendingSeal,
+        valid: Result<()>,
+    ) -> Result<()> {
+        let id = p.id;
+        self.counters.arrow_validation_us += p.micros;
+        match self.objects.get_mut(&id) {
+            Some(o) if o.sealing == p.token && o.plasma_owned => {
+                o.sealing = 0;
+                match valid {
+                    Ok(()) => o.flags |= PUT_ARROW,
+                    Err(e) => {
+                        self.counters.arrow_rejected += 1;
+                        tracing::debug!("Plasma object {} is published as raw bytes: {e}", p.key);
+                    }
+                }
+                self.publish(id)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The Plasma state machine dropped `key` (aborted, deleted or evicted): an unsealed object
@@ -1624,6 +1902,10 @@ impl Store {
             ("hot.evicted_bytes", c.evicted_bytes),
             ("hot.aborted", c.aborted),
             ("hot.store_full_errors", c.store_full),
+            ("arrow.validated", c.arrow_validated),
+            ("arrow.validated_bytes", c.arrow_validated_bytes),
+            ("arrow.rejected", c.arrow_rejected),
+            ("arrow.validation_us", c.arrow_validation_us),
             ("hot.deferred_frees_pending", self.retired.len() as u64),
             ("index.capacity", cap),
             ("index.max_live", self.index.max_live() as u64),

@@ -468,8 +468,15 @@ impl Catalog {
 
     /// Runs `query` over the in-memory entries and returns one batch (the projected columns,
     /// rows in no particular order).
+    ///
+    /// A query with a `cid =` or `cid in (...)` filter looks those keys up in the index instead
+    /// of scanning every row (the other filters are then applied to what it finds), so point
+    /// lookups cost the same whatever the catalog's size.
     pub fn query(&self, query: &Query) -> Result<RecordBatch> {
-        query.run(self.iter())
+        match point_keys(query) {
+            Some(keys) => query.run(keys.iter().filter_map(|k| self.get(k))),
+            None => query.run(self.iter()),
+        }
     }
 
     fn require_dir(&self) -> Result<PathBuf> {
@@ -718,6 +725,34 @@ pub fn entries_to_ipc(entries: &[CatalogEntry]) -> Result<Vec<u8>> {
     crate::arrow::encode_ipc_file(&catalog_schema(), &[batch])
 }
 
+/// The distinct keys named by the first `cid =` / `cid in` filter of `query`, if it has one
+/// (values that are not valid keys cannot match and are left out).
+fn point_keys(query: &Query) -> Option<Vec<Key>> {
+    let f = query
+        .filters
+        .iter()
+        .find(|f| f.column == Column::Cid && matches!(f.op, CmpOp::Eq | CmpOp::In))?;
+    let values: Vec<&Literal> = match (&f.op, &f.value) {
+        (CmpOp::Eq, v) => vec![v],
+        (CmpOp::In, Literal::List(items)) => items.iter().collect(),
+        _ => return None,
+    };
+    let mut keys = Vec::with_capacity(values.len());
+    for v in values {
+        match v {
+            Literal::Bytes(b) => {
+                if let Ok(k) = Key::new(b) {
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(keys)
+}
+
 /// Decodes what [`entries_to_ipc`] wrote. The bytes are untrusted: any malformed file, column
 /// or key is an error, never a panic.
 pub fn entries_from_ipc(bytes: &[u8]) -> Result<Vec<CatalogEntry>> {
@@ -759,5 +794,78 @@ mod tests {
             assert!(rows[w[0]].entry.key.as_bytes() <= rows[w[1]].entry.key.as_bytes());
         }
         assert_eq!(idxs.len(), rows.len());
+    }
+
+    /// Point lookups by `cid` go through the index and return exactly what a full scan with
+    /// the same filters returns (duplicates in the list, unknown and invalid keys, other
+    /// filters ANDed, limits).
+    #[test]
+    fn cid_point_queries_equal_full_scans() {
+        let mut cat = Catalog::new();
+        for i in 0..500u32 {
+            let mut e = CatalogEntry::bare(
+                Key::new(format!("key-{i}").as_bytes()).unwrap(),
+                i as u64,
+                0,
+            );
+            e.mimetype = Some(if i % 2 == 0 { "a/b" } else { "c/d" }.into());
+            cat.upsert(e);
+        }
+        let hex = |s: &str| {
+            format!(
+                "0x{}",
+                s.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        };
+        let cases: Vec<Vec<String>> = vec![
+            vec![format!("cid={}", hex("key-7"))],
+            vec![format!("cid={}", hex("absent"))],
+            vec![format!(
+                "cid in ({}, {}, {}, {})",
+                hex("key-1"),
+                hex("key-2"),
+                hex("key-1"),
+                hex("zzz")
+            )],
+            vec![
+                format!("cid in ({}, {})", hex("key-3"), hex("key-4")),
+                "mimetype=a/b".into(),
+            ],
+            vec!["size_bytes>10".into(), format!("cid={}", hex("key-400"))],
+        ];
+        let rows = |b: &RecordBatch| {
+            let mut v: Vec<Vec<u8>> = (0..b.num_rows())
+                .map(|i| {
+                    arrow_array::cast::AsArray::as_binary::<i32>(b.column(0))
+                        .value(i)
+                        .to_vec()
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        for filters in cases {
+            let q = Query::parse(&filters, Some("cid,size_bytes")).unwrap();
+            assert!(point_keys(&q).is_some(), "{filters:?}");
+            let fast = cat.query(&q).unwrap();
+            let full = q.run(cat.iter()).unwrap();
+            assert_eq!(rows(&fast), rows(&full), "{filters:?}");
+        }
+        let mut q = Query::parse(
+            &[format!("cid in ({}, {})", hex("key-5"), hex("key-6"))],
+            None,
+        )
+        .unwrap();
+        q.limit = Some(1);
+        assert_eq!(cat.query(&q).unwrap().num_rows(), 1);
+        assert_eq!(
+            rows(
+                &cat.query(&Query::parse(&[format!("cid={}", hex("key-9"))], None).unwrap())
+                    .unwrap()
+            ),
+            vec![b"key-9".to_vec()]
+        );
+        // Other queries still scan.
+        assert!(point_keys(&Query::parse(&["mimetype=a/b"], None).unwrap()).is_none());
     }
 }
