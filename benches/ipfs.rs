@@ -33,7 +33,10 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("s.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_cidcached"))
-            .args(["--store", &format!("bench-ipfs-{name}-{}", std::process::id())])
+            .args([
+                "--store",
+                &format!("bench-ipfs-{name}-{}", std::process::id()),
+            ])
             .arg("--socket")
             .arg(&socket)
             .arg("--data-dir")
@@ -45,7 +48,10 @@ impl Daemon {
             .expect("cidcached");
         let start = Instant::now();
         while Client::connect_socket(&socket).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(60), "cidcached did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "cidcached did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Daemon {
@@ -140,7 +146,10 @@ fn main() {
         return;
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("IPFS tier benchmark (kubo v0.43.1 on loopback); load: {}", load.trim());
+    println!(
+        "IPFS tier benchmark (kubo v0.43.1 on loopback); load: {}",
+        load.trim()
+    );
     let node = Kubo::start(&bin).expect("kubo");
     let d = Daemon::start("main", &["--ipfs-api", &node.api]);
     let c = d.client();
@@ -239,7 +248,15 @@ fn main() {
         std::fs::write(dir.path().join(format!("b{i:04}")), b).unwrap();
     }
     node.run(
-        &["add", "-r", "-Q", "--cid-version", "1", "--raw-leaves", dir.path().to_str().unwrap()],
+        &[
+            "add",
+            "-r",
+            "-Q",
+            "--cid-version",
+            "1",
+            "--raw-leaves",
+            dir.path().to_str().unwrap(),
+        ],
         None,
     )
     .expect("ipfs add -r");
@@ -254,7 +271,10 @@ fn main() {
     let t = Instant::now();
     let got = cc.get_many(&refs, Duration::ZERO);
     let many = t.elapsed();
-    assert!(got.iter().all(|r| matches!(r, Ok(Some(_)))), "every CID fetched");
+    assert!(
+        got.iter().all(|r| matches!(r, Ok(Some(_)))),
+        "every CID fetched"
+    );
     drop(got);
     let t = Instant::now();
     let got = cc.get_many(&refs, Duration::ZERO);
@@ -285,13 +305,23 @@ fn main() {
     // ----- 4: prefetch ---------------------------------------------------------------------
     let files = 100;
     let pdir = tempfile::tempdir().unwrap();
-    let fdata: Vec<Vec<u8>> = (0..files).map(|i| random(2_000_000 + i as u64, 16 << 10)).collect();
+    let fdata: Vec<Vec<u8>> = (0..files)
+        .map(|i| random(2_000_000 + i as u64, 16 << 10))
+        .collect();
     for (i, f) in fdata.iter().enumerate() {
         std::fs::write(pdir.path().join(format!("f{i:03}")), f).unwrap();
     }
     let out = node
         .run(
-            &["add", "-r", "-Q", "--cid-version", "1", "--raw-leaves", pdir.path().to_str().unwrap()],
+            &[
+                "add",
+                "-r",
+                "-Q",
+                "--cid-version",
+                "1",
+                "--raw-leaves",
+                pdir.path().to_str().unwrap(),
+            ],
             None,
         )
         .expect("ipfs add -r");
@@ -338,5 +368,8 @@ fn main() {
         stat(&sc, "ipfs.fetched_bytes") / 1024
     );
     let bad = node.foreign_connections().unwrap_or_default();
-    println!("\nkubo connections beyond loopback during the run: {}", bad.len());
+    println!(
+        "\nkubo connections beyond loopback during the run: {}",
+        bad.len()
+    );
 }

@@ -217,6 +217,11 @@ typedef enum cidcache_status {
      * A file of a lower tier (Parquet or Arrow IPC) is truncated or corrupt; it was quarantined.
      */
     CIDCACHE_CORRUPT = 19,
+    /**
+     * The coordinator is at a limit (connections or file descriptors) and refused the
+     * connection; retry later.
+     */
+    CIDCACHE_BUSY = 20,
 } cidcache_status;
 
 /**

@@ -514,6 +514,27 @@ fn expect_done(r: Response) -> Result<()> {
     }
 }
 
+/// One wait shared by the requests a batch is split into.
+struct Deadline(Option<std::time::Instant>, i64);
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        Deadline(std::time::Instant::now().checked_add(timeout), ms)
+    }
+
+    /// What is left of the wait, in milliseconds (the whole wait when it cannot be dated).
+    fn left_ms(&self) -> i64 {
+        match self.0 {
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .min(i64::MAX as u128) as i64,
+            None => self.1,
+        }
+    }
+}
+
 fn unexpected(r: Response) -> Error {
     match r {
         Response::Error { code, message } => Error::from_code(code, message),
@@ -1031,17 +1052,16 @@ impl Client {
     /// Gets many keys: hits are served locally, the misses in one round trip (waiting up to
     /// `timeout` for them). One result per key, in order: `Ok(None)` for a key still missing.
     pub fn get_many(&self, keys: &[&[u8]], timeout: Duration) -> Vec<Result<Option<ObjectRef>>> {
-        let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
         let (mut out, missing) = self.get_many_local(keys);
-        if missing.is_empty() {
-            return out;
+        let deadline = Deadline::after(timeout);
+        for part in missing.chunks(proto::MAX_GET_MANY) {
+            let req = Request::GetMany {
+                keys: part.iter().map(|&(_, k)| k).collect(),
+                timeout_ms: deadline.left_ms(),
+            };
+            let resp = self.inner.conn.call(&req);
+            self.get_many_finish(&mut out, part, resp);
         }
-        let req = Request::GetMany {
-            keys: missing.iter().map(|&(_, k)| k).collect(),
-            timeout_ms,
-        };
-        let resp = self.inner.conn.call(&req);
-        self.get_many_finish(&mut out, &missing, resp);
         out
     }
 
@@ -1051,17 +1071,16 @@ impl Client {
         keys: &[&[u8]],
         timeout: Duration,
     ) -> Vec<Result<Option<ObjectRef>>> {
-        let timeout_ms = timeout.as_millis().min(i64::MAX as u128) as i64;
         let (mut out, missing) = self.get_many_local(keys);
-        if missing.is_empty() {
-            return out;
+        let deadline = Deadline::after(timeout);
+        for part in missing.chunks(proto::MAX_GET_MANY) {
+            let req = Request::GetMany {
+                keys: part.iter().map(|&(_, k)| k).collect(),
+                timeout_ms: deadline.left_ms(),
+            };
+            let resp = self.inner.conn.call_async(&req).await;
+            self.get_many_finish(&mut out, part, resp);
         }
-        let req = Request::GetMany {
-            keys: missing.iter().map(|&(_, k)| k).collect(),
-            timeout_ms,
-        };
-        let resp = self.inner.conn.call_async(&req).await;
-        self.get_many_finish(&mut out, &missing, resp);
         out
     }
 
@@ -1099,7 +1118,9 @@ impl Client {
                 for (&(i, key), s) in missing.iter().zip(st) {
                     out[i] = match s {
                         Ok(()) => self.try_hit(&key, key.hash()),
-                        Err((Code::NotFound, _)) => Ok(None),
+                        // Missing; with a reason, the wait ended without it (its creator
+                        // gave up): an error.
+                        Err((Code::NotFound, m)) if m.is_empty() => Ok(None),
                         Err((c, m)) => Err(Error::from_code(c, m)),
                     };
                 }
@@ -1310,7 +1331,9 @@ impl Client {
                     continue;
                 }
             };
-            if bytes + d.len() + 80 > budget && !cur.is_empty() {
+            if (bytes + d.len() + 80 > budget || cur.len() >= proto::MAX_PUT_MANY)
+                && !cur.is_empty()
+            {
                 batches.push((std::mem::take(&mut cur), std::mem::take(&mut idx)));
                 bytes = 0;
             }

@@ -110,6 +110,16 @@ pub struct Config {
     /// IPFS below the other tiers (read-through of CID keys, write-back of puts that ask);
     /// off unless an API or gateway URL is set.
     pub ipfs: IpfsConfig,
+    /// Connections served at once on each socket (native, Plasma); more are refused with a
+    /// `Busy` error. Native clients are also bounded by the lease pages the memory limit
+    /// allows (see `docs/operations.md`).
+    pub max_clients: usize,
+    /// Largest frame body accepted (native frames are further bounded by
+    /// [`crate::proto::MAX_BODY`]); larger frames close their connection.
+    pub max_frame: u64,
+    /// Bytes of frame bodies being received at once, across all connections (at least
+    /// `max_frame`).
+    pub frame_memory: u64,
 }
 
 impl Config {
@@ -137,6 +147,9 @@ impl Config {
             catalog_preset: crate::tier::catalog::Preset::Balanced,
             metrics_addr: None,
             ipfs: IpfsConfig::default(),
+            max_clients: 1024,
+            max_frame: crate::proto::MAX_BODY as u64,
+            frame_memory: 256 << 20,
         }
     }
 }

@@ -53,6 +53,9 @@ pub enum Code {
     /// A file of a lower tier (Parquet or Arrow IPC) is truncated or corrupt. The file was moved
     /// to the tier's `quarantine/` directory; the rest of the store keeps serving.
     Corrupt = 19,
+    /// The coordinator is at a configured limit (connections, or file descriptors) and refused
+    /// the connection; retry later, or raise the limit (`--max-clients`).
+    Busy = 20,
 }
 
 impl Code {
@@ -81,6 +84,7 @@ impl Code {
             17 => Arrow,
             18 => Internal,
             19 => Corrupt,
+            20 => Busy,
             _ => Internal,
         }
     }
@@ -152,6 +156,9 @@ pub enum Error {
     /// See [`Code::Corrupt`].
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// See [`Code::Busy`].
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// Result alias used throughout the crate.
@@ -179,6 +186,7 @@ impl Error {
             Error::AlreadyRunning(_) => Code::AlreadyRunning,
             Error::Arrow(_) => Code::Arrow,
             Error::Corrupt(_) => Code::Corrupt,
+            Error::Busy(_) => Code::Busy,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -208,6 +216,7 @@ impl Error {
             Code::AlreadyRunning => Error::AlreadyRunning(msg),
             Code::Arrow => Error::Arrow(msg),
             Code::Corrupt => Error::Corrupt(msg),
+            Code::Busy => Error::Busy(msg),
         }
     }
 
@@ -232,6 +241,7 @@ impl Error {
             | Error::AlreadyRunning(m)
             | Error::Arrow(m)
             | Error::Corrupt(m)
+            | Error::Busy(m)
             | Error::Internal(m) => m.clone(),
         }
     }

@@ -149,7 +149,8 @@ pub fn plasma_message(data: &[u8]) {
         return;
     }
     let (h, body) = data.split_at(HEADER_LEN);
-    let Ok(h) = codec::decode_header(h.try_into().expect("24 bytes"), 1 << 20) else {
+    // As the server reads it: the bound depends on the message type the header declares.
+    let Ok(h) = codec::decode_request_header(h.try_into().expect("24 bytes"), 1 << 20) else {
         return;
     };
     let _ = codec::decode_request(h.msg_type, body);

@@ -222,9 +222,21 @@ impl<'a> IndexRef<'a> {
     /// Reads live entries from slot `start` on, for listing. Returns `(key, entry)` pairs and
     /// the next slot to continue from (`None` at the end).
     pub fn scan(&self, start: usize, max: usize) -> (Vec<(Key, Entry)>, Option<usize>) {
+        self.scan_slots(start, max, usize::MAX)
+    }
+
+    /// Like [`IndexRef::scan`], reading at most `max_slots` slots (at least one), so that one
+    /// call's cost is bounded however sparse the table is.
+    pub fn scan_slots(
+        &self,
+        start: usize,
+        max: usize,
+        max_slots: usize,
+    ) -> (Vec<(Key, Entry)>, Option<usize>) {
         let mut out = Vec::new();
         let mut i = start;
-        while i < self.slots.len() && out.len() < max {
+        let end = start.saturating_add(max_slots.max(1)).min(self.slots.len());
+        while i < end && out.len() < max {
             if let Some(s) = self.snapshot(i) {
                 if s.state == STATE_LIVE {
                     if let Some(k) = Key::from_words(&s.key) {

@@ -24,6 +24,8 @@ pub mod harness;
 pub mod index;
 pub mod key;
 pub mod layout;
+pub mod limits;
+pub mod peer;
 pub mod pins;
 pub mod plasma;
 pub mod policy;

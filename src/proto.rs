@@ -19,6 +19,10 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 16;
 /// Largest body accepted (inline puts and batches are split below it by the client).
 pub const MAX_BODY: u32 = 64 << 20;
+/// Most keys in one `GetMany` (the client splits larger batches).
+pub const MAX_GET_MANY: usize = 16 << 10;
+/// Most items in one `PutMany` (the client splits larger batches).
+pub const MAX_PUT_MANY: usize = 16 << 10;
 
 /// Request flag: the object is Arrow IPC (file format).
 pub const PUT_ARROW: u32 = 1;
@@ -421,6 +425,12 @@ impl<'a> Request<'a> {
             msg::PUT => Request::Put(put_item(&mut r)?),
             msg::PUT_MANY => {
                 let n = r.count(14)?;
+                // Each item gets a status (with a message when it fails): bound the count.
+                if n > MAX_PUT_MANY {
+                    return Err(Error::Protocol(format!(
+                        "PutMany of {n} items; at most {MAX_PUT_MANY} per request (split the batch)"
+                    )));
+                }
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(put_item(&mut r)?);
@@ -434,6 +444,13 @@ impl<'a> Request<'a> {
             msg::GET_MANY => {
                 let timeout_ms = r.i64()?;
                 let n = r.count(2)?;
+                // A key decodes to 64 bytes (and a waiting one costs more): bound the count,
+                // not just the body, so that a small frame cannot make a large allocation.
+                if n > MAX_GET_MANY {
+                    return Err(Error::Protocol(format!(
+                        "GetMany of {n} keys; at most {MAX_GET_MANY} per request (split the batch)"
+                    )));
+                }
                 let mut keys = Vec::with_capacity(n);
                 for _ in 0..n {
                     keys.push(r.key()?);
@@ -935,6 +952,29 @@ mod tests {
         ));
         // A lying batch count.
         assert!(Request::decode(msg::PUT_MANY, &u32::MAX.to_le_bytes()).is_err());
+        // A GetMany of more keys than allowed, though its body holds them all.
+        let keys: Vec<Key> = (0..=MAX_GET_MANY as u32)
+            .map(|i| {
+                Key::new(&i.to_le_bytes()[..1.max((32 - i.leading_zeros() as usize).div_ceil(8))])
+                    .unwrap()
+            })
+            .collect();
+        let f = Request::GetMany {
+            keys,
+            timeout_ms: 0,
+        }
+        .encode(1);
+        let e = Request::decode(msg::GET_MANY, &f[HEADER_LEN..]).unwrap_err();
+        assert!(e.to_string().contains("split the batch"), "{e}");
+        let item = PutItem {
+            key: Key::new(b"k").unwrap(),
+            flags: 0,
+            meta: b"",
+            data: b"",
+        };
+        let f = Request::PutMany(vec![item; MAX_PUT_MANY + 1]).encode(1);
+        let e = Request::decode(msg::PUT_MANY, &f[HEADER_LEN..]).unwrap_err();
+        assert!(e.to_string().contains("split the batch"), "{e}");
     }
 
     proptest! {

@@ -114,6 +114,14 @@ pub fn create_segment(dir: &Path, name: &str, len: u64, mode: u32) -> Result<Own
         Mode::from_raw_mode(mode),
     )
     .map_err(|e| Error::io(format!("cannot create segment {}", path.display()), e))?;
+    // The umask applied to the mode above; the store's mode (0660 for a group) is meant.
+    if let Err(e) = fs::fchmod(&fd, Mode::from_raw_mode(mode)) {
+        let _ = fs::unlink(&path);
+        return Err(Error::io(
+            format!("cannot set the mode of {}", path.display()),
+            e,
+        ));
+    }
     let reserve = fs::fallocate(&fd, FallocateFlags::empty(), 0, len);
     if let Err(e) = reserve {
         let _ = fs::unlink(&path);

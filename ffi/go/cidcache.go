@@ -63,6 +63,7 @@ const (
 	StatusArrow            Status = C.CIDCACHE_ARROW
 	StatusInternal         Status = C.CIDCACHE_INTERNAL
 	StatusCorrupt          Status = C.CIDCACHE_CORRUPT
+	StatusBusy             Status = C.CIDCACHE_BUSY
 )
 
 // String is the C name of the status, e.g. "CIDCACHE_NOT_FOUND".

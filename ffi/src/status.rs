@@ -50,6 +50,9 @@ pub enum cidcache_status {
     CIDCACHE_INTERNAL = 18,
     /// A file of a lower tier (Parquet or Arrow IPC) is truncated or corrupt; it was quarantined.
     CIDCACHE_CORRUPT = 19,
+    /// The coordinator is at a limit (connections or file descriptors) and refused the
+    /// connection; retry later.
+    CIDCACHE_BUSY = 20,
 }
 
 impl From<Code> for cidcache_status {
@@ -77,6 +80,7 @@ impl From<Code> for cidcache_status {
             Code::Arrow => CIDCACHE_ARROW,
             Code::Internal => CIDCACHE_INTERNAL,
             Code::Corrupt => CIDCACHE_CORRUPT,
+            Code::Busy => CIDCACHE_BUSY,
         }
     }
 }
@@ -200,6 +204,7 @@ pub extern "C" fn cidcache_status_name(status: i32) -> *const c_char {
         17 => b"CIDCACHE_ARROW\0",
         18 => b"CIDCACHE_INTERNAL\0",
         19 => b"CIDCACHE_CORRUPT\0",
+        20 => b"CIDCACHE_BUSY\0",
         _ => b"CIDCACHE_UNKNOWN\0",
     };
     s.as_ptr() as *const c_char
@@ -221,7 +226,7 @@ mod tests {
 
     #[test]
     fn statuses_equal_codes() {
-        for v in 0u16..=19 {
+        for v in 0u16..=20 {
             let code = Code::from_u16(v);
             assert_eq!(code as u16, v);
             assert_eq!(cidcache_status::from(code) as i32, v as i32);

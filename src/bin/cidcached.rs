@@ -47,9 +47,24 @@ struct Args {
     /// Eviction policy: s3fifo, clock, lru, arc or wtinylfu.
     #[arg(long, default_value = "s3fifo")]
     policy: String,
-    /// Let members of the daemon's group connect (mode 0660 instead of 0600).
+    /// Let members of the daemon's group connect: sockets and segments mode 0660 instead of
+    /// 0600 (whatever the umask), directories the daemon creates 0710, and peers whose primary
+    /// or supplementary groups include the daemon's group admitted.
     #[arg(long)]
     group: bool,
+    /// Connections served at once on each socket; more are refused with a `Busy` error.
+    /// Native clients are also bounded by their lease pages, which may use an eighth of
+    /// --memory.
+    #[arg(long, default_value_t = 1024)]
+    max_clients: usize,
+    /// Largest frame body accepted (native frames at most 64M; Plasma CreateAndSeal bodies,
+    /// which carry object bytes; other Plasma messages at most 8M).
+    #[arg(long, value_parser = parse_bytes, default_value = "64M")]
+    max_frame: u64,
+    /// Bytes of frame bodies being received at once, across all connections (raised to
+    /// --max-frame if lower).
+    #[arg(long, value_parser = parse_bytes, default_value = "256M")]
+    frame_memory: u64,
     /// Drop evicted objects instead of demoting them to the Parquet warm tier.
     #[arg(long)]
     no_warm: bool,
@@ -152,6 +167,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut a = Args::parse();
+    if !matches!(a.cmd, Some(Cmd::Reap { .. })) {
+        // Every connection costs a descriptor.
+        let (old, new) = cidcache::limits::raise_nofile_limit();
+        if old != new {
+            tracing::debug!("raised the open-file limit from {old:?} to {new:?}");
+        }
+    }
     match a.cmd.take() {
         Some(Cmd::Reap {
             shm_dir,
@@ -211,6 +233,9 @@ fn config(a: &Args, store: &str) -> Config {
         prefetch_depth: a.ipfs.ipfs_prefetch_depth,
         prefetch_bytes: a.ipfs.ipfs_prefetch_bytes,
     };
+    cfg.max_clients = a.max_clients.max(1);
+    cfg.max_frame = a.max_frame.max(1);
+    cfg.frame_memory = a.frame_memory;
     cfg
 }
 

@@ -19,6 +19,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::index::{IndexRef, IndexWriter, Slot};
 use crate::layout::{self, hdr, Geometry, Header, SegTable};
+use crate::limits::{is_exhaustion, FrameBudget, RateLimited, Spare};
+use crate::peer::PeerPolicy;
 use crate::shm::{self, human_bytes, Access, Mapping};
 use crate::sync::AtomicU64;
 use rustix::fd::OwnedFd;
@@ -39,25 +41,45 @@ pub struct Coordinator {
     // Dropped after the store (field order), which holds views into it.
     store: Arc<Mutex<store::Store>>,
     _ctl: Mapping,
-    listener: std::os::unix::net::UnixListener,
+    listener: Option<std::os::unix::net::UnixListener>,
     plasma: Option<PlasmaFrontEnd>,
     metrics: Option<std::net::TcpListener>,
+    /// Native clients served at once (what `max_clients` and the lease pages' share allow).
+    max_clients: usize,
+    /// Bytes of frame bodies being received, shared by both front-ends.
+    budget: Arc<FrameBudget>,
     // Created before the socket is bound, so that a client able to connect can also stop the
     // daemon cleanly with SIGTERM (exit status 0), however early it sends it.
     runtime: Option<tokio::runtime::Runtime>,
     signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
+/// Connections being refused at once (each read for its first request id, then told why).
+const MAX_REFUSING: usize = 64;
+/// How long sessions get at shutdown to finish the request they are handling.
+const SESSION_GRACE: Duration = Duration::from_secs(10);
+
 /// Binds the Plasma socket and starts the Plasma thread; returns it with its stop pipe.
-fn start_plasma(p: PlasmaFrontEnd) -> Result<(std::thread::JoinHandle<()>, OwnedFd)> {
-    let listener = crate::plasma::service::bind_listener(&p.socket)
+fn start_plasma(
+    p: PlasmaFrontEnd,
+    cfg: &Config,
+    budget: Arc<FrameBudget>,
+) -> Result<(std::thread::JoinHandle<()>, OwnedFd)> {
+    let listener = crate::plasma::service::bind_listener(&p.socket, cfg.mode)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let (stop_rx, stop_tx) =
         crate::plasma::service::pipe().map_err(|e| Error::Internal(e.to_string()))?;
+    let opts = crate::plasma::service::ServeOptions {
+        max_frame: cfg.max_frame,
+        budget,
+        max_clients: cfg.max_clients,
+        peer: Some(PeerPolicy::for_daemon(cfg.mode & 0o070 != 0)),
+    };
     let thread = std::thread::Builder::new()
         .name("cidcached-plasma".into())
         .spawn(move || {
-            if let Err(e) = crate::plasma::service::serve(p.store, listener, stop_rx, Some(p.wake))
+            if let Err(e) =
+                crate::plasma::service::serve(p.store, listener, stop_rx, Some(p.wake), opts)
             {
                 tracing::error!("the Plasma service stopped: {e}");
             }
@@ -74,15 +96,43 @@ struct PlasmaFrontEnd {
     wake: crate::plasma::service::WakeReceiver,
 }
 
-fn ensure_private_dir(dir: &Path) -> Result<()> {
+/// Creates `dir` if needed and gives it `mode` (0700; 0710 for a group store, whose members
+/// must be able to reach the socket in it) when it has another.
+fn ensure_private_dir(dir: &Path, mode: u32) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     let meta = std::fs::metadata(dir)
         .map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if meta.permissions().mode() & 0o777 != mode {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
     }
     Ok(())
+}
+
+/// Mode of the directories the daemon creates: private, or reachable by the group of a group
+/// store (search only: members connect to a socket they know the name of).
+fn dir_mode(cfg: &Config) -> u32 {
+    if cfg.mode & 0o070 != 0 {
+        0o710
+    } else {
+        0o700
+    }
+}
+
+/// Binds the native socket with `mode` set before it listens, so no client connects while the
+/// umask decides who may.
+fn bind_socket(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::bind(&sock, &SocketAddrUnix::new(path)?)?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))?;
+    rustix::net::listen(&sock, 1024)?;
+    Ok(std::os::unix::net::UnixListener::from(sock))
 }
 
 fn take_lock(path: &Path) -> Result<OwnedFd> {
@@ -111,7 +161,7 @@ fn take_lock(path: &Path) -> Result<OwnedFd> {
 /// filesystem unless configured, and reports what recovery found.
 fn open_warm(cfg: &Config, max_object: u64) -> Result<crate::tier::warm::Warm> {
     let dir = cfg.data_dir.join("warm");
-    ensure_private_dir(&cfg.data_dir)?;
+    ensure_private_dir(&cfg.data_dir, 0o700)?;
     let capacity = match cfg.warm_capacity {
         Some(c) => c,
         None => {
@@ -193,7 +243,7 @@ impl Coordinator {
             .parent()
             .ok_or_else(|| Error::InvalidArgument("socket path has no directory".into()))?
             .to_path_buf();
-        ensure_private_dir(&sock_dir)?;
+        ensure_private_dir(&sock_dir, dir_mode(&cfg))?;
         let lock_path = sock_dir.join(format!("{}.lock", cfg.store));
         let lock = take_lock(&lock_path)?;
 
@@ -280,11 +330,27 @@ impl Coordinator {
             IndexRef::new(slots, max_probe),
             (geometry.index_capacity - geometry.index_capacity / 8) as usize,
         );
+        // Lease pages (one per native client) are shared memory too: they get an eighth of the
+        // limit at most, and the clients that fit in it are all that may connect.
+        let lease = crate::pins::lease_bytes(cfg.pins_per_client, cfg.hit_ring) as u64;
+        let lease_share = (cfg.max_clients.max(1) as u64)
+            .saturating_mul(lease)
+            .min(limit / 8);
+        let max_clients = (lease_share / lease) as usize;
+        if max_clients == 0 {
+            shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+            return Err(Error::InvalidArgument(format!(
+                "a client's lease page ({}) does not fit in an eighth of the memory limit ({}); lower --pins-per-client or raise --memory",
+                human_bytes(lease),
+                human_bytes(limit)
+            )));
+        }
+        let lease_share = max_clients as u64 * lease;
         let mut memory = memory::Memory::new(
             cfg.shm_dir.clone(),
             cfg.store.clone(),
             cfg.mode,
-            limit,
+            limit - lease_share,
             cfg.arena_size,
             segtable,
         );
@@ -313,6 +379,13 @@ impl Coordinator {
             memory,
             policy,
         );
+        store.set_max_clients(max_clients);
+        if max_clients < cfg.max_clients {
+            tracing::info!(
+                "at most {max_clients} native clients: their lease pages ({} each) may use an eighth of the memory limit",
+                human_bytes(lease)
+            );
+        }
         if cfg.warm {
             match open_warm(&cfg, limit).and_then(|w| Ok((w, open_catalog(&cfg)?))) {
                 Ok((w, c)) => {
@@ -364,12 +437,14 @@ impl Coordinator {
         };
         // We hold the lock, so any socket file at the path is stale.
         let _ = std::fs::remove_file(&cfg.socket);
-        let listener = std::os::unix::net::UnixListener::bind(&cfg.socket).map_err(|e| {
+        let listener = bind_socket(&cfg.socket, cfg.mode).map_err(|e| {
             shm::remove_store_files(&cfg.shm_dir, &cfg.store);
             Error::io(format!("cannot bind {}", cfg.socket.display()), e)
         })?;
-        let _ = std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(cfg.mode));
+        let budget = FrameBudget::new(cfg.frame_memory.max(cfg.max_frame));
         Ok(Coordinator {
+            max_clients,
+            budget,
             cfg,
             limit,
             _lock: lock,
@@ -377,7 +452,7 @@ impl Coordinator {
             ctl_name,
             store: Arc::new(Mutex::new(store)),
             _ctl: ctl,
-            listener,
+            listener: Some(listener),
             plasma: None,
             metrics,
             runtime: Some(runtime),
@@ -406,11 +481,16 @@ impl Coordinator {
         self.store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .set_seal_hook(Box::new(move |key: crate::key::Key| {
-                if let Ok(id) = key.as_bytes().try_into() {
-                    tx.send(id);
-                }
-            }));
+            .set_seal_hook(Box::new(
+                move |key: crate::key::Key, ev: store::KeyEvent| {
+                    if let Ok(id) = key.as_bytes().try_into() {
+                        match ev {
+                            store::KeyEvent::Sealed => tx.send(id),
+                            store::KeyEvent::Abandoned => tx.send_abandoned(id),
+                        }
+                    }
+                },
+            ));
         self.plasma = Some(PlasmaFrontEnd {
             socket,
             store,
@@ -432,7 +512,12 @@ impl Coordinator {
         self.limit
     }
 
-    /// Serves until SIGTERM or SIGINT, then cleans up. Returns when the store is gone.
+    /// Serves until SIGTERM or SIGINT, then stops in an order that never touches unmapped
+    /// memory: stop accepting, let every session finish the request at hand (cancelling what
+    /// is still running after a grace period), stop the runtime (which waits for every task and
+    /// blocking job still using the store), stop the Plasma thread, and only then demote, unmap
+    /// and remove the store. Returns an error (so the daemon exits non-zero) when objects that
+    /// should have been persisted to the warm tier were not.
     pub fn run(mut self) -> Result<()> {
         let plasma_front = self.plasma.take();
         let metrics = self.metrics.take();
@@ -444,14 +529,21 @@ impl Coordinator {
             .signals
             .take()
             .ok_or_else(|| Error::Internal("coordinator run twice".into()))?;
-        let store = self.store.clone();
         let listener = self
             .listener
-            .try_clone()
-            .map_err(|e| Error::io("cannot clone the listener", e))?;
-        let uid = rustix::process::getuid();
-        let group_mode = self.cfg.mode & 0o070 != 0;
-        let gid = rustix::process::getgid();
+            .take()
+            .ok_or_else(|| Error::Internal("coordinator run twice".into()))?;
+        let store = self.store.clone();
+        let ctx = Arc::new(session::Ctx {
+            store: store.clone(),
+            max_frame: self.cfg.max_frame.min(crate::proto::MAX_BODY as u64) as u32,
+            budget: self.budget.clone(),
+            stop: session::Stop::default(),
+        });
+        let peer = PeerPolicy::for_daemon(self.cfg.mode & 0o070 != 0);
+        let max_clients = self.max_clients;
+        let cfg = self.cfg.clone();
+        let budget = self.budget.clone();
         let plasma = rt.block_on(async move {
             listener
                 .set_nonblocking(true)
@@ -459,44 +551,127 @@ impl Coordinator {
             let listener = tokio::net::UnixListener::from_std(listener)
                 .map_err(|e| Error::io("cannot register the listener", e))?;
             let plasma = match plasma_front {
-                Some(p) => Some(start_plasma(p)?),
+                Some(p) => Some(start_plasma(p, &cfg, budget)?),
                 None => None,
             };
+            let mut background = tokio::task::JoinSet::new();
             if let Some(m) = metrics {
                 m.set_nonblocking(true)
                     .map_err(|e| Error::io("set_nonblocking", e))?;
                 let m = tokio::net::TcpListener::from_std(m)
                     .map_err(|e| Error::io("cannot register the metrics listener", e))?;
                 tracing::info!("serving Prometheus metrics on http://{}/metrics", m.local_addr().map(|a| a.to_string()).unwrap_or_default());
-                tokio::spawn(metrics::serve(m, store.clone()));
+                background.spawn(metrics::serve(m, store.clone()));
             }
             let maint_store = store.clone();
-            tokio::spawn(async move {
+            background.spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(5));
                 loop {
                     tick.tick().await;
                     maint_store.lock().unwrap_or_else(|p| p.into_inner()).maintain();
                 }
             });
+            let mut sessions = tokio::task::JoinSet::new();
+            // Connections being told no (bounded: past it they are just closed).
+            let mut refusing = tokio::task::JoinSet::new();
+            let mut spare = Spare::new();
+            let mut accept_log = RateLimited::new(Duration::from_secs(10));
+            let mut refuse_log = RateLimited::new(Duration::from_secs(10));
+            // At the descriptor limit, accepting pauses (doubling up to a second).
+            let mut backoff = Duration::ZERO;
+            let mut paused_until: Option<tokio::time::Instant> = None;
             loop {
+                let pause = async {
+                    match paused_until {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM received, shutting down"); break; }
                     _ = int.recv() => { tracing::info!("SIGINT received, shutting down"); break; }
-                    acc = listener.accept() => {
-                        let Ok((stream, _)) = acc else { continue };
-                        // Peers are identified by SO_PEERCRED: same user (or root), or the same
-                        // group for a store started for a group.
-                        match stream.peer_cred() {
-                            Ok(c) if c.uid() == uid.as_raw() || c.uid() == 0
-                                || (group_mode && c.gid() == gid.as_raw()) => {}
-                            _ => { tracing::warn!("refused a connection from another user"); continue; }
+                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                    Some(_) = refusing.join_next(), if !refusing.is_empty() => {}
+                    _ = pause => {
+                        paused_until = None;
+                        spare.restore();
+                    }
+                    acc = listener.accept(), if paused_until.is_none() => {
+                        let stream = match acc {
+                            Ok((stream, _)) => stream,
+                            Err(e) => {
+                                let errno = e.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
+                                if !errno.is_some_and(is_exhaustion) {
+                                    accept_log.warn(|| format!("accept failed: {e}"));
+                                    continue;
+                                }
+                                // Out of descriptors: give up the spare to take the waiting
+                                // client and tell it, then pause instead of spinning.
+                                if spare.release() {
+                                    let t = Duration::from_millis(50);
+                                    if let Ok(Ok((s, _))) = tokio::time::timeout(t, listener.accept()).await {
+                                        if refusing.len() < MAX_REFUSING {
+                                            refusing.spawn(session::refuse(s, Error::Busy(
+                                                "the coordinator is out of file descriptors; retry later (its operator may raise the limit: ulimit -n)".into(),
+                                            )));
+                                        }
+                                    }
+                                }
+                                accept_log.warn(|| format!(
+                                    "cannot accept connections: {e}; {} clients connected; refusing new ones (raise the limit: ulimit -n, or lower --max-clients)",
+                                    sessions.len()
+                                ));
+                                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                                paused_until = Some(tokio::time::Instant::now() + backoff);
+                                continue;
+                            }
+                        };
+                        backoff = Duration::ZERO;
+                        spare.restore();
+                        if let Err(e) = peer.check(&stream) {
+                            refuse_log.warn(|| e);
+                            if refusing.len() < MAX_REFUSING {
+                                refusing.spawn(session::refuse(stream, Error::PermissionDenied(
+                                    "this store serves its owner's processes (and its group's, if started with --group)".into(),
+                                )));
+                            }
+                            continue;
                         }
-                        tokio::spawn(session::serve(store.clone(), stream));
+                        if sessions.len() >= max_clients {
+                            let n = sessions.len();
+                            refuse_log.warn(|| format!(
+                                "refused a connection: {n} clients are connected, the most allowed"
+                            ));
+                            if refusing.len() < MAX_REFUSING {
+                                refusing.spawn(session::refuse(stream, Error::Busy(format!(
+                                    "{n} clients are connected, the most this coordinator serves at once; retry later (its operator may raise --max-clients, or --memory for lease pages)"
+                                ))));
+                            }
+                            continue;
+                        }
+                        sessions.spawn(session::serve(ctx.clone(), stream));
                     }
                 }
             }
+            // No new connections from here on.
+            drop(listener);
+            ctx.stop.stop();
+            let finished = async { while sessions.join_next().await.is_some() {} };
+            if tokio::time::timeout(SESSION_GRACE, finished).await.is_err() {
+                tracing::warn!(
+                    "{} connection(s) still busy after {}s; cancelling them",
+                    sessions.len(),
+                    SESSION_GRACE.as_secs()
+                );
+                sessions.abort_all();
+            }
+            refusing.abort_all();
+            background.abort_all();
             Ok::<_, Error>(plasma)
         });
+        // Dropping the runtime waits until every task is dropped and every blocking job (warm
+        // reads, fills) has returned: nothing uses the store's memory past this line.
+        drop(rt);
         let plasma = match plasma {
             Ok(p) => p,
             Err(e) => {
@@ -504,23 +679,32 @@ impl Coordinator {
                 return Err(e);
             }
         };
-        rt.shutdown_timeout(Duration::from_millis(200));
         if let Some((thread, stop)) = plasma {
             tracing::info!("SIGTERM Signal received, closing Plasma Server...");
             let _ = rustix::io::write(&stop, b"s");
             let _ = thread.join();
         }
-        self.cleanup();
+        let lost = self.cleanup();
+        if lost > 0 {
+            tracing::error!("{lost} object(s) could not be persisted to the warm tier");
+            return Err(Error::io(
+                format!("{lost} object(s) could not be persisted to the warm tier"),
+                std::io::Error::other("see the warm tier's errors above"),
+            ));
+        }
         Ok(())
     }
 
-    fn cleanup(&self) {
-        self.store
+    /// Removes the store; returns how many objects that should have been persisted were not.
+    fn cleanup(&self) -> usize {
+        let lost = self
+            .store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .shutdown();
         shm::unlink_segment(&self.cfg.shm_dir, &self.ctl_name);
         let _ = std::fs::remove_file(&self.cfg.socket);
         let _ = std::fs::remove_file(&self.lock_path);
+        lost
     }
 }

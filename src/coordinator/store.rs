@@ -22,6 +22,36 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// A waiting get (or scan): woken when a key it waits for is sealed, promoted, or abandoned
+/// by its creator (aborted, or the creator disconnected before sealing). Thread-safe.
+pub(crate) struct Waiter {
+    notify: Notify,
+    abandoned: std::sync::Mutex<Vec<Key>>,
+}
+
+impl Waiter {
+    pub(crate) fn new() -> Arc<Waiter> {
+        Arc::new(Waiter {
+            notify: Notify::new(),
+            abandoned: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn notify_one(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Resolves at the next wake-up (one stored if it came before this was polled).
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Keys whose creation was abandoned since the last call.
+    pub(crate) fn take_abandoned(&self) -> Vec<Key> {
+        std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 enum State {
     /// Allocated, being written by its creator; invisible to readers.
     Created { owner: u64 },
@@ -104,9 +134,18 @@ pub(crate) enum PlasmaAllocError {
     NoSpace,
 }
 
-/// Called (under the store lock) when a native client seals an object whose key could be a
-/// Plasma id; must not block or take the store lock.
-pub(crate) type SealHook = Box<dyn Fn(Key) + Send>;
+/// What happened to a key, as the Plasma front-end needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyEvent {
+    /// A native client sealed it.
+    Sealed,
+    /// Its native creator aborted it, or disconnected before sealing it.
+    Abandoned,
+}
+
+/// Called (under the store lock) when a native client seals or abandons an object whose key
+/// could be a Plasma id; must not block or take the store lock.
+pub(crate) type SealHook = Box<dyn Fn(Key, KeyEvent) + Send>;
 
 /// An object whose slot is retired but whose memory may still be pinned.
 struct Retired {
@@ -185,6 +224,11 @@ pub(crate) struct Counters {
     /// Time spent validating created objects at seal, in microseconds.
     pub arrow_validation_us: u64,
 }
+
+/// Most entries in one `List` reply (about 100 bytes each).
+pub(crate) const LIST_PAGE: usize = 1024;
+/// Most index slots one `List` request reads (128 bytes each).
+pub(crate) const LIST_SLOTS: usize = 16 << 10;
 
 /// Catalog access counts sampled per hit harvest (every few milliseconds).
 const CATALOG_TOUCHES: u64 = 1024;
@@ -358,7 +402,9 @@ pub(crate) struct Store {
     retired: Vec<Retired>,
     clients: HashMap<u64, ClientState>,
     next_client: u64,
-    waiters: HashMap<Key, Vec<Arc<Notify>>>,
+    /// Clients (lease pages) at most: the lease pages' share of the memory limit.
+    max_clients: usize,
+    waiters: HashMap<Key, Vec<Arc<Waiter>>>,
     policy: Box<dyn EvictionPolicy>,
     live_bytes: u64,
     pub(crate) counters: Counters,
@@ -405,6 +451,7 @@ impl Store {
             retired: Vec::new(),
             clients: HashMap::new(),
             next_client: 1,
+            max_clients: usize::MAX,
             waiters: HashMap::new(),
             policy,
             live_bytes: 0,
@@ -425,8 +472,20 @@ impl Store {
 
     // ----- clients -------------------------------------------------------------------------
 
+    /// Bounds the clients connected at once (each holds a lease page in shared memory).
+    pub(crate) fn set_max_clients(&mut self, n: usize) {
+        self.max_clients = n;
+    }
+
     /// Registers a connection: creates and maps its lease page. Returns (client id, lease name).
     pub(crate) fn connect(&mut self, writer: bool) -> Result<(u64, String)> {
+        if self.clients.len() >= self.max_clients {
+            return Err(Error::Busy(format!(
+                "{} clients are connected, the most this store's memory limit leaves room for (each holds a {} lease page); retry later, or raise --memory or lower --pins-per-client",
+                self.clients.len(),
+                human_bytes(pins::lease_bytes(self.pins_per_client, self.hit_ring) as u64)
+            )));
+        }
         let id = self.next_client;
         self.next_client += 1;
         let name = shm::lease_name(&self.store, id);
@@ -499,6 +558,7 @@ impl Store {
                     self.counters.aborted += 1;
                 }
             }
+            self.abandon(*key, true);
         }
         shm::unlink_segment(&self.shm_dir, &c.lease_name);
     }
@@ -827,7 +887,7 @@ impl Store {
             self.policy.on_insert(id, size);
             if key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN {
                 if let Some(h) = &self.seal_hook {
-                    h(key);
+                    h(key, KeyEvent::Sealed);
                 }
             }
         }
@@ -871,6 +931,7 @@ impl Store {
             c.creating.remove(&key);
         }
         self.counters.aborted += 1;
+        self.abandon(key, true);
         Ok(())
     }
 
@@ -1297,18 +1358,38 @@ impl Store {
     }
 
     /// Registers `n` to be notified when `key` is sealed.
-    pub(crate) fn wait_for(&mut self, key: Key, n: &Arc<Notify>) {
+    pub(crate) fn wait_for(&mut self, key: Key, n: &Arc<Waiter>) {
         self.waiters.entry(key).or_default().push(n.clone());
     }
 
     /// Drops `n`'s registrations (a wait timed out).
-    pub(crate) fn unwait(&mut self, keys: &[Key], n: &Arc<Notify>) {
+    pub(crate) fn unwait(&mut self, keys: &[Key], n: &Arc<Waiter>) {
         for k in keys {
             if let Some(v) = self.waiters.get_mut(k) {
                 v.retain(|w| !Arc::ptr_eq(w, n));
                 if v.is_empty() {
                     self.waiters.remove(k);
                 }
+            }
+        }
+    }
+
+    /// The creation of `key` was given up (its creator aborted or disconnected): its waiters
+    /// are woken and told, and so is the Plasma front-end when `plasma` (its own waiters wait
+    /// for a seal that will not come either).
+    fn abandon(&mut self, key: Key, plasma: bool) {
+        if let Some(ws) = self.waiters.remove(&key) {
+            for w in ws {
+                w.abandoned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(key);
+                w.notify_one();
+            }
+        }
+        if plasma && key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN {
+            if let Some(h) = &self.seal_hook {
+                h(key, KeyEvent::Abandoned);
             }
         }
     }
@@ -1776,6 +1857,8 @@ impl Store {
                 let o = self.objects.remove(&id).expect("object exists");
                 self.keys.remove(&key);
                 self.memory.free(o.alloc);
+                // Native waiters of a Plasma object: the Plasma side wakes its own.
+                self.abandon(key, false);
             }
             State::Sealed { .. } => {
                 self.retire(id);
@@ -1857,9 +1940,13 @@ impl Store {
 
     // ----- queries -------------------------------------------------------------------------
 
+    /// One page of the index from slot `cursor`: at most [`LIST_PAGE`] entries, and at most
+    /// [`LIST_SLOTS`] slots read (a page may come back short, or empty, with a cursor to go
+    /// on), so that one request's work under the store lock and its reply are bounded.
     pub(crate) fn list(&self, cursor: u64, limit: u32) -> (Vec<ListEntry>, u64) {
         let r: IndexRef<'_> = self.index.reader();
-        let (items, next) = r.scan(cursor as usize, limit.clamp(1, 10_000) as usize);
+        let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+        let (items, next) = r.scan_slots(start, (limit as usize).clamp(1, LIST_PAGE), LIST_SLOTS);
         let entries = items
             .into_iter()
             .map(|(key, e)| ListEntry {
@@ -1925,6 +2012,15 @@ impl Store {
             ("clients", self.clients.len() as u64),
             ("clients.revoked", c.revoked_sessions),
             (
+                "clients.max",
+                self.max_clients.min(u32::MAX as usize) as u64,
+            ),
+            (
+                "clients.lease_bytes",
+                (self.clients.len() * pins::lease_bytes(self.pins_per_client, self.hit_ring))
+                    as u64,
+            ),
+            (
                 "pins",
                 self.clients
                     .values()
@@ -1970,9 +2066,11 @@ impl Store {
         self.policy.kind().as_str()
     }
 
-    /// Shutdown: tell clients through the header and remove every segment.
-    pub(crate) fn shutdown(&mut self) {
+    /// Shutdown: tell clients through the header, persist what should be, and remove every
+    /// segment. Returns how many objects that should have been persisted were not.
+    pub(crate) fn shutdown(&mut self) -> usize {
         self.header.set(hdr::STATE, crate::layout::STATE_STOPPED);
+        let mut persisting = Vec::new();
         if self.persist_on_exit && self.warm.is_some() {
             let sealed: Vec<u64> = self
                 .objects
@@ -1981,7 +2079,9 @@ impl Store {
                 .map(|(&id, _)| id)
                 .collect();
             for id in sealed {
-                self.demote(id);
+                if self.demote(id) {
+                    persisting.push(self.objects[&id].key);
+                }
             }
         }
         if let Some(c) = &mut self.catalog {
@@ -2000,14 +2100,17 @@ impl Store {
         }
         self.checkpoint_catalog(true);
         // Writes what is queued and stops the writer.
-        if let Some(w) = self.warm.take() {
+        let mut lost = 0;
+        if let Some(mut w) = self.warm.take() {
             tracing::info!("warm tier: writing queued objects to {}", w.dir().display());
-            drop(w);
+            w.finish();
+            lost = persisting.iter().filter(|k| !w.contains(k)).count();
         }
         for c in self.clients.values() {
             shm::unlink_segment(&self.shm_dir, &c.lease_name);
         }
         self.clients.clear();
         self.memory.remove_all();
+        lost
     }
 }

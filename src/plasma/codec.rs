@@ -246,6 +246,28 @@ pub fn decode_header(h: &[u8; HEADER_LEN], max_body: u64) -> Result<FrameHeader>
     })
 }
 
+/// Largest body of a control message, i.e. of anything but `CreateAndSeal` and
+/// `CreateAndSealBatch` (which carry object bytes inline): room for a Get of some 300,000 ids.
+pub const CONTROL_MAX: u64 = 8 << 20;
+
+/// The largest body a server accepts for `msg_type` when object bytes may travel inline up to
+/// `max_frame` bytes.
+pub fn max_body(msg_type: i64, max_frame: u64) -> u64 {
+    if msg_type == MessageType::CreateAndSealRequest as i64
+        || msg_type == MessageType::CreateAndSealBatchRequest as i64
+    {
+        max_frame
+    } else {
+        CONTROL_MAX.min(max_frame)
+    }
+}
+
+/// [`decode_header`] with the bound [`max_body`] gives the message type the header declares.
+pub fn decode_request_header(h: &[u8; HEADER_LEN], max_frame: u64) -> Result<FrameHeader> {
+    let msg_type = i64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+    decode_header(h, max_body(msg_type, max_frame))
+}
+
 /// Builds a whole frame: header followed by `body`.
 pub fn frame(msg_type: MessageType, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(HEADER_LEN + body.len());

@@ -1480,6 +1480,26 @@ impl<M: PlasmaMemory> PlasmaStore<M> {
         self.erase(id);
         // Unlike the reference, clear a stale deferred deletion (§9.6 quirk).
         self.deletion_cache.remove(id);
+        // Unlike the reference, Gets waiting for it end now (it is reported missing): the
+        // seal they wait for will not come.
+        self.abandon_waiters(id);
+    }
+
+    /// The object `id` will not be sealed (its creator aborted it or disconnected): the Gets
+    /// waiting for it stop waiting for it, and are answered (with it missing) when that was
+    /// the last id they waited for.
+    fn abandon_waiters(&mut self, id: &ObjectId) {
+        let Some(waiters) = self.waiting.remove(id) else {
+            return;
+        };
+        for client in waiters {
+            let Some(p) = self.pending.get_mut(&client) else {
+                continue;
+            };
+            if p.waiting.remove(id) && p.waiting.is_empty() {
+                self.finish_get(client);
+            }
+        }
     }
 
     /// Restores an EVICTED object from the external store. On failure the
@@ -1565,6 +1585,15 @@ impl<M: PlasmaMemory> PlasmaStore<M> {
             self.objects.remove(id);
             self.mem.release_foreign(id);
         }
+    }
+
+    /// Another front-end's client gave up creating `id` (aborted it, or disconnected before
+    /// sealing): the Gets waiting for it are answered as for a Plasma object.
+    pub fn foreign_abandoned(&mut self, id: &ObjectId) {
+        if self.objects.contains_key(id) {
+            return;
+        }
+        self.abandon_waiters(id);
     }
 }
 
@@ -1726,6 +1755,69 @@ mod tests {
         assert!(!contains(&mut s, 1) && !contains(&mut s, 2) && !contains(&mut s, 4));
         assert!(contains(&mut s, 3));
         assert_eq!(s.stats().num_evictions, 3);
+    }
+
+    #[test]
+    fn waiters_of_an_abandoned_object_are_answered() {
+        let mut s = store(10_000);
+        let now = Instant::now();
+        for c in [1, 4] {
+            s.add_client(c);
+        }
+        let create = |s: &mut PlasmaStore<HeapMem>, n: u8| {
+            s.handle(
+                1,
+                Request::Create {
+                    object_id: id(n),
+                    evict_if_full: true,
+                    data_size: 10,
+                    metadata_size: 0,
+                    device_num: 0,
+                },
+                now,
+            );
+        };
+        create(&mut s, 1);
+        create(&mut s, 2);
+        replies(&mut s);
+        for (c, n) in [(2, 1), (3, 2)] {
+            s.handle(
+                c,
+                Request::Get {
+                    object_ids: vec![id(n)],
+                    timeout_ms: -1,
+                },
+                now,
+            );
+        }
+        assert!(replies(&mut s).is_empty());
+        // Abort wakes the waiter of that id, with it missing.
+        s.handle(1, Request::Abort { object_id: id(1) }, now);
+        let r = replies(&mut s);
+        let get = r.iter().find(|x| x.0 == 2).expect("the waiter is answered");
+        let Reply::Get { objects, .. } = &get.1 else {
+            panic!("{get:?}")
+        };
+        assert!(objects[0].is_missing());
+        // The creator's disconnect wakes the waiter of the other one.
+        s.disconnect_client(1);
+        let r = replies(&mut s);
+        let Reply::Get { objects, .. } = &r.iter().find(|x| x.0 == 3).unwrap().1 else {
+            panic!()
+        };
+        assert!(objects[0].is_missing());
+        // A native creator giving up an id is reported the same way.
+        s.handle(
+            4,
+            Request::Get {
+                object_ids: vec![id(9)],
+                timeout_ms: -1,
+            },
+            now,
+        );
+        assert!(replies(&mut s).is_empty());
+        s.foreign_abandoned(&id(9));
+        assert_eq!(replies(&mut s).len(), 1);
     }
 
     #[test]

@@ -18,9 +18,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::codec::{decode_header, decode_request, ObjectId, HEADER_LEN};
+use super::codec::{decode_request, decode_request_header, ObjectId, HEADER_LEN};
 use super::fdpass::{recv_with_fds, send_fd, FdPassError};
 use super::server::{ClientId, Flow, Output, PlasmaMemory, PlasmaStore};
+use crate::limits::{
+    is_exhaustion, FrameBudget, FramePermit, RateLimited, Spare, BODY_STALL, SMALL_BODY,
+};
+use crate::peer::PeerPolicy;
 use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
@@ -221,8 +225,10 @@ pub enum ServiceError {
 }
 
 /// Binds the Plasma socket like the reference: unlink a stale file, `SO_REUSEADDR`, bind,
-/// listen with backlog 128. Non-blocking and close-on-exec.
-pub fn bind_listener(path: &str) -> Result<OwnedFd, ServiceError> {
+/// listen with backlog 128. Non-blocking and close-on-exec. The socket file gets `mode`
+/// (e.g. 0600) before the socket listens, whatever the umask: no client can connect while it
+/// has another mode.
+pub fn bind_listener(path: &str, mode: u32) -> Result<OwnedFd, ServiceError> {
     let err = |source: std::io::Error| ServiceError::Listen {
         path: path.to_string(),
         source,
@@ -242,30 +248,41 @@ pub fn bind_listener(path: &str) -> Result<OwnedFd, ServiceError> {
     .map_err(|e| err(e.into()))?;
     rustix::net::sockopt::set_socket_reuseaddr(&sock, true).map_err(|e| err(e.into()))?;
     rustix::net::bind(&sock, &addr).map_err(|e| err(e.into()))?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| err(e.into()))?;
     rustix::net::listen(&sock, 128).map_err(|e| err(e.into()))?;
     Ok(sock)
 }
 
 /// A one-way wake-up channel into the event loop: ids of objects sealed elsewhere (by native
-/// clients), delivered without blocking the sender.
+/// clients), or whose creation was abandoned there, delivered without blocking the sender.
 pub struct WakeReceiver {
     fd: OwnedFd,
-    ids: Arc<Mutex<Vec<ObjectId>>>,
+    ids: Arc<Mutex<Vec<(ObjectId, bool)>>>,
 }
 
 /// The sending side of a [`WakeReceiver`]; cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct WakeSender {
     fd: Arc<OwnedFd>,
-    ids: Arc<Mutex<Vec<ObjectId>>>,
+    ids: Arc<Mutex<Vec<(ObjectId, bool)>>>,
 }
 
 impl WakeSender {
-    /// Queues `id` and wakes the loop.
+    /// Queues `id` (sealed) and wakes the loop.
     pub fn send(&self, id: ObjectId) {
+        self.push(id, true);
+    }
+
+    /// Queues `id` (its creator gave up: aborted it or disconnected before sealing it) and
+    /// wakes the loop.
+    pub fn send_abandoned(&self, id: ObjectId) {
+        self.push(id, false);
+    }
+
+    fn push(&self, id: ObjectId, sealed: bool) {
         let first = {
             let mut v = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-            v.push(id);
+            v.push((id, sealed));
             v.len() == 1
         };
         if first {
@@ -298,6 +315,44 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), ServiceError> {
         })
 }
 
+/// Limits and admission rules of the event loop.
+pub struct ServeOptions {
+    /// Largest body of a `CreateAndSeal(Batch)` request, whose object bytes travel inline;
+    /// every other message is bounded by [`super::codec::CONTROL_MAX`]. Larger frames close
+    /// their connection.
+    pub max_frame: u64,
+    /// Bytes of frame bodies being received at once (shared with other front-ends).
+    pub budget: Arc<FrameBudget>,
+    /// Connections served at once; more are accepted and closed at once (logged).
+    pub max_clients: usize,
+    /// Who may connect (`None`: whoever can open the socket file).
+    pub peer: Option<PeerPolicy>,
+}
+
+impl ServeOptions {
+    /// The defaults: 64 MiB frames, a 256 MiB budget, 1024 clients, no peer check.
+    pub fn new() -> ServeOptions {
+        ServeOptions {
+            max_frame: 64 << 20,
+            budget: FrameBudget::new(256 << 20),
+            max_clients: 1024,
+            peer: None,
+        }
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions::new()
+    }
+}
+
+/// Bytes of replies a connection may have queued that its client has not read: past this its
+/// requests are not read (nor the frames already received handled) until it catches up.
+pub const REPLY_QUEUE: usize = 1 << 20;
+/// Bytes of notifications a subscriber may leave unread; past this it is unsubscribed.
+pub const NOTIFY_QUEUE: usize = 4 << 20;
+
 enum OutItem {
     Bytes(Vec<u8>, usize),
     Fd(i32),
@@ -306,6 +361,7 @@ enum OutItem {
 struct Notif {
     fd: OwnedFd,
     queue: VecDeque<(Vec<u8>, usize)>,
+    bytes: usize,
     want_out: bool,
 }
 
@@ -314,8 +370,23 @@ struct Conn {
     inbuf: Vec<u8>,
     fds: VecDeque<OwnedFd>,
     out: VecDeque<OutItem>,
-    want_out: bool,
+    out_bytes: usize,
+    /// Events registered for the socket now.
+    interest: epoll::EventFlags,
     notif: Option<Notif>,
+    /// Budget held for the large frame being received.
+    permit: Option<FramePermit>,
+    /// Body length of a large frame waiting for budget (then the connection is not read).
+    starved: Option<u64>,
+    /// When a byte of the frame held by `permit` last arrived.
+    progress: Instant,
+}
+
+impl Conn {
+    /// Whether the connection's requests are read and handled now.
+    fn accepts_input(&self) -> bool {
+        self.starved.is_none() && self.out_bytes <= REPLY_QUEUE
+    }
 }
 
 struct Server<M: PlasmaMemory> {
@@ -323,7 +394,20 @@ struct Server<M: PlasmaMemory> {
     store: PlasmaStore<M>,
     conns: HashMap<ClientId, Conn>,
     next_id: ClientId,
-    max_body: u64,
+    max_frame: u64,
+    budget: Arc<FrameBudget>,
+    max_clients: usize,
+    peer: Option<PeerPolicy>,
+    /// Connections waiting for frame budget, oldest first.
+    starved: VecDeque<ClientId>,
+    /// Connections whose reply queue drained below the bound: handle their buffered frames.
+    resume: Vec<ClientId>,
+    read_buf: Vec<u8>,
+    spare: Spare,
+    /// The listener is out of the epoll set until then (no descriptor to accept with).
+    listener_paused: Option<Instant>,
+    accept_log: RateLimited,
+    refuse_log: RateLimited,
 }
 
 fn is_would_block(e: Errno) -> bool {
@@ -343,6 +427,19 @@ impl<M: PlasmaMemory> Server<M> {
         loop {
             match rustix::net::accept_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
                 Ok(sock) => {
+                    if let Some(p) = &self.peer {
+                        if let Err(e) = p.check(&sock) {
+                            self.refuse_log.warn(|| format!("plasma: {e}"));
+                            continue;
+                        }
+                    }
+                    if self.conns.len() >= self.max_clients {
+                        let n = self.conns.len();
+                        self.refuse_log.warn(|| {
+                            format!("plasma: refused a connection: {n} clients are connected, the most allowed (--max-clients)")
+                        });
+                        continue;
+                    }
                     let id = self.next_id;
                     self.next_id += 1;
                     if epoll::add(
@@ -363,19 +460,70 @@ impl<M: PlasmaMemory> Server<M> {
                             inbuf: Vec::new(),
                             fds: VecDeque::new(),
                             out: VecDeque::new(),
-                            want_out: false,
+                            out_bytes: 0,
+                            interest: epoll::EventFlags::IN,
                             notif: None,
+                            permit: None,
+                            starved: None,
+                            progress: Instant::now(),
                         },
                     );
                 }
-                Err(Errno::INTR) => continue,
+                Err(Errno::INTR) | Err(Errno::CONNABORTED) => continue,
                 Err(e) if is_would_block(e) => return,
-                // ECONNABORTED, EMFILE, ...: try again on the next wakeup.
+                Err(e) if is_exhaustion(e) => {
+                    // Out of descriptors: the waiting client would hang in the backlog and
+                    // this level-triggered listener would wake the loop at once, forever.
+                    // Give up the spare to take the client and close it, so it learns now.
+                    // (At the limit accept fails even when nobody waits: then stop here.)
+                    if self.spare.release() {
+                        let taken = rustix::net::accept_with(listener, SocketFlags::CLOEXEC);
+                        let nobody = matches!(taken, Err(e) if is_would_block(e));
+                        let refused = taken.is_ok();
+                        drop(taken);
+                        self.spare.restore();
+                        if nobody {
+                            return;
+                        }
+                        if refused {
+                            self.accept_log.warn(|| {
+                                format!("plasma: refused a connection: out of file descriptors ({e}); raise the limit (ulimit -n) or lower --max-clients")
+                            });
+                            continue;
+                        }
+                    }
+                    self.accept_log.warn(|| {
+                        format!("plasma: cannot accept connections: {e}; pausing the listener")
+                    });
+                    let _ = epoll::modify(
+                        &self.ep,
+                        listener,
+                        epoll::EventData::new_u64(TOKEN_LISTENER),
+                        epoll::EventFlags::empty(),
+                    );
+                    self.listener_paused = Some(Instant::now() + Duration::from_millis(100));
+                    return;
+                }
                 Err(e) => {
-                    tracing::warn!("plasma: accept failed: {e}");
+                    self.accept_log
+                        .warn(|| format!("plasma: accept failed: {e}"));
                     return;
                 }
             }
+        }
+    }
+
+    /// Puts a paused listener back into the epoll set once its pause is over.
+    fn resume_listener(&mut self, listener: &OwnedFd, now: Instant) {
+        if self.listener_paused.is_some_and(|t| now >= t) {
+            self.listener_paused = None;
+            self.spare.restore();
+            let _ = epoll::modify(
+                &self.ep,
+                listener,
+                epoll::EventData::new_u64(TOKEN_LISTENER),
+                epoll::EventFlags::IN,
+            );
         }
     }
 
@@ -385,27 +533,55 @@ impl<M: PlasmaMemory> Server<M> {
             if let Some(n) = &c.notif {
                 let _ = epoll::delete(&self.ep, &n.fd);
             }
-            // Dropping `c` closes the socket and the notification fd.
+            // Dropping `c` closes the socket and the notification fd, and gives back its
+            // frame budget.
         }
+        self.starved.retain(|c| *c != id);
         self.store.disconnect_client(id);
         self.pump();
     }
 
-    fn on_readable(&mut self, id: ClientId) {
-        let mut buf = vec![0u8; READ_CHUNK];
+    /// Registers the events the connection's state calls for: input unless it waits for
+    /// budget or for its client to read its replies; output while replies are queued.
+    fn update_interest(&mut self, id: ClientId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let mut flags = epoll::EventFlags::empty();
+        if c.accepts_input() {
+            flags |= epoll::EventFlags::IN;
+        }
+        if !c.out.is_empty() {
+            flags |= epoll::EventFlags::OUT;
+        }
+        if flags != c.interest {
+            c.interest = flags;
+            let _ = epoll::modify(&self.ep, &c.sock, epoll::EventData::new_u64(id), flags);
+        }
+    }
+
+    fn on_readable(&mut self, id: ClientId, hangup: bool) {
         loop {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
+            if !c.accepts_input() {
+                // A client that hung up cannot read the replies it is waiting for.
+                if hangup {
+                    self.disconnect(id);
+                }
+                return;
+            }
             let mut fds = Vec::new();
-            match recv_with_fds(&c.sock, &mut buf, &mut fds) {
+            match recv_with_fds(&c.sock, &mut self.read_buf, &mut fds) {
                 Ok(0) => {
                     self.disconnect(id);
                     return;
                 }
                 Ok(n) => {
-                    c.inbuf.extend_from_slice(&buf[..n]);
+                    c.inbuf.extend_from_slice(&self.read_buf[..n]);
                     c.fds.extend(fds);
+                    c.progress = Instant::now();
                     if c.fds.len() > MAX_QUEUED_FDS {
                         tracing::warn!("plasma: client {id} sent too many fds; disconnecting");
                         self.disconnect(id);
@@ -414,7 +590,8 @@ impl<M: PlasmaMemory> Server<M> {
                     if !self.process_frames(id) {
                         return;
                     }
-                    if n < buf.len() {
+                    self.update_interest(id);
+                    if n < self.read_buf.len() {
                         return;
                     }
                 }
@@ -428,20 +605,23 @@ impl<M: PlasmaMemory> Server<M> {
         }
     }
 
-    /// Handles every complete frame in the client's buffer. Returns false if
-    /// the client was disconnected.
+    /// Handles every complete frame in the client's buffer, until its reply queue is full or
+    /// a large frame waits for budget. Returns false if the client was disconnected.
     fn process_frames(&mut self, id: ClientId) -> bool {
         let mut consumed = 0usize;
         loop {
             let Some(c) = self.conns.get_mut(&id) else {
                 return false;
             };
+            if !c.accepts_input() {
+                break;
+            }
             let avail = &c.inbuf[consumed..];
             if avail.len() < HEADER_LEN {
                 break;
             }
             let hdr: &[u8; HEADER_LEN] = avail[..HEADER_LEN].try_into().expect("length checked");
-            let h = match decode_header(hdr, self.max_body) {
+            let h = match decode_request_header(hdr, self.max_frame) {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!("plasma: bad frame from client {id}: {e}; disconnecting");
@@ -451,10 +631,19 @@ impl<M: PlasmaMemory> Server<M> {
             };
             let body_len = h.body_len as usize;
             if avail.len() - HEADER_LEN < body_len {
-                // Reserve once so a large body is not reallocated repeatedly.
-                let need = consumed + HEADER_LEN + body_len;
-                if c.inbuf.capacity() < need {
-                    c.inbuf.reserve(need - c.inbuf.len());
+                // A large body is received only against the budget; the buffer then grows
+                // with what arrives, never to the declared length up front.
+                if h.body_len > SMALL_BODY && c.permit.is_none() {
+                    match self.budget.try_take(h.body_len) {
+                        Some(p) => {
+                            c.permit = Some(p);
+                            c.progress = Instant::now();
+                        }
+                        None => {
+                            c.starved = Some(h.body_len);
+                            self.starved.push_back(id);
+                        }
+                    }
                 }
                 break;
             }
@@ -493,13 +682,23 @@ impl<M: PlasmaMemory> Server<M> {
                 c.notif = Some(Notif {
                     fd,
                     queue: VecDeque::new(),
+                    bytes: 0,
                     want_out: false,
                 });
             }
             // `req` borrows `self.conns` (the connection buffer) while the
             // store is a disjoint field, so no copy of the body is needed.
             let flow = self.store.handle(id, req, Instant::now());
+            // The frame is complete: its budget goes back.
+            let freed = self
+                .conns
+                .get_mut(&id)
+                .and_then(|c| c.permit.take())
+                .is_some();
             self.pump();
+            if freed {
+                self.feed_starved();
+            }
             if flow == Flow::Close {
                 self.disconnect(id);
                 return false;
@@ -510,8 +709,55 @@ impl<M: PlasmaMemory> Server<M> {
         }
         if let Some(c) = self.conns.get_mut(&id) {
             c.inbuf.drain(..consumed);
+            // Do not keep a large frame's buffer for an idle connection.
+            if c.inbuf.capacity() > 2 * READ_CHUNK && c.inbuf.len() <= READ_CHUNK {
+                c.inbuf.shrink_to(READ_CHUNK);
+            }
         }
         true
+    }
+
+    /// Gives budget to connections waiting for it, oldest first, and lets them read again.
+    fn feed_starved(&mut self) {
+        while let Some(&id) = self.starved.front() {
+            let Some(c) = self.conns.get_mut(&id) else {
+                self.starved.pop_front();
+                continue;
+            };
+            let Some(len) = c.starved else {
+                self.starved.pop_front();
+                continue;
+            };
+            let Some(p) = self.budget.try_take(len) else {
+                return;
+            };
+            self.starved.pop_front();
+            c.permit = Some(p);
+            c.starved = None;
+            c.progress = Instant::now();
+            self.update_interest(id);
+        }
+    }
+
+    /// Closes connections whose large frame made no progress for [`BODY_STALL`]: they hold
+    /// budget that others wait for.
+    fn drop_stalled(&mut self, now: Instant) {
+        let stalled: Vec<ClientId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.permit.is_some() && now.duration_since(c.progress) >= BODY_STALL)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stalled {
+            tracing::warn!(
+                "plasma: client {id} sent no byte of its frame for {}s; disconnecting",
+                BODY_STALL.as_secs()
+            );
+            self.disconnect(id);
+        }
+        if !self.starved.is_empty() {
+            self.feed_starved();
+        }
     }
 
     /// Moves store outputs into per-connection queues and flushes them.
@@ -525,6 +771,7 @@ impl<M: PlasmaMemory> Server<M> {
                     segments,
                 } => {
                     if let Some(c) = self.conns.get_mut(&client) {
+                        c.out_bytes += frame.len();
                         c.out.push_back(OutItem::Bytes(frame, 0));
                         c.out.extend(segments.into_iter().map(OutItem::Fd));
                         touched.push(client);
@@ -532,6 +779,7 @@ impl<M: PlasmaMemory> Server<M> {
                 }
                 Output::Notify { client, message } => {
                     if let Some(n) = self.conns.get_mut(&client).and_then(|c| c.notif.as_mut()) {
+                        n.bytes += message.len();
                         n.queue.push_back((message, 0));
                         touched.push(client | NOTIF_BIT);
                     }
@@ -553,6 +801,7 @@ impl<M: PlasmaMemory> Server<M> {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        let was_full = c.out_bytes > REPLY_QUEUE;
         let mut broken = false;
         while let Some(item) = c.out.front_mut() {
             match item {
@@ -560,6 +809,7 @@ impl<M: PlasmaMemory> Server<M> {
                     Ok(n) => {
                         *off += n;
                         if *off == v.len() {
+                            c.out_bytes -= v.len();
                             c.out.pop_front();
                         }
                     }
@@ -593,15 +843,11 @@ impl<M: PlasmaMemory> Server<M> {
             self.disconnect(id);
             return;
         }
-        let want = !c.out.is_empty();
-        if want != c.want_out {
-            c.want_out = want;
-            let mut flags = epoll::EventFlags::IN;
-            if want {
-                flags |= epoll::EventFlags::OUT;
-            }
-            let _ = epoll::modify(&self.ep, &c.sock, epoll::EventData::new_u64(id), flags);
+        if was_full && c.out_bytes <= REPLY_QUEUE {
+            // Frames it sent meanwhile wait in its buffer.
+            self.resume.push(id);
         }
+        self.update_interest(id);
     }
 
     fn flush_notif(&mut self, id: ClientId) {
@@ -614,6 +860,7 @@ impl<M: PlasmaMemory> Server<M> {
                 Ok(k) => {
                     *off += k;
                     if *off == v.len() {
+                        n.bytes -= v.len();
                         n.queue.pop_front();
                     }
                 }
@@ -624,6 +871,13 @@ impl<M: PlasmaMemory> Server<M> {
                     break;
                 }
             }
+        }
+        if n.bytes > NOTIFY_QUEUE {
+            tracing::warn!(
+                "plasma: client {id} left {} bytes of notifications unread; unsubscribing it",
+                n.bytes
+            );
+            broken = true;
         }
         if broken {
             // EPIPE etc.: drop the subscriber, keep the main connection.
@@ -651,6 +905,15 @@ impl<M: PlasmaMemory> Server<M> {
             );
         }
     }
+
+    /// Handles the frames buffered by connections whose reply queue drained.
+    fn resume_input(&mut self) {
+        while let Some(id) = self.resume.pop() {
+            if self.conns.get(&id).is_some_and(|c| c.accepts_input()) && self.process_frames(id) {
+                self.update_interest(id);
+            }
+        }
+    }
 }
 
 /// Serves `store` on `listener` until `stop` becomes readable. Never blocks on a client.
@@ -659,6 +922,7 @@ pub fn serve<M: PlasmaMemory>(
     listener: OwnedFd,
     stop: OwnedFd,
     wake: Option<WakeReceiver>,
+    opts: ServeOptions,
 ) -> Result<(), ServiceError> {
     let sys = |what| move |source| ServiceError::Sys { what, source };
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(sys("epoll_create"))?;
@@ -675,22 +939,40 @@ pub fn serve<M: PlasmaMemory>(
     if let Some(w) = &wake {
         add(&w.fd, TOKEN_WAKE).map_err(sys("epoll_ctl"))?;
     }
-    let max_body = store.limit().saturating_add(64 << 20);
+    // A CreateAndSeal larger than the store can never succeed.
+    let max_frame = opts.max_frame.min(store.limit().saturating_add(1 << 20));
     let mut srv = Server {
         ep,
         store,
         conns: HashMap::new(),
         next_id: 3,
-        max_body,
+        max_frame,
+        budget: opts.budget,
+        max_clients: opts.max_clients.max(1),
+        peer: opts.peer,
+        starved: VecDeque::new(),
+        resume: Vec::new(),
+        read_buf: vec![0u8; READ_CHUNK],
+        spare: Spare::new(),
+        listener_paused: None,
+        accept_log: RateLimited::new(Duration::from_secs(10)),
+        refuse_log: RateLimited::new(Duration::from_secs(10)),
     };
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
     let mut next_maintain = Instant::now() + Duration::from_secs(1);
     loop {
         let now = Instant::now();
-        let deadline = srv
+        let mut deadline = srv
             .store
             .next_deadline()
             .map_or(next_maintain, |d| d.min(next_maintain));
+        if let Some(t) = srv.listener_paused {
+            deadline = deadline.min(t);
+        }
+        if !srv.starved.is_empty() {
+            // Budget may come back from another front-end, which cannot wake this loop.
+            deadline = deadline.min(now + Duration::from_millis(20));
+        }
         let left = deadline.saturating_duration_since(now);
         let timeout = rustix::time::Timespec {
             tv_sec: left.as_secs() as i64,
@@ -718,8 +1000,12 @@ pub fn serve<M: PlasmaMemory>(
                         while matches!(rustix::io::read(&w.fd, &mut buf), Ok(n) if n > 0) {}
                         let ids =
                             std::mem::take(&mut *w.ids.lock().unwrap_or_else(|p| p.into_inner()));
-                        for id in ids {
-                            srv.store.foreign_sealed(&id);
+                        for (id, sealed) in ids {
+                            if sealed {
+                                srv.store.foreign_sealed(&id);
+                            } else {
+                                srv.store.foreign_abandoned(&id);
+                            }
                         }
                     }
                 }
@@ -740,20 +1026,26 @@ pub fn serve<M: PlasmaMemory>(
                     if flags.contains(epoll::EventFlags::OUT) {
                         srv.flush(id);
                     }
-                    if flags.intersects(
-                        epoll::EventFlags::IN | epoll::EventFlags::ERR | epoll::EventFlags::HUP,
-                    ) {
-                        srv.on_readable(id);
+                    let hangup = flags.intersects(epoll::EventFlags::ERR | epoll::EventFlags::HUP);
+                    if hangup || flags.contains(epoll::EventFlags::IN) {
+                        srv.on_readable(id, hangup);
                     }
                 }
             }
         }
+        srv.resume_input();
         let now = Instant::now();
         srv.store.fire_timers(now);
+        srv.resume_listener(&listener, now);
+        if !srv.starved.is_empty() {
+            srv.feed_starved();
+        }
         if now >= next_maintain {
             srv.store.memory_mut().maintain();
+            srv.drop_stalled(now);
             next_maintain = now + Duration::from_secs(1);
         }
         srv.pump();
+        srv.resume_input();
     }
 }

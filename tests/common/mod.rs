@@ -26,8 +26,11 @@ pub struct Daemon {
     pub args: Vec<String>,
 }
 
-pub fn daemon_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cidcached")
+/// The daemon under test: this build's, or `CIDCACHE_TEST_DAEMON` (to run a test against
+/// another build, e.g. to see it fail on the code before a fix).
+pub fn daemon_bin() -> String {
+    std::env::var("CIDCACHE_TEST_DAEMON")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_cidcached").to_string())
 }
 
 impl Daemon {

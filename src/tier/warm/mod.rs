@@ -558,13 +558,21 @@ impl Warm {
     }
 }
 
-impl Drop for Warm {
-    fn drop(&mut self) {
+impl Warm {
+    /// Writes everything queued and stops the writer; afterwards [`Warm::contains`] says what
+    /// was persisted (a failed write drops its objects from the tier).
+    pub(crate) fn finish(&mut self) {
         // Closing the channel lets the writer drain the queue and stop.
         drop(self.tx.take());
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
