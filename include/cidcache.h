@@ -119,6 +119,14 @@ struct ArrowArrayStream {
 #define CIDCACHE_PUT_VERIFY_CID 2
 
 /**
+ * `cidcache_put_ex` flag: also add the object to the store's IPFS node (`cidcached
+ * --ipfs-api`), pinned, under the key, which must be the CID the node computes for the data
+ * (the raw CIDv1 up to 256 KiB and 1 MiB at most, else the UnixFS CIDv1 with raw leaves). The
+ * put succeeds only once the node holds it; a wrong key is `CIDCACHE_CID_MISMATCH`.
+ */
+#define CIDCACHE_PUT_IPFS 4
+
+/**
  * `cidcache_view.flags` bit: the object was stored as Arrow IPC (read it with
  * `cidcache_get_arrow` or `cidcache_object_to_arrow`).
  */

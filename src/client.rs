@@ -65,6 +65,10 @@ pub struct PutOptions<'a> {
     pub ephemeral: bool,
     /// Have the coordinator check that the data hashes to the key (a sha2-256 CID) at seal.
     pub verify_cid: bool,
+    /// Also add the object to the store's IPFS node (`cidcached --ipfs-api`), under the key,
+    /// which must be the CID the node computes: [`crate::cid::unixfs_file_cid`] of the data
+    /// (the raw CID up to 256 KiB). The put succeeds only once the node holds it, pinned.
+    pub ipfs: bool,
 }
 
 impl PutOptions<'_> {
@@ -77,7 +81,7 @@ impl PutOptions<'_> {
             proto::PUT_VERIFY_CID
         } else {
             0
-        })
+        }) | (if self.ipfs { proto::PUT_IPFS } else { 0 })
     }
 }
 

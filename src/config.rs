@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
+pub use crate::tier::ipfs::IpfsConfig;
 pub use crate::tier::warm::WarmCompression;
 
 /// Default store name.
@@ -106,6 +107,9 @@ pub struct Config {
     pub catalog_preset: crate::tier::catalog::Preset,
     /// Serve Prometheus metrics over HTTP on this address (`GET /metrics`); `None` = off.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// IPFS below the other tiers (read-through of CID keys, write-back of puts that ask);
+    /// off unless an API or gateway URL is set.
+    pub ipfs: IpfsConfig,
     /// Connections served at once on each socket (native, Plasma); more are refused with a
     /// `Busy` error. Native clients are also bounded by the lease pages the memory limit
     /// allows (see `docs/operations.md`).
@@ -142,6 +146,7 @@ impl Config {
             catalog_partition: crate::tier::catalog::PartitionStrategy::None,
             catalog_preset: crate::tier::catalog::Preset::Balanced,
             metrics_addr: None,
+            ipfs: IpfsConfig::default(),
             max_clients: 1024,
             max_frame: crate::proto::MAX_BODY as u64,
             frame_memory: 256 << 20,

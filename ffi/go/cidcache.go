@@ -313,6 +313,10 @@ type PutOptions struct {
 	Ephemeral bool
 	// VerifyCID: have the coordinator check that data hashes to the key (a sha2-256 CID).
 	VerifyCID bool
+	// IPFS: also add the object to the store's IPFS node (cidcached --ipfs-api), pinned, under
+	// the key, which must be the CID the node computes for data; the put succeeds only once
+	// the node holds it.
+	IPFS bool
 }
 
 // PutWithOptions stores data and metadata under key.
@@ -323,6 +327,9 @@ func (c *Client) PutWithOptions(key, data, metadata []byte, opts PutOptions) err
 	}
 	if opts.VerifyCID {
 		flags |= C.CIDCACHE_PUT_VERIFY_CID
+	}
+	if opts.IPFS {
+		flags |= C.CIDCACHE_PUT_IPFS
 	}
 	return locked(func() cstatus {
 		kp, kl := keyPtr(key)

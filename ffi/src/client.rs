@@ -23,6 +23,11 @@ pub const CIDCACHE_PUT_EPHEMERAL: u32 = 1;
 /// `cidcache_put_ex` flag: have the coordinator check, at seal, that the data hashes to the key
 /// (a sha2-256 CID); a mismatch is `CIDCACHE_CID_MISMATCH`.
 pub const CIDCACHE_PUT_VERIFY_CID: u32 = 2;
+/// `cidcache_put_ex` flag: also add the object to the store's IPFS node (`cidcached
+/// --ipfs-api`), pinned, under the key, which must be the CID the node computes for the data
+/// (the raw CIDv1 up to 256 KiB and 1 MiB at most, else the UnixFS CIDv1 with raw leaves). The
+/// put succeeds only once the node holds it; a wrong key is `CIDCACHE_CID_MISMATCH`.
+pub const CIDCACHE_PUT_IPFS: u32 = 4;
 
 /// `cidcache_view.flags` bit: the object was stored as Arrow IPC (read it with
 /// `cidcache_get_arrow` or `cidcache_object_to_arrow`).
@@ -232,13 +237,14 @@ pub unsafe extern "C" fn cidcache_put_ex(
                 bytes(metadata, metadata_len, "metadata")?,
             )
         };
-        if flags & !(CIDCACHE_PUT_EPHEMERAL | CIDCACHE_PUT_VERIFY_CID) != 0 {
+        if flags & !(CIDCACHE_PUT_EPHEMERAL | CIDCACHE_PUT_VERIFY_CID | CIDCACHE_PUT_IPFS) != 0 {
             return Err(invalid(format!("unknown put flags {flags:#x}")));
         }
         let opts = PutOptions {
             metadata,
             ephemeral: flags & CIDCACHE_PUT_EPHEMERAL != 0,
             verify_cid: flags & CIDCACHE_PUT_VERIFY_CID != 0,
+            ipfs: flags & CIDCACHE_PUT_IPFS != 0,
         };
         c.client.put_with(key, data, opts)?;
         Ok(CIDCACHE_OK)

@@ -515,6 +515,7 @@ impl PyClient {
             metadata: meta.as_ref().map_or(&[][..], |m| m.as_slice()),
             ephemeral,
             verify_cid,
+            ..Default::default()
         };
         py.detach(|| c.put_with(key.as_bytes(), data.as_slice(), opts))
             .py_err()
@@ -834,6 +835,7 @@ impl PyClient {
                 metadata: &meta,
                 ephemeral,
                 verify_cid,
+                ..Default::default()
             };
             Out::Unit(c.put_async(key.as_bytes(), &data, opts).await)
         };

@@ -6,6 +6,7 @@
 //! memory limit, create and reserve the control segment and the first arena, and only then bind
 //! the socket, so a client that can connect always finds a complete store.
 
+mod ipfs;
 mod memory;
 mod metrics;
 mod plasma;
@@ -391,6 +392,16 @@ impl Coordinator {
                     store.set_warm(w);
                     store.set_catalog(c);
                 }
+                Err(e) => {
+                    drop(store);
+                    shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+                    return Err(e);
+                }
+            }
+        }
+        if cfg.ipfs.enabled() {
+            match crate::tier::ipfs::Ipfs::new(cfg.ipfs.clone(), limit) {
+                Ok(i) => store.set_ipfs(Arc::new(i)),
                 Err(e) => {
                     drop(store);
                     shm::remove_store_files(&cfg.shm_dir, &cfg.store);
