@@ -488,11 +488,12 @@ fn clients_cannot_set_the_validated_flag() {
     )
     .is_err());
 
-    // Every put flag bit set but Arrow (and CID verification, which these keys would fail):
+    // Every put flag bit set but Arrow (and CID verification, which these keys would fail, and
+    // IPFS write-back, which a store without an IPFS source refuses):
     // the entry is raw.
     let mut s = raw(&d);
     let good = ipc(600, 200);
-    let all = !(PUT_ARROW | proto::PUT_VERIFY_CID);
+    let all = !(PUT_ARROW | proto::PUT_VERIFY_CID | proto::PUT_IPFS);
     assert!(matches!(
         put_raw(&mut s, b"flags-raw", all, &good),
         Response::Done
