@@ -134,7 +134,7 @@ typedef enum cidcache_status {
      */
     CIDCACHE_OK = 0,
     /**
-     * No object with that key is stored (or it was not sealed before the wait ended).
+     * No object with that key is stored (a get that did not wait).
      */
     CIDCACHE_NOT_FOUND = 1,
     /**
@@ -150,7 +150,7 @@ typedef enum cidcache_status {
      */
     CIDCACHE_INDEX_FULL = 4,
     /**
-     * A wait expired.
+     * A get that waited (a non-zero timeout) ended before the object was sealed.
      */
     CIDCACHE_TIMEOUT = 5,
     /**
@@ -190,7 +190,9 @@ typedef enum cidcache_status {
      */
     CIDCACHE_INCOMPATIBLE = 14,
     /**
-     * Sealed bytes do not hash to the CID they were stored under.
+     * The bytes do not hash to the CID they are stored under (a put with
+     * `CIDCACHE_PUT_VERIFY_CID`). Checked before existence: a verified put of wrong bytes under
+     * a key that is already stored is `CIDCACHE_CID_MISMATCH`, not `CIDCACHE_ALREADY_EXISTS`.
      */
     CIDCACHE_CID_MISMATCH = 15,
     /**
@@ -214,6 +216,17 @@ typedef enum cidcache_status {
      * connection; retry later.
      */
     CIDCACHE_BUSY = 20,
+    /**
+     * No coordinator serves the store: its socket does not exist or nobody listens on it
+     * (start `cidcached`, or check the store name or socket path). A connection that was up
+     * and is gone is `CIDCACHE_DISCONNECTED`.
+     */
+    CIDCACHE_NOT_RUNNING = 21,
+    /**
+     * The object exists but was not stored as Arrow (read its bytes with `cidcache_get`). A
+     * NULL or otherwise bad argument is `CIDCACHE_INVALID_ARGUMENT`.
+     */
+    CIDCACHE_NOT_ARROW = 22,
 } cidcache_status;
 
 /**
@@ -353,13 +366,15 @@ extern "C" {
  * without copying: every buffer of every exported array points into the shared mapping.
  *
  * Returns `CIDCACHE_OK` with `*out` initialised, `CIDCACHE_NOT_FOUND` (with `out->release` set
- * to NULL), or an error (`CIDCACHE_INVALID_ARGUMENT` when the object was not stored as Arrow,
- * `CIDCACHE_ARROW` when it does not decode in place).
+ * to NULL), or an error (`CIDCACHE_NOT_ARROW` when the object was not stored as Arrow,
+ * `CIDCACHE_ARROW` when it does not decode in place, `CIDCACHE_INVALID_ARGUMENT` for a NULL
+ * argument).
  *
  * Ownership: the caller owns the stream and must call `out->release(out)` (or move it to a
  * consumer that will, such as pyarrow's `RecordBatchReader._import_from_c` or arrow-go's
  * `cdata.ImportCRecordReader`). The object stays pinned until the stream and every array
- * obtained from it are released; releasing the last one unpins it.
+ * obtained from it are released (reading the stream to its end does not unpin it); releasing
+ * the last one unpins it.
  *
  * Thread safety: thread-safe; concurrent calls on one client are allowed. The stream follows the
  * Arrow C stream interface: one consumer thread at a time; arrays it yields may be released from
@@ -381,7 +396,8 @@ enum cidcache_status cidcache_get_arrow(const struct cidcache_client *client,
  *
  * Ownership: takes `object` whatever the result (do not release it afterwards): on success its
  * pin moves into the stream, which the caller owns and releases as for `cidcache_get_arrow`; on
- * failure the object is released and `out->release` is NULL.
+ * failure the object is released and `out->release` is NULL. An object not stored as Arrow is
+ * `CIDCACHE_NOT_ARROW`; a NULL argument `CIDCACHE_INVALID_ARGUMENT`.
  *
  * Thread safety: thread-safe with respect to other handles; not concurrently with another use of
  * the same object.
@@ -419,7 +435,8 @@ enum cidcache_status cidcache_put_arrow(const struct cidcache_client *client,
  *
  * For each item i: `statuses[i]` is `CIDCACHE_OK` with `objects[i]` a new pinned object (and
  * `views[i]` its bytes when `views` is not NULL), or another status (`CIDCACHE_NOT_FOUND` for a
- * key still missing, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
+ * key missing when `timeout_ms` is 0, `CIDCACHE_TIMEOUT` for a key still missing when the wait
+ * expired, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
  *
  * Returns `CIDCACHE_OK` when every item was found; else the status of the first item that was
  * not (with its message as the last error). Statuses are filled whenever the arguments are valid.
@@ -467,8 +484,11 @@ enum cidcache_status cidcache_put_many(const struct cidcache_client *client,
 /**
  * Connects to the coordinator listening on the Unix socket `socket_path` (as given to
  * `cidcached --socket`), or, when `socket_path` is NULL, to the store named `store` at its
- * default socket path (`store` NULL means the store `"default"`). `flags`:
- * `CIDCACHE_CONNECT_*` bits.
+ * default socket path (`store` NULL means `$CIDCACHE_STORE` when it is set and not empty, as for
+ * `cidcached` and `cidcache`, else the store `"default"`). `flags`: `CIDCACHE_CONNECT_*` bits.
+ *
+ * No coordinator serving the store (no socket, or nobody listening on it) is
+ * `CIDCACHE_NOT_RUNNING`.
  *
  * Ownership: on success `*out` is a new handle owned by the caller, to be freed with
  * `cidcache_disconnect`; on failure `*out` is set to NULL. The strings are only read during the
@@ -586,7 +606,8 @@ enum cidcache_status cidcache_get(const struct cidcache_client *client,
 /**
  * Like `cidcache_get`, but waits up to `timeout_ms` milliseconds for the object to be sealed
  * (0: do not wait; negative: wait without limit). The calling thread blocks; for event loops use
- * `cidcache_get_async`. Returns `CIDCACHE_NOT_FOUND` when the object did not appear in time.
+ * `cidcache_get_async`. Returns `CIDCACHE_TIMEOUT` when the object was not sealed in time
+ * (`CIDCACHE_NOT_FOUND` with a timeout of 0, as `cidcache_get`).
  *
  * Ownership: as `cidcache_get`.
  *
@@ -911,7 +932,8 @@ bool cidcache_get_op_ready(const struct cidcache_get_op *op);
 /**
  * Takes the result of a completed operation; never blocks. Returns what `cidcache_get` would:
  * `CIDCACHE_OK` with `*out` a new pinned object (and `*view` its bytes when `view` is not NULL),
- * `CIDCACHE_NOT_FOUND` when the object did not appear before the timeout, or an error. Before
+ * `CIDCACHE_TIMEOUT` when the object was not sealed before the timeout (`CIDCACHE_NOT_FOUND`
+ * with a timeout of 0), or an error. Before
  * completion it returns `CIDCACHE_INVALID_ARGUMENT` ("not complete"), and so does a second call
  * after the result was taken.
  *

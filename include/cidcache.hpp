@@ -284,7 +284,7 @@ public:
         cidcache_object* o = nullptr;
         cidcache_view v{};
         cidcache_status s = cidcache_get_op_result(handle_, &o, &v);
-        if (s == CIDCACHE_NOT_FOUND) return std::nullopt;
+        if (s == CIDCACHE_NOT_FOUND || s == CIDCACHE_TIMEOUT) return std::nullopt;
         detail::check(s);
         return Object(o, v);
     }
@@ -365,13 +365,14 @@ public:
         detail::check(s);
         return Object(o, v);
     }
-    /// Waits up to `timeout` (negative: without limit) for the object.
+    /// Waits up to `timeout` (negative: without limit) for the object; std::nullopt when it was
+    /// not sealed in time (the C status is CIDCACHE_TIMEOUT).
     std::optional<Object> get(Key key, std::chrono::milliseconds timeout) const {
         cidcache_object* o = nullptr;
         cidcache_view v;
         cidcache_status s = cidcache_get_timeout(handle_, key.data(), key.size(),
                                                  detail::millis(timeout), &o, &v);
-        if (s == CIDCACHE_NOT_FOUND) return std::nullopt;
+        if (s == CIDCACHE_NOT_FOUND || s == CIDCACHE_TIMEOUT) return std::nullopt;
         detail::check(s);
         return Object(o, v);
     }
@@ -381,8 +382,9 @@ public:
         detail::check(cidcache_get_async(handle_, key.data(), key.size(), detail::millis(timeout), &op));
         return AsyncGet(op);
     }
-    /// Gets many keys; one entry per key: the object, or std::nullopt when missing. Other
-    /// per-item errors are reported in `statuses` when given, else thrown.
+    /// Gets many keys; one entry per key: the object, or std::nullopt when missing (status
+    /// CIDCACHE_NOT_FOUND, or CIDCACHE_TIMEOUT after a wait). Other per-item errors are reported
+    /// in `statuses` when given, else thrown.
     std::vector<std::optional<Object>> get_many(const std::vector<Key>& keys,
                                                 std::chrono::milliseconds timeout = std::chrono::milliseconds(0),
                                                 std::vector<Status>* statuses = nullptr) const {
@@ -402,7 +404,7 @@ public:
         }
         if (statuses) {
             *statuses = std::move(st);
-        } else if (s != CIDCACHE_OK && s != CIDCACHE_NOT_FOUND) {
+        } else if (s != CIDCACHE_OK && s != CIDCACHE_NOT_FOUND && s != CIDCACHE_TIMEOUT) {
             detail::raise(s);
         }
         return out;

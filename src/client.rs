@@ -542,6 +542,35 @@ fn status_to_result(s: Status) -> Result<()> {
     s.map_err(|(c, m)| Error::from_code(c, m))
 }
 
+/// Why a connection could not be made: no socket, or nobody listening on it, means no
+/// coordinator serves the store ([`Error::NotRunning`]); anything else is reported as it is.
+fn connect_error(socket: &Path, e: std::io::Error) -> Error {
+    use std::io::ErrorKind;
+    let at = socket.display();
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::NotRunning(format!(
+            "no cidcached serves {at} ({e}); start it (cidcached --store NAME) or check the store name or socket path"
+        )),
+        ErrorKind::PermissionDenied => Error::PermissionDenied(format!(
+            "cannot connect to {at} ({e}); the socket belongs to another user"
+        )),
+        _ => Error::io(format!("cannot connect to {at}"), e),
+    }
+}
+
+/// A verified put reports wrong bytes before an existing key, whatever its size: an inline put
+/// is checked by the coordinator before it looks the key up, and a large one, refused at create
+/// for an existing key, is checked here (only on that error path; the coordinator still checks
+/// every seal itself).
+fn mismatch_first(e: Error, key: &Key, data: &[u8], flags: u32) -> Error {
+    if matches!(e, Error::AlreadyExists(_)) && flags & proto::PUT_VERIFY_CID != 0 {
+        if let Err(m) = crate::cid::verify(key.as_bytes(), data) {
+            return m;
+        }
+    }
+    e
+}
+
 /// Retries of the miss path when an object is evicted between the coordinator's answer and our
 /// lock-free read (rare; bounded so a pathological churn cannot loop forever).
 const MISS_RETRIES: usize = 8;
@@ -559,12 +588,8 @@ impl Client {
 
     /// Connects with explicit options.
     pub fn connect_with(opts: ConnectOptions) -> Result<Client> {
-        let stream = UnixStream::connect(&opts.socket).map_err(|e| {
-            Error::Disconnected(format!(
-                "cannot connect to {} ({e}); is cidcached running for this store?",
-                opts.socket.display()
-            ))
-        })?;
+        let stream =
+            UnixStream::connect(&opts.socket).map_err(|e| connect_error(&opts.socket, e))?;
         let reader = stream
             .try_clone()
             .map_err(|e| Error::io("cannot clone the socket", e))?;
@@ -1240,7 +1265,9 @@ impl Client {
             }))?;
             return expect_done(r);
         }
-        let mut w = self.create_with(key, data.len(), meta.len(), flags)?;
+        let mut w = self
+            .create_with(key, data.len(), meta.len(), flags)
+            .map_err(|e| mismatch_first(e, &k, data, flags))?;
         w.data_mut().copy_from_slice(data);
         w.metadata_mut().copy_from_slice(meta);
         w.seal()
@@ -1274,7 +1301,9 @@ impl Client {
                 flags,
             })
             .await?;
-        let mut w = self.finish_create(k, data.len(), meta.len(), resp)?;
+        let mut w = self
+            .finish_create(k, data.len(), meta.len(), resp)
+            .map_err(|e| mismatch_first(e, &k, data, flags))?;
         w.data_mut().copy_from_slice(data);
         w.metadata_mut().copy_from_slice(meta);
         w.seal_async().await

@@ -260,6 +260,35 @@ fn put_content_and_cid_verification() {
         },
     )
     .unwrap();
+    // Wrong bytes under a stored key: the mismatch is reported before the key's existence,
+    // for an inline put and a large one alike.
+    let verified = PutOptions {
+        verify_cid: true,
+        ..Default::default()
+    };
+    let r = c.put_with(&good, b"small and wrong", verified);
+    assert!(matches!(r, Err(Error::CidMismatch(_))), "{r:?}");
+    let r = c.put_with(&good, &content(6, 1 << 20), verified);
+    assert!(matches!(r, Err(Error::CidMismatch(_))), "{r:?}");
+    let r = c.put(&good, &content(6, 1 << 20));
+    assert!(matches!(r, Err(Error::AlreadyExists(_))), "{r:?}");
+}
+
+#[test]
+fn connecting_with_no_daemon_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.sock");
+    let e = Client::connect_socket(&missing).err().expect("no daemon");
+    assert!(matches!(e, Error::NotRunning(_)), "{e}");
+    assert_eq!(e.code(), cidcache::Code::NotRunning);
+    assert!(e.to_string().contains("none.sock"), "{e}");
+    // A socket file left behind, nobody listening (a daemon that was killed).
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let e = Client::connect_socket(&stale)
+        .err()
+        .expect("nobody listens");
+    assert!(matches!(e, Error::NotRunning(_)), "{e}");
 }
 
 #[test]

@@ -64,6 +64,8 @@ const (
 	StatusInternal         Status = C.CIDCACHE_INTERNAL
 	StatusCorrupt          Status = C.CIDCACHE_CORRUPT
 	StatusBusy             Status = C.CIDCACHE_BUSY
+	StatusNotRunning       Status = C.CIDCACHE_NOT_RUNNING
+	StatusNotArrow         Status = C.CIDCACHE_NOT_ARROW
 )
 
 // String is the C name of the status, e.g. "CIDCACHE_NOT_FOUND".
@@ -84,18 +86,37 @@ func (e *Error) Is(target error) bool {
 	return errors.As(target, &t) && t.Status == e.Status
 }
 
-// Sentinels for errors.Is.
+// Sentinels for errors.Is, one per status (errors.Is(err, cidcache.ErrTimeout)).
 var (
 	ErrNotFound         = &Error{Status: StatusNotFound}
 	ErrAlreadyExists    = &Error{Status: StatusAlreadyExists}
+	ErrStoreFull        = &Error{Status: StatusStoreFull}
+	ErrIndexFull        = &Error{Status: StatusIndexFull}
+	ErrTimeout          = &Error{Status: StatusTimeout}
 	ErrInvalidKey       = &Error{Status: StatusInvalidKey}
 	ErrInvalidArgument  = &Error{Status: StatusInvalidArgument}
+	ErrProtocol         = &Error{Status: StatusProtocol}
 	ErrDisconnected     = &Error{Status: StatusDisconnected}
 	ErrPinsExhausted    = &Error{Status: StatusPinsExhausted}
+	ErrNotSealed        = &Error{Status: StatusNotSealed}
 	ErrPermissionDenied = &Error{Status: StatusPermissionDenied}
+	ErrIO               = &Error{Status: StatusIO}
+	ErrIncompatible     = &Error{Status: StatusIncompatible}
 	ErrCIDMismatch      = &Error{Status: StatusCIDMismatch}
+	ErrAlreadyRunning   = &Error{Status: StatusAlreadyRunning}
 	ErrArrow            = &Error{Status: StatusArrow}
+	ErrInternal         = &Error{Status: StatusInternal}
+	ErrCorrupt          = &Error{Status: StatusCorrupt}
+	ErrBusy             = &Error{Status: StatusBusy}
+	ErrNotRunning       = &Error{Status: StatusNotRunning}
+	ErrNotArrow         = &Error{Status: StatusNotArrow}
 )
+
+// sentinels lists every sentinel, in status order (tests check that none is missing).
+var sentinels = []*Error{ErrNotFound, ErrAlreadyExists, ErrStoreFull, ErrIndexFull, ErrTimeout,
+	ErrInvalidKey, ErrInvalidArgument, ErrProtocol, ErrDisconnected, ErrPinsExhausted, ErrNotSealed,
+	ErrPermissionDenied, ErrIO, ErrIncompatible, ErrCIDMismatch, ErrAlreadyRunning, ErrArrow,
+	ErrInternal, ErrCorrupt, ErrBusy, ErrNotRunning, ErrNotArrow}
 
 // lastError builds the error of status s from this OS thread's last-error message. The message is
 // thread-local in C and a goroutine may move between OS threads between two cgo calls, so the
@@ -144,7 +165,9 @@ type Client struct {
 // ConnectSocket connects to the coordinator listening on the Unix socket path.
 func ConnectSocket(path string) (*Client, error) { return connect(path, "", false) }
 
-// ConnectStore connects to the store named store ("" = "default") at its default socket path.
+// ConnectStore connects to the store named store at its default socket path; "" means
+// $CIDCACHE_STORE when it is set (as for cidcached and the cidcache CLI), else "default". No
+// coordinator serving the store is an error matching ErrNotRunning.
 func ConnectStore(store string) (*Client, error) { return connect("", store, false) }
 
 // ConnectReadOnly connects to the socket path in the read-only role.
@@ -230,8 +253,9 @@ func (c *Client) Get(key []byte) (*Object, error) {
 	return newObject(h, &v), nil
 }
 
-// GetTimeout waits up to timeout (negative: without limit) for key to be sealed. The goroutine's
-// OS thread blocks in the call; prefer GetContext in servers.
+// GetTimeout waits up to timeout (negative: without limit) for key to be sealed; when it expires
+// first the error matches ErrTimeout (with a timeout of 0, ErrNotFound). The goroutine's OS thread
+// blocks in the call; prefer GetContext in servers.
 func (c *Client) GetTimeout(key []byte, timeout time.Duration) (*Object, error) {
 	var h *C.cidcache_object
 	var v C.cidcache_view

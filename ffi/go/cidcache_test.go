@@ -193,8 +193,14 @@ func TestBatches(t *testing.T) {
 
 func TestWaits(t *testing.T) {
 	c := mustConnect(t)
-	if _, err := c.GetTimeout(key("never"), 30*time.Millisecond); !errors.Is(err, ErrNotFound) {
+	if _, err := c.GetTimeout(key("never"), 30*time.Millisecond); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("timeout: %v", err)
+	}
+	if _, err := c.GetTimeout(key("never"), 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("no wait: %v", err)
+	}
+	if _, errs := c.GetMany([][]byte{key("never-many")}, 30*time.Millisecond); !errors.Is(errs[0], ErrTimeout) {
+		t.Fatalf("many timeout: %v", errs[0])
 	}
 	k := key("late")
 	go func() {
@@ -229,7 +235,7 @@ func TestWaits(t *testing.T) {
 		t.Fatal("cancellation took too long")
 	}
 	// The library's own timeout.
-	if _, err := c.GetContext(context.Background(), key("never3"), 30*time.Millisecond); !errors.Is(err, ErrNotFound) {
+	if _, err := c.GetContext(context.Background(), key("never3"), 30*time.Millisecond); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("async timeout: %v", err)
 	}
 	assertPinned(t, c, 0)
@@ -372,7 +378,7 @@ func TestArrowZeroCopy(t *testing.T) {
 	kr := key("raw")
 	_ = c.Put(kr, []byte("raw"))
 	var out2 cdata.CArrowArrayStream
-	if err := c.GetArrow(kr, unsafe.Pointer(&out2)); !errors.Is(err, ErrInvalidArgument) {
+	if err := c.GetArrow(kr, unsafe.Pointer(&out2)); !errors.Is(err, ErrNotArrow) {
 		t.Fatalf("raw as arrow: %v", err)
 	}
 }
@@ -433,4 +439,53 @@ func BenchmarkGetHit(b *testing.B) {
 	b.StopTimer()
 	sort.Float64s(samples)
 	b.ReportMetric(samples[len(samples)/2], "median-ns/hit")
+}
+
+// TestStatusesAndSentinels: every status has its sentinel, and errors say what happened.
+func TestStatusesAndSentinels(t *testing.T) {
+	for i, e := range sentinels {
+		if e.Status != Status(i+1) || e.Status.String() == "CIDCACHE_UNKNOWN" {
+			t.Fatalf("sentinel %d: %v %s", i, e.Status, e.Status)
+		}
+	}
+	if len(sentinels) != int(StatusNotArrow) {
+		t.Fatalf("%d sentinels for %d statuses", len(sentinels), StatusNotArrow)
+	}
+	// No daemon: no socket, or a socket nobody listens on.
+	dir := t.TempDir()
+	_, err := ConnectSocket(filepath.Join(dir, "none.sock"))
+	if !errors.Is(err, ErrNotRunning) || errors.Is(err, ErrDisconnected) || !strings.Contains(err.Error(), "none.sock") {
+		t.Fatalf("no daemon: %v", err)
+	}
+	_, err = ConnectStore("no-such-store-" + fmt.Sprint(os.Getpid()))
+	if !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("no store: %v", err)
+	}
+}
+
+// TestConnectStoreFromEnv: ConnectStore("") connects to $CIDCACHE_STORE, found at its default
+// socket path under $XDG_RUNTIME_DIR (made a link to the test daemon's socket).
+func TestConnectStoreFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "cidcache"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("goenv%d", os.Getpid())
+	abs, err := filepath.Abs(socketPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(abs, filepath.Join(dir, "cidcache", name+".sock")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	t.Setenv("CIDCACHE_STORE", name)
+	c, err := ConnectStore("")
+	if err != nil {
+		t.Fatalf("ConnectStore(\"\") with CIDCACHE_STORE=%s: %v", name, err)
+	}
+	defer c.Close()
+	if err := c.Put(key("env"), []byte("e")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,12 +1,12 @@
 //! Batches: many gets or puts in one call, one status per item.
 
 use crate::client::{cidcache_client, cidcache_object, cidcache_view, timeout_of};
-use crate::status::{cidcache_status, fail, guard, set_error};
+use crate::status::{cidcache_status, fail, guard, set_error, timed_out};
 use crate::util::{bytes, get_ref, invalid};
 use cidcache_core::Error;
 use std::time::Duration;
 
-use cidcache_status::{CIDCACHE_NOT_FOUND, CIDCACHE_OK};
+use cidcache_status::{CIDCACHE_NOT_FOUND, CIDCACHE_OK, CIDCACHE_TIMEOUT};
 
 /// A key: `len` bytes at `ptr`.
 #[repr(C)]
@@ -68,7 +68,8 @@ unsafe fn items_mut<'a, T>(p: *mut T, n: usize, what: &str) -> Result<&'a mut [T
 ///
 /// For each item i: `statuses[i]` is `CIDCACHE_OK` with `objects[i]` a new pinned object (and
 /// `views[i]` its bytes when `views` is not NULL), or another status (`CIDCACHE_NOT_FOUND` for a
-/// key still missing, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
+/// key missing when `timeout_ms` is 0, `CIDCACHE_TIMEOUT` for a key still missing when the wait
+/// expired, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
 ///
 /// Returns `CIDCACHE_OK` when every item was found; else the status of the first item that was
 /// not (with its message as the last error). Statuses are filled whenever the arguments are valid.
@@ -129,7 +130,8 @@ pub unsafe extern "C" fn cidcache_get_many(
                     objects[i] = Box::into_raw(Box::new(cidcache_object { obj }));
                     CIDCACHE_OK
                 }
-                Ok(None) => {
+                // Nothing: a miss without a wait, an expired wait with one.
+                Ok(None) if timeout_ms == 0 => {
                     first.get_or_insert_with(|| {
                         (
                             CIDCACHE_NOT_FOUND,
@@ -140,6 +142,15 @@ pub unsafe extern "C" fn cidcache_get_many(
                         )
                     });
                     CIDCACHE_NOT_FOUND
+                }
+                Ok(None) => {
+                    first.get_or_insert_with(|| {
+                        (
+                            CIDCACHE_TIMEOUT,
+                            format!("keys[{i}]: {}", timed_out(key_slices[i], timeout_ms)),
+                        )
+                    });
+                    CIDCACHE_TIMEOUT
                 }
                 Err(e) => {
                     let s = e.code().into();

@@ -13,7 +13,7 @@
 //! signals an eventfd. Nothing the user wrote runs on that thread.
 
 use crate::client::{cidcache_client, cidcache_object, hand_out, timeout_of};
-use crate::status::{cidcache_status, guard, guard_void, set_error};
+use crate::status::{cidcache_status, guard, guard_void};
 use crate::util::{bytes, get_ref, invalid};
 use cidcache_core::{Error, ObjectRef};
 use rustix::event::{eventfd, EventfdFlags};
@@ -118,6 +118,9 @@ impl Wake for Shared {
 pub struct cidcache_get_op {
     shared: Arc<Shared>,
     fd: i32,
+    /// For the status and message of a get that found nothing.
+    key: Vec<u8>,
+    timeout_ms: i64,
 }
 
 /// Starts a non-blocking get of `key` that waits up to `timeout_ms` milliseconds for the object
@@ -154,6 +157,7 @@ pub unsafe extern "C" fn cidcache_get_async(
         let c = unsafe { get_ref(client, "client") }?;
         // SAFETY: caller contract.
         let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+        let key_copy = key.clone();
         let fd =
             eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(|e| Error::Io {
                 context: "cannot create an eventfd for an asynchronous get".into(),
@@ -168,7 +172,12 @@ pub unsafe extern "C" fn cidcache_get_async(
             notified: AtomicBool::new(false),
         });
         shared.drive();
-        *out = Box::into_raw(Box::new(cidcache_get_op { shared, fd: raw }));
+        *out = Box::into_raw(Box::new(cidcache_get_op {
+            shared,
+            fd: raw,
+            key: key_copy,
+            timeout_ms,
+        }));
         Ok(cidcache_status::CIDCACHE_OK)
     })
 }
@@ -213,7 +222,8 @@ pub unsafe extern "C" fn cidcache_get_op_ready(op: *const cidcache_get_op) -> bo
 
 /// Takes the result of a completed operation; never blocks. Returns what `cidcache_get` would:
 /// `CIDCACHE_OK` with `*out` a new pinned object (and `*view` its bytes when `view` is not NULL),
-/// `CIDCACHE_NOT_FOUND` when the object did not appear before the timeout, or an error. Before
+/// `CIDCACHE_TIMEOUT` when the object was not sealed before the timeout (`CIDCACHE_NOT_FOUND`
+/// with a timeout of 0), or an error. Before
 /// completion it returns `CIDCACHE_INVALID_ARGUMENT` ("not complete"), and so does a second call
 /// after the result was taken.
 ///
@@ -252,13 +262,7 @@ pub unsafe extern "C" fn cidcache_get_op_result(
                 "the result of this asynchronous get was already taken",
             )),
             // SAFETY: `out` checked above; `view` per the caller.
-            Some(Ok(o)) => unsafe { hand_out(o, out, view, b"") }.map(|s| {
-                if s != cidcache_status::CIDCACHE_OK {
-                    set_error(s, "not found: the object did not appear before the timeout")
-                } else {
-                    s
-                }
-            }),
+            Some(Ok(o)) => unsafe { hand_out(o, out, view, &op.key, op.timeout_ms) },
             Some(Err(e)) => Err(e),
         }
     })

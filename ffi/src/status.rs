@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 pub enum cidcache_status {
     /// Success.
     CIDCACHE_OK = 0,
-    /// No object with that key is stored (or it was not sealed before the wait ended).
+    /// No object with that key is stored (a get that did not wait).
     CIDCACHE_NOT_FOUND = 1,
     /// An object with that key already exists (sealed or being created).
     CIDCACHE_ALREADY_EXISTS = 2,
@@ -20,7 +20,7 @@ pub enum cidcache_status {
     CIDCACHE_STORE_FULL = 3,
     /// The index has no free slot and nothing could be evicted.
     CIDCACHE_INDEX_FULL = 4,
-    /// A wait expired.
+    /// A get that waited (a non-zero timeout) ended before the object was sealed.
     CIDCACHE_TIMEOUT = 5,
     /// A key is empty, longer than 63 bytes, or not a valid CID where one is required.
     CIDCACHE_INVALID_KEY = 6,
@@ -40,7 +40,9 @@ pub enum cidcache_status {
     CIDCACHE_IO = 13,
     /// A shared-memory segment has an unknown magic or layout version.
     CIDCACHE_INCOMPATIBLE = 14,
-    /// Sealed bytes do not hash to the CID they were stored under.
+    /// The bytes do not hash to the CID they are stored under (a put with
+    /// `CIDCACHE_PUT_VERIFY_CID`). Checked before existence: a verified put of wrong bytes under
+    /// a key that is already stored is `CIDCACHE_CID_MISMATCH`, not `CIDCACHE_ALREADY_EXISTS`.
     CIDCACHE_CID_MISMATCH = 15,
     /// Another coordinator already serves this store.
     CIDCACHE_ALREADY_RUNNING = 16,
@@ -53,6 +55,13 @@ pub enum cidcache_status {
     /// The coordinator is at a limit (connections or file descriptors) and refused the
     /// connection; retry later.
     CIDCACHE_BUSY = 20,
+    /// No coordinator serves the store: its socket does not exist or nobody listens on it
+    /// (start `cidcached`, or check the store name or socket path). A connection that was up
+    /// and is gone is `CIDCACHE_DISCONNECTED`.
+    CIDCACHE_NOT_RUNNING = 21,
+    /// The object exists but was not stored as Arrow (read its bytes with `cidcache_get`). A
+    /// NULL or otherwise bad argument is `CIDCACHE_INVALID_ARGUMENT`.
+    CIDCACHE_NOT_ARROW = 22,
 }
 
 impl From<Code> for cidcache_status {
@@ -81,6 +90,8 @@ impl From<Code> for cidcache_status {
             Code::Internal => CIDCACHE_INTERNAL,
             Code::Corrupt => CIDCACHE_CORRUPT,
             Code::Busy => CIDCACHE_BUSY,
+            Code::NotRunning => CIDCACHE_NOT_RUNNING,
+            Code::NotArrow => CIDCACHE_NOT_ARROW,
         }
     }
 }
@@ -109,6 +120,27 @@ pub(crate) fn not_found(what: &str) -> Result<cidcache_status, Error> {
         cidcache_status::CIDCACHE_NOT_FOUND,
         &format!("not found: {what}"),
     ))
+}
+
+/// The status of a get that found nothing: `CIDCACHE_NOT_FOUND` when it did not wait
+/// (`timeout_ms` 0), `CIDCACHE_TIMEOUT` when it waited and the wait expired first. (A wait
+/// without limit never ends empty-handed.)
+pub(crate) fn missing(key: &[u8], timeout_ms: i64) -> Result<cidcache_status, Error> {
+    if timeout_ms == 0 {
+        return not_found(&cidcache_core::cid::format_key(key));
+    }
+    Ok(set_error(
+        cidcache_status::CIDCACHE_TIMEOUT,
+        &timed_out(key, timeout_ms),
+    ))
+}
+
+/// The message of an expired wait for `key`.
+pub(crate) fn timed_out(key: &[u8], timeout_ms: i64) -> String {
+    format!(
+        "timed out: {} was not sealed within {timeout_ms} ms",
+        cidcache_core::cid::format_key(key)
+    )
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -205,6 +237,8 @@ pub extern "C" fn cidcache_status_name(status: i32) -> *const c_char {
         18 => b"CIDCACHE_INTERNAL\0",
         19 => b"CIDCACHE_CORRUPT\0",
         20 => b"CIDCACHE_BUSY\0",
+        21 => b"CIDCACHE_NOT_RUNNING\0",
+        22 => b"CIDCACHE_NOT_ARROW\0",
         _ => b"CIDCACHE_UNKNOWN\0",
     };
     s.as_ptr() as *const c_char
@@ -226,7 +260,7 @@ mod tests {
 
     #[test]
     fn statuses_equal_codes() {
-        for v in 0u16..=20 {
+        for v in 0u16..=22 {
             let code = Code::from_u16(v);
             assert_eq!(code as u16, v);
             assert_eq!(cidcache_status::from(code) as i32, v as i32);

@@ -57,7 +57,7 @@ int main() {
         return 2;
     }
     try {
-        CHECK_THROWS(cidcache::Client::connect_socket("/nonexistent/x.sock"), CIDCACHE_DISCONNECTED);
+        CHECK_THROWS(cidcache::Client::connect_socket("/nonexistent/x.sock"), CIDCACHE_NOT_RUNNING);
         auto client = cidcache::Client::connect_socket(sock);
 
         // put / get / views / move semantics / release
@@ -136,6 +136,17 @@ int main() {
 
         // waits, async get with poll(), across threads
         CHECK(!client.get(key("never"), std::chrono::milliseconds(30)));
+        {
+            // An expired wait is a miss in C++ too, in batches and asynchronous gets alike.
+            std::vector<cidcache::Status> sts;
+            auto got = client.get_many({key("never-many")}, std::chrono::milliseconds(30), &sts);
+            CHECK(got.size() == 1 && !got[0] && sts[0] == CIDCACHE_TIMEOUT);
+            CHECK(!client.get_many({key("never-many")}, std::chrono::milliseconds(30))[0]);
+            auto op = client.get_async(key("never-async"), std::chrono::milliseconds(30));
+            pollfd p{op.fd(), POLLIN, 0};
+            CHECK(::poll(&p, 1, 10000) == 1);
+            CHECK(!op.result());
+        }
         std::string kl = key("late");
         std::thread t([&] {
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -183,7 +194,7 @@ int main() {
             (void)client.get_arrow(kl);
             CHECK(false);
         } catch (const cidcache::Error& e) {
-            CHECK(e.status() == CIDCACHE_INVALID_ARGUMENT);
+            CHECK(e.status() == CIDCACHE_NOT_ARROW);
             CHECK(std::string(e.what()).find("not stored as an Arrow object") != std::string::npos);
         }
 
