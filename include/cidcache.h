@@ -439,7 +439,8 @@ enum cidcache_status cidcache_put_arrow(const struct cidcache_client *client,
  * expired, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
  *
  * Returns `CIDCACHE_OK` when every item was found; else the status of the first item that was
- * not (with its message as the last error). Statuses are filled whenever the arguments are valid.
+ * not (with its message as the last error). Statuses are filled whenever the arguments are valid;
+ * each failed item's message is then `cidcache_item_error(i)`.
  *
  * Ownership: the caller owns every non-NULL `objects[i]` and releases each with
  * `cidcache_release`. The input arrays are only read during the call.
@@ -466,7 +467,8 @@ enum cidcache_status cidcache_get_many(const struct cidcache_client *client,
  * already stored, ...).
  *
  * Returns `CIDCACHE_OK` when every item was stored; else the status of the first item that was
- * not (with its message as the last error).
+ * not (with its message as the last error). Each failed item's message is
+ * `cidcache_item_error(i)`.
  *
  * Ownership: nothing is retained; the buffers are only read during the call.
  *
@@ -962,6 +964,19 @@ enum cidcache_status cidcache_get_op_result(struct cidcache_get_op *op,
  * `op` must be NULL or a live operation, freed only once.
  */
 void cidcache_get_op_free(struct cidcache_get_op *op);
+
+/**
+ * The message of item `index` of the last batch call (`cidcache_get_many`,
+ * `cidcache_put_many`) made on this thread, when that item's status was not `CIDCACHE_OK`; an
+ * empty string otherwise (the item succeeded, the index is out of range, or no batch call was
+ * made). Every batch call replaces the messages of the one before.
+ *
+ * Ownership and lifetime: the string belongs to the library; it stays valid until the next
+ * batch call on the same thread, or until the thread exits. Copy it to keep it.
+ *
+ * Thread safety: thread-safe; each thread has its own messages.
+ */
+const char *cidcache_item_error(size_t index);
 
 /**
  * The message of the last call on this thread that returned a status other than `CIDCACHE_OK`

@@ -108,6 +108,44 @@ pub(crate) fn set_error(status: cidcache_status, msg: &str) -> cidcache_status {
     status
 }
 
+thread_local! {
+    /// The message of each failed item of the last batch call on this thread (index, message).
+    static ITEM_ERRORS: RefCell<Vec<(usize, CString)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Replaces this thread's per-item messages with `items` (a batch call's failed items).
+pub(crate) fn set_item_errors(items: Vec<(usize, String)>) {
+    let v = items
+        .into_iter()
+        .map(|(i, m)| (i, CString::new(m.replace('\0', "\\0")).unwrap_or_default()))
+        .collect();
+    let _ = ITEM_ERRORS.try_with(|e| *e.borrow_mut() = v);
+}
+
+/// The message of item `index` of the last batch call (`cidcache_get_many`,
+/// `cidcache_put_many`) made on this thread, when that item's status was not `CIDCACHE_OK`; an
+/// empty string otherwise (the item succeeded, the index is out of range, or no batch call was
+/// made). Every batch call replaces the messages of the one before.
+///
+/// Ownership and lifetime: the string belongs to the library; it stays valid until the next
+/// batch call on the same thread, or until the thread exits. Copy it to keep it.
+///
+/// Thread safety: thread-safe; each thread has its own messages.
+#[no_mangle]
+pub extern "C" fn cidcache_item_error(index: usize) -> *const c_char {
+    const EMPTY: &[u8] = b"\0";
+    let mut ptr = EMPTY.as_ptr() as *const c_char;
+    guard_void(|| {
+        let _ = ITEM_ERRORS.try_with(|e| {
+            let e = e.borrow();
+            if let Ok(k) = e.binary_search_by_key(&index, |(i, _)| *i) {
+                ptr = e[k].1.as_ptr();
+            }
+        });
+    });
+    ptr
+}
+
 /// Records `e` as this thread's last error and returns its status.
 pub(crate) fn fail(e: &Error) -> cidcache_status {
     set_error(e.code().into(), &e.to_string())

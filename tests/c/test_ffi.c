@@ -253,6 +253,12 @@ static void test_batches(cidcache_client *c) {
     /* Putting again: already exists, item by item. */
     CHECK_STATUS(cidcache_put_many(c, items, 2, st), CIDCACHE_ALREADY_EXISTS);
     CHECK(st[0] == CIDCACHE_ALREADY_EXISTS && st[1] == CIDCACHE_ALREADY_EXISTS);
+    /* Each failed item has its own message, until the next batch call on this thread. */
+    CHECK(strstr(cidcache_item_error(0), "items[0]") != NULL);
+    CHECK(strstr(cidcache_item_error(1), "items[1]: ") != NULL);
+    CHECK(strstr(cidcache_item_error(1), "already") != NULL);
+    CHECK(strcmp(cidcache_item_error(2), "") == 0);
+    CHECK(strcmp(cidcache_item_error((size_t)-1), "") == 0);
 
     cidcache_key ks[N];
     for (int i = 0; i < N; i++) {
