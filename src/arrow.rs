@@ -329,6 +329,31 @@ impl Client {
         };
         arrow_from_object(obj).map(Some)
     }
+
+    /// Async [`Client::put_arrow`]: the round trips (and, for a large table, the create and the
+    /// seal with the coordinator's validation) are awaited; encoding runs on the calling thread.
+    pub async fn put_arrow_async(
+        &self,
+        key: &[u8],
+        schema: &Schema,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
+        let bytes = encode_ipc_file(schema, batches)?;
+        self.put_flags_async(key, &bytes, &[], PUT_ARROW).await
+    }
+
+    /// Async [`Client::get_arrow`], waiting up to `timeout` (`None`: without limit) for the
+    /// object to be sealed; `None` when it was not. A hit completes without waiting.
+    pub async fn get_arrow_async(
+        &self,
+        key: &[u8],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<ArrowObject>> {
+        match self.get_async(key, timeout).await? {
+            Some(obj) => arrow_from_object(obj).map(Some),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Decodes a pinned object as Arrow; the pin moves into the buffers.
