@@ -249,6 +249,13 @@ typedef struct cidcache_get_op cidcache_get_op;
 typedef struct cidcache_object cidcache_object;
 
 /**
+ * An asynchronous put in flight (opaque). Wait for its fd (`cidcache_put_op_fd`) to become
+ * readable, then take the status with `cidcache_put_op_result`; free it with
+ * `cidcache_put_op_free`.
+ */
+typedef struct cidcache_put_op cidcache_put_op;
+
+/**
  * An object being written in place (opaque). Fill it, then `cidcache_seal` or `cidcache_abort`.
  */
 typedef struct cidcache_writer cidcache_writer;
@@ -964,6 +971,79 @@ enum cidcache_status cidcache_get_op_result(struct cidcache_get_op *op,
  * `op` must be NULL or a live operation, freed only once.
  */
 void cidcache_get_op_free(struct cidcache_get_op *op);
+
+/**
+ * Starts a non-blocking put of `data` and `metadata` under `key` (`flags`: `CIDCACHE_PUT_*`
+ * bits, as for `cidcache_put_ex`). Returns at once: the round trips (inline put, or create and
+ * seal for a large object) complete on the library's reader thread, and the operation's fd
+ * (`cidcache_put_op_fd`) becomes readable, and stays readable, when the outcome is known. A large
+ * object's bytes are copied into shared memory on that thread too. No user code runs there.
+ *
+ * Ownership: the key, data and metadata are copied during the call (the caller's buffers are free
+ * on return). On success `*out` is a new operation owned by the caller, to be freed with
+ * `cidcache_put_op_free` (freeing a running put cancels the wait for its outcome, not the
+ * put itself if the coordinator already received it); on failure `*out` is NULL.
+ *
+ * Thread safety: thread-safe; concurrent calls on one client are allowed.
+ *
+ * # Safety
+ * `client` must be a live handle; each buffer valid for its length (NULL allowed for length 0);
+ * `out` valid for a write.
+ */
+enum cidcache_status cidcache_put_async(const struct cidcache_client *client,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        const uint8_t *data,
+                                        size_t data_len,
+                                        const uint8_t *metadata,
+                                        size_t metadata_len,
+                                        uint32_t flags,
+                                        struct cidcache_put_op **out);
+
+/**
+ * The file descriptor of a put operation: readable once its outcome is known (it stays
+ * readable; do not read from it). Closed by `cidcache_put_op_free`. -1 when `op` is NULL.
+ *
+ * Thread safety: thread-safe.
+ *
+ * # Safety
+ * `op` must be NULL or a live operation.
+ */
+int32_t cidcache_put_op_fd(const struct cidcache_put_op *op);
+
+/**
+ * Whether the put has completed (its outcome is ready or was taken). Never blocks.
+ *
+ * Thread safety: thread-safe.
+ *
+ * # Safety
+ * `op` must be NULL or a live operation.
+ */
+bool cidcache_put_op_ready(const struct cidcache_put_op *op);
+
+/**
+ * The outcome of a completed put, as `cidcache_put_ex` would return it (`CIDCACHE_OK`,
+ * `CIDCACHE_ALREADY_EXISTS`, ...); never blocks. Before completion, and on a second call, it
+ * returns `CIDCACHE_INVALID_ARGUMENT`.
+ *
+ * Thread safety: thread-safe; the outcome is handed out once.
+ *
+ * # Safety
+ * `op` must be a live operation.
+ */
+enum cidcache_status cidcache_put_op_result(struct cidcache_put_op *op);
+
+/**
+ * Frees a put operation, closing its fd (remove it from your poller first). NULL is ignored.
+ *
+ * Ownership: takes `op`.
+ *
+ * Thread safety: must not run concurrently with another call on the same operation.
+ *
+ * # Safety
+ * `op` must be NULL or a live operation, freed only once.
+ */
+void cidcache_put_op_free(struct cidcache_put_op *op);
 
 /**
  * The message of item `index` of the last batch call (`cidcache_get_many`,

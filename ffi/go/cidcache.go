@@ -367,6 +367,39 @@ func (c *Client) PutWithOptions(key, data, metadata []byte, opts PutOptions) err
 	})
 }
 
+// PutContext stores data and metadata under key like PutWithOptions, without holding an OS
+// thread while the coordinator answers: the wait is the library's pollable fd, parked in Go's
+// netpoller (large objects are written into shared memory on the library's thread). If ctx is
+// done first it returns ctx.Err(); the put may still take effect. The buffers are copied by the
+// call.
+func (c *Client) PutContext(ctx context.Context, key, data, metadata []byte, opts PutOptions) error {
+	var flags C.uint32_t
+	if opts.Ephemeral {
+		flags |= C.CIDCACHE_PUT_EPHEMERAL
+	}
+	if opts.VerifyCID {
+		flags |= C.CIDCACHE_PUT_VERIFY_CID
+	}
+	var op *C.cidcache_put_op
+	if err := locked(func() cstatus {
+		kp, kl := keyPtr(key)
+		dp, dl := keyPtr(data)
+		mp, ml := keyPtr(metadata)
+		return C.cidcache_put_async(c.c, kp, kl, dp, dl, mp, ml, flags, &op)
+	}); err != nil {
+		return err
+	}
+	defer C.cidcache_put_op_free(op)
+	if !bool(C.cidcache_put_op_ready(op)) {
+		if err := waitReadable(ctx, int(C.cidcache_put_op_fd(op)), func() bool {
+			return bool(C.cidcache_put_op_ready(op))
+		}); err != nil {
+			return err
+		}
+	}
+	return locked(func() cstatus { return C.cidcache_put_op_result(op) })
+}
+
 // PutContent stores data under its CIDv1 (raw codec, sha2-256) and returns the binary CID.
 func (c *Client) PutContent(data []byte) ([]byte, error) {
 	var buf [C.CIDCACHE_CID_V1_RAW_LEN]byte

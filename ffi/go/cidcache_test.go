@@ -252,6 +252,39 @@ func TestWaits(t *testing.T) {
 	assertPinned(t, c, 0)
 }
 
+// TestPutContext: puts that wait in the netpoller, small and large; an existing key; a
+// cancelled context.
+func TestPutContext(t *testing.T) {
+	c := mustConnect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	big := make([]byte, 300<<10)
+	for i := range big {
+		big[i] = byte(i * 3)
+	}
+	ks, kl := key("putctx-small"), key("putctx-large")
+	if err := c.PutContext(ctx, ks, []byte("small"), nil, PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutContext(ctx, kl, big, []byte("m"), PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.Get(kl)
+	if err != nil || len(o.Data) != len(big) || o.Data[len(big)-1] != big[len(big)-1] || string(o.Metadata) != "m" {
+		t.Fatalf("large async put: %v", err)
+	}
+	o.Release()
+	if err := c.PutContext(ctx, ks, []byte("again"), nil, PutOptions{}); !errors.Is(err, ErrAlreadyExists) ||
+		!strings.Contains(err.Error(), "already") {
+		t.Fatalf("existing key: %v", err)
+	}
+	done, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := c.PutContext(done, key("putctx-cancelled"), big, nil, PutOptions{}); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
+
 func TestConcurrentGoroutines(t *testing.T) {
 	c := mustConnect(t)
 	k := key("shared")
