@@ -38,6 +38,15 @@ pub fn runtime_dir() -> PathBuf {
     }
 }
 
+/// The store to use when none is named: `$CIDCACHE_STORE` when it is set and not empty (as
+/// `cidcached` and `cidcache` read it), else [`DEFAULT_STORE`].
+pub fn store_from_env() -> String {
+    match std::env::var("CIDCACHE_STORE") {
+        Ok(s) if !s.is_empty() => s,
+        _ => DEFAULT_STORE.to_string(),
+    }
+}
+
 /// Default socket path of `store`.
 pub fn default_socket(store: &str) -> PathBuf {
     runtime_dir().join(format!("{store}.sock"))

@@ -334,7 +334,7 @@ fn promotion_validates_what_a_warm_file_claims_is_arrow() {
     assert!(!obj.is_arrow(), "never published as Arrow");
     drop(obj);
     let e = c.get_arrow(b"warm-bad").unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert_eq!(e.code(), Code::NotArrow, "{e}");
     let (_, want) = table(600, 200);
     reads_back_validated(&c, b"warm-good", &want);
 }
