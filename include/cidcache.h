@@ -119,11 +119,19 @@ struct ArrowArrayStream {
 #define CIDCACHE_PUT_VERIFY_CID 2
 
 /**
+ * `cidcache_put_ex` flag: also add the object to the store's IPFS node (`cidcached
+ * --ipfs-api`), pinned, under the key, which must be the CID the node computes for the data
+ * (the raw CIDv1 up to 256 KiB and 1 MiB at most, else the UnixFS CIDv1 with raw leaves). The
+ * put succeeds only once the node holds it; a wrong key is `CIDCACHE_CID_MISMATCH`.
+ */
+#define CIDCACHE_PUT_IPFS 4
+
+/**
  * `cidcache_put_ex` flag: return only once the object is in a synced file of the warm tier
  * (as with `cidcached --durability sync`, for this put alone); an error (`CIDCACHE_IO`) when
  * the warm tier cannot write it, `CIDCACHE_INVALID_ARGUMENT` when the store has none.
  */
-#define CIDCACHE_PUT_DURABLE 4
+#define CIDCACHE_PUT_DURABLE 8
 
 /**
  * `cidcache_view.flags` bit: the object was stored as Arrow IPC (read it with
@@ -141,7 +149,7 @@ typedef enum cidcache_status {
      */
     CIDCACHE_OK = 0,
     /**
-     * No object with that key is stored (or it was not sealed before the wait ended).
+     * No object with that key is stored (a get that did not wait).
      */
     CIDCACHE_NOT_FOUND = 1,
     /**
@@ -157,7 +165,7 @@ typedef enum cidcache_status {
      */
     CIDCACHE_INDEX_FULL = 4,
     /**
-     * A wait expired.
+     * A get that waited (a non-zero timeout) ended before the object was sealed.
      */
     CIDCACHE_TIMEOUT = 5,
     /**
@@ -197,7 +205,9 @@ typedef enum cidcache_status {
      */
     CIDCACHE_INCOMPATIBLE = 14,
     /**
-     * Sealed bytes do not hash to the CID they were stored under.
+     * The bytes do not hash to the CID they are stored under (a put with
+     * `CIDCACHE_PUT_VERIFY_CID`). Checked before existence: a verified put of wrong bytes under
+     * a key that is already stored is `CIDCACHE_CID_MISMATCH`, not `CIDCACHE_ALREADY_EXISTS`.
      */
     CIDCACHE_CID_MISMATCH = 15,
     /**
@@ -221,6 +231,17 @@ typedef enum cidcache_status {
      * connection; retry later.
      */
     CIDCACHE_BUSY = 20,
+    /**
+     * No coordinator serves the store: its socket does not exist or nobody listens on it
+     * (start `cidcached`, or check the store name or socket path). A connection that was up
+     * and is gone is `CIDCACHE_DISCONNECTED`.
+     */
+    CIDCACHE_NOT_RUNNING = 21,
+    /**
+     * The object exists but was not stored as Arrow (read its bytes with `cidcache_get`). A
+     * NULL or otherwise bad argument is `CIDCACHE_INVALID_ARGUMENT`.
+     */
+    CIDCACHE_NOT_ARROW = 22,
 } cidcache_status;
 
 /**
@@ -241,6 +262,13 @@ typedef struct cidcache_get_op cidcache_get_op;
  * `cidcache_release`, whatever other processes do.
  */
 typedef struct cidcache_object cidcache_object;
+
+/**
+ * An asynchronous put in flight (opaque). Wait for its fd (`cidcache_put_op_fd`) to become
+ * readable, then take the status with `cidcache_put_op_result`; free it with
+ * `cidcache_put_op_free`.
+ */
+typedef struct cidcache_put_op cidcache_put_op;
 
 /**
  * An object being written in place (opaque). Fill it, then `cidcache_seal` or `cidcache_abort`.
@@ -360,13 +388,15 @@ extern "C" {
  * without copying: every buffer of every exported array points into the shared mapping.
  *
  * Returns `CIDCACHE_OK` with `*out` initialised, `CIDCACHE_NOT_FOUND` (with `out->release` set
- * to NULL), or an error (`CIDCACHE_INVALID_ARGUMENT` when the object was not stored as Arrow,
- * `CIDCACHE_ARROW` when it does not decode in place).
+ * to NULL), or an error (`CIDCACHE_NOT_ARROW` when the object was not stored as Arrow,
+ * `CIDCACHE_ARROW` when it does not decode in place, `CIDCACHE_INVALID_ARGUMENT` for a NULL
+ * argument).
  *
  * Ownership: the caller owns the stream and must call `out->release(out)` (or move it to a
  * consumer that will, such as pyarrow's `RecordBatchReader._import_from_c` or arrow-go's
  * `cdata.ImportCRecordReader`). The object stays pinned until the stream and every array
- * obtained from it are released; releasing the last one unpins it.
+ * obtained from it are released (reading the stream to its end does not unpin it); releasing
+ * the last one unpins it.
  *
  * Thread safety: thread-safe; concurrent calls on one client are allowed. The stream follows the
  * Arrow C stream interface: one consumer thread at a time; arrays it yields may be released from
@@ -388,7 +418,8 @@ enum cidcache_status cidcache_get_arrow(const struct cidcache_client *client,
  *
  * Ownership: takes `object` whatever the result (do not release it afterwards): on success its
  * pin moves into the stream, which the caller owns and releases as for `cidcache_get_arrow`; on
- * failure the object is released and `out->release` is NULL.
+ * failure the object is released and `out->release` is NULL. An object not stored as Arrow is
+ * `CIDCACHE_NOT_ARROW`; a NULL argument `CIDCACHE_INVALID_ARGUMENT`.
  *
  * Thread safety: thread-safe with respect to other handles; not concurrently with another use of
  * the same object.
@@ -426,10 +457,12 @@ enum cidcache_status cidcache_put_arrow(const struct cidcache_client *client,
  *
  * For each item i: `statuses[i]` is `CIDCACHE_OK` with `objects[i]` a new pinned object (and
  * `views[i]` its bytes when `views` is not NULL), or another status (`CIDCACHE_NOT_FOUND` for a
- * key still missing, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
+ * key missing when `timeout_ms` is 0, `CIDCACHE_TIMEOUT` for a key still missing when the wait
+ * expired, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
  *
  * Returns `CIDCACHE_OK` when every item was found; else the status of the first item that was
- * not (with its message as the last error). Statuses are filled whenever the arguments are valid.
+ * not (with its message as the last error). Statuses are filled whenever the arguments are valid;
+ * each failed item's message is then `cidcache_item_error(i)`.
  *
  * Ownership: the caller owns every non-NULL `objects[i]` and releases each with
  * `cidcache_release`. The input arrays are only read during the call.
@@ -456,7 +489,8 @@ enum cidcache_status cidcache_get_many(const struct cidcache_client *client,
  * already stored, ...).
  *
  * Returns `CIDCACHE_OK` when every item was stored; else the status of the first item that was
- * not (with its message as the last error).
+ * not (with its message as the last error). Each failed item's message is
+ * `cidcache_item_error(i)`.
  *
  * Ownership: nothing is retained; the buffers are only read during the call.
  *
@@ -474,8 +508,11 @@ enum cidcache_status cidcache_put_many(const struct cidcache_client *client,
 /**
  * Connects to the coordinator listening on the Unix socket `socket_path` (as given to
  * `cidcached --socket`), or, when `socket_path` is NULL, to the store named `store` at its
- * default socket path (`store` NULL means the store `"default"`). `flags`:
- * `CIDCACHE_CONNECT_*` bits.
+ * default socket path (`store` NULL means `$CIDCACHE_STORE` when it is set and not empty, as for
+ * `cidcached` and `cidcache`, else the store `"default"`). `flags`: `CIDCACHE_CONNECT_*` bits.
+ *
+ * No coordinator serving the store (no socket, or nobody listening on it) is
+ * `CIDCACHE_NOT_RUNNING`.
  *
  * Ownership: on success `*out` is a new handle owned by the caller, to be freed with
  * `cidcache_disconnect`; on failure `*out` is set to NULL. The strings are only read during the
@@ -593,7 +630,8 @@ enum cidcache_status cidcache_get(const struct cidcache_client *client,
 /**
  * Like `cidcache_get`, but waits up to `timeout_ms` milliseconds for the object to be sealed
  * (0: do not wait; negative: wait without limit). The calling thread blocks; for event loops use
- * `cidcache_get_async`. Returns `CIDCACHE_NOT_FOUND` when the object did not appear in time.
+ * `cidcache_get_async`. Returns `CIDCACHE_TIMEOUT` when the object was not sealed in time
+ * (`CIDCACHE_NOT_FOUND` with a timeout of 0, as `cidcache_get`).
  *
  * Ownership: as `cidcache_get`.
  *
@@ -918,7 +956,8 @@ bool cidcache_get_op_ready(const struct cidcache_get_op *op);
 /**
  * Takes the result of a completed operation; never blocks. Returns what `cidcache_get` would:
  * `CIDCACHE_OK` with `*out` a new pinned object (and `*view` its bytes when `view` is not NULL),
- * `CIDCACHE_NOT_FOUND` when the object did not appear before the timeout, or an error. Before
+ * `CIDCACHE_TIMEOUT` when the object was not sealed before the timeout (`CIDCACHE_NOT_FOUND`
+ * with a timeout of 0), or an error. Before
  * completion it returns `CIDCACHE_INVALID_ARGUMENT` ("not complete"), and so does a second call
  * after the result was taken.
  *
@@ -947,6 +986,92 @@ enum cidcache_status cidcache_get_op_result(struct cidcache_get_op *op,
  * `op` must be NULL or a live operation, freed only once.
  */
 void cidcache_get_op_free(struct cidcache_get_op *op);
+
+/**
+ * Starts a non-blocking put of `data` and `metadata` under `key` (`flags`: `CIDCACHE_PUT_*`
+ * bits, as for `cidcache_put_ex`). Returns at once: the round trips (inline put, or create and
+ * seal for a large object) complete on the library's reader thread, and the operation's fd
+ * (`cidcache_put_op_fd`) becomes readable, and stays readable, when the outcome is known. A large
+ * object's bytes are copied into shared memory on that thread too. No user code runs there.
+ *
+ * Ownership: the key, data and metadata are copied during the call (the caller's buffers are free
+ * on return). On success `*out` is a new operation owned by the caller, to be freed with
+ * `cidcache_put_op_free` (freeing a running put cancels the wait for its outcome, not the
+ * put itself if the coordinator already received it); on failure `*out` is NULL.
+ *
+ * Thread safety: thread-safe; concurrent calls on one client are allowed.
+ *
+ * # Safety
+ * `client` must be a live handle; each buffer valid for its length (NULL allowed for length 0);
+ * `out` valid for a write.
+ */
+enum cidcache_status cidcache_put_async(const struct cidcache_client *client,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        const uint8_t *data,
+                                        size_t data_len,
+                                        const uint8_t *metadata,
+                                        size_t metadata_len,
+                                        uint32_t flags,
+                                        struct cidcache_put_op **out);
+
+/**
+ * The file descriptor of a put operation: readable once its outcome is known (it stays
+ * readable; do not read from it). Closed by `cidcache_put_op_free`. -1 when `op` is NULL.
+ *
+ * Thread safety: thread-safe.
+ *
+ * # Safety
+ * `op` must be NULL or a live operation.
+ */
+int32_t cidcache_put_op_fd(const struct cidcache_put_op *op);
+
+/**
+ * Whether the put has completed (its outcome is ready or was taken). Never blocks.
+ *
+ * Thread safety: thread-safe.
+ *
+ * # Safety
+ * `op` must be NULL or a live operation.
+ */
+bool cidcache_put_op_ready(const struct cidcache_put_op *op);
+
+/**
+ * The outcome of a completed put, as `cidcache_put_ex` would return it (`CIDCACHE_OK`,
+ * `CIDCACHE_ALREADY_EXISTS`, ...); never blocks. Before completion, and on a second call, it
+ * returns `CIDCACHE_INVALID_ARGUMENT`.
+ *
+ * Thread safety: thread-safe; the outcome is handed out once.
+ *
+ * # Safety
+ * `op` must be a live operation.
+ */
+enum cidcache_status cidcache_put_op_result(struct cidcache_put_op *op);
+
+/**
+ * Frees a put operation, closing its fd (remove it from your poller first). NULL is ignored.
+ *
+ * Ownership: takes `op`.
+ *
+ * Thread safety: must not run concurrently with another call on the same operation.
+ *
+ * # Safety
+ * `op` must be NULL or a live operation, freed only once.
+ */
+void cidcache_put_op_free(struct cidcache_put_op *op);
+
+/**
+ * The message of item `index` of the last batch call (`cidcache_get_many`,
+ * `cidcache_put_many`) made on this thread, when that item's status was not `CIDCACHE_OK`; an
+ * empty string otherwise (the item succeeded, the index is out of range, or no batch call was
+ * made). Every batch call replaces the messages of the one before.
+ *
+ * Ownership and lifetime: the string belongs to the library; it stays valid until the next
+ * batch call on the same thread, or until the thread exits. Copy it to keep it.
+ *
+ * Thread safety: thread-safe; each thread has its own messages.
+ */
+const char *cidcache_item_error(size_t index);
 
 /**
  * The message of the last call on this thread that returned a status other than `CIDCACHE_OK`

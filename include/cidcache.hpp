@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <type_traits>
 #include <optional>
@@ -115,19 +116,41 @@ inline std::int64_t millis(std::chrono::milliseconds t) { return static_cast<std
 }  // namespace detail
 
 /// A key given as bytes or text (text keys are used as their bytes, not parsed as CIDs).
+///
+/// Owning: the bytes are copied in (inline, no allocation, for valid keys of up to
+/// CIDCACHE_MAX_KEY_LEN bytes), so a Key built from a temporary string or vector stays valid.
+/// A longer key is kept (on the heap) so that the library reports it as CIDCACHE_INVALID_KEY.
 class Key {
 public:
-    Key(bytes_view b) noexcept : ptr_(b.data()), len_(b.size()) {}
-    Key(std::string_view s) noexcept : ptr_(detail::bytes_of(s)), len_(s.size()) {}
-    Key(const char* s) noexcept : Key(std::string_view(s)) {}
-    Key(const std::string& s) noexcept : Key(std::string_view(s)) {}
-    Key(const std::vector<std::uint8_t>& v) noexcept : ptr_(v.data()), len_(v.size()) {}
-    const std::uint8_t* data() const noexcept { return ptr_; }
+    Key(bytes_view b) { assign(b.data(), b.size()); }
+    Key(std::string_view s) { assign(detail::bytes_of(s), s.size()); }
+    Key(const char* s) : Key(std::string_view(s)) {}
+    Key(const std::string& s) : Key(std::string_view(s)) {}
+    Key(const std::vector<std::uint8_t>& v) { assign(v.data(), v.size()); }
+    Key(const Key& o) { assign(o.data(), o.size()); }
+    Key& operator=(const Key& o) {
+        if (this != &o) {
+            std::vector<std::uint8_t> copy(o.data(), o.data() + o.size());
+            assign(copy.data(), copy.size());
+        }
+        return *this;
+    }
+    const std::uint8_t* data() const noexcept { return long_.empty() ? buf_ : long_.data(); }
     std::size_t size() const noexcept { return len_; }
 
 private:
-    const std::uint8_t* ptr_;
-    std::size_t len_;
+    void assign(const std::uint8_t* p, std::size_t n) {
+        len_ = n;
+        if (n <= CIDCACHE_MAX_KEY_LEN) {
+            long_.clear();
+            if (n) std::memcpy(buf_, p, n);
+        } else {
+            long_.assign(p, p + n);
+        }
+    }
+    std::uint8_t buf_[CIDCACHE_MAX_KEY_LEN] = {};
+    std::size_t len_ = 0;
+    std::vector<std::uint8_t> long_;
 };
 
 /// A pinned, sealed object: a zero-copy, read-only view into shared memory, valid (and
@@ -183,8 +206,74 @@ private:
     cidcache_view view_{};
 };
 
+/// An owned Arrow C array (struct ArrowArray, one record batch as a struct array), released by the
+/// destructor unless moved out with release(). Its buffers point into shared memory (zero-copy)
+/// and keep the object pinned while it lives.
+class ArrowBatch {
+public:
+    ArrowBatch() noexcept { array_.release = nullptr; }
+    ArrowBatch(ArrowBatch&& o) noexcept : array_(o.array_) { o.array_.release = nullptr; }
+    ArrowBatch& operator=(ArrowBatch&& o) noexcept {
+        if (this != &o) {
+            reset();
+            array_ = o.array_;
+            o.array_.release = nullptr;
+        }
+        return *this;
+    }
+    ArrowBatch(const ArrowBatch&) = delete;
+    ArrowBatch& operator=(const ArrowBatch&) = delete;
+    ~ArrowBatch() { reset(); }
+
+    ArrowArray* get() noexcept { return &array_; }
+    const ArrowArray* operator->() const noexcept { return &array_; }
+    /// Rows in the batch.
+    std::int64_t length() const noexcept { return array_.length; }
+    explicit operator bool() const noexcept { return array_.release != nullptr; }
+    /// Moves the array into `out` (which the caller then owns).
+    void release(ArrowArray* out) noexcept {
+        *out = array_;
+        array_.release = nullptr;
+    }
+    void reset() noexcept {
+        if (array_.release) array_.release(&array_);
+    }
+
+private:
+    ArrowArray array_;
+};
+
+/// An owned Arrow C schema (struct ArrowSchema), released by the destructor.
+class ArrowSchemaOwned {
+public:
+    ArrowSchemaOwned() noexcept { schema_.release = nullptr; }
+    ArrowSchemaOwned(ArrowSchemaOwned&& o) noexcept : schema_(o.schema_) { o.schema_.release = nullptr; }
+    ArrowSchemaOwned& operator=(ArrowSchemaOwned&& o) noexcept {
+        if (this != &o) {
+            reset();
+            schema_ = o.schema_;
+            o.schema_.release = nullptr;
+        }
+        return *this;
+    }
+    ArrowSchemaOwned(const ArrowSchemaOwned&) = delete;
+    ArrowSchemaOwned& operator=(const ArrowSchemaOwned&) = delete;
+    ~ArrowSchemaOwned() { reset(); }
+
+    ArrowSchema* get() noexcept { return &schema_; }
+    const ArrowSchema* operator->() const noexcept { return &schema_; }
+    void reset() noexcept {
+        if (schema_.release) schema_.release(&schema_);
+    }
+
+private:
+    ArrowSchema schema_;
+};
+
 /// An owned Arrow C stream (struct ArrowArrayStream); released by the destructor unless moved
-/// out with release() (e.g. into pyarrow or another Arrow implementation).
+/// out with release() (e.g. into pyarrow or another Arrow implementation). Read it as a reader:
+/// schema() once, then next() until it returns std::nullopt. The object stays pinned until the
+/// stream and every batch read from it are destroyed (reading to the end does not unpin).
 class ArrowStream {
 public:
     ArrowStream() noexcept { stream_.release = nullptr; }
@@ -214,7 +303,34 @@ public:
         if (stream_.release) stream_.release(&stream_);
     }
 
+    /// The schema of the records (a struct type whose children are the columns). Throws
+    /// CIDCACHE_ARROW with the stream's message on failure, CIDCACHE_INVALID_ARGUMENT when the
+    /// stream was released or moved out.
+    ArrowSchemaOwned schema() {
+        live();
+        ArrowSchemaOwned out;
+        if (int rc = stream_.get_schema(&stream_, out.get())) fail(rc);
+        return out;
+    }
+    /// The next record batch, or std::nullopt at the end. Throws as schema().
+    std::optional<ArrowBatch> next() {
+        live();
+        ArrowBatch b;
+        if (int rc = stream_.get_next(&stream_, b.get())) fail(rc);
+        if (!b) return std::nullopt;
+        return b;
+    }
+
 private:
+    void live() const {
+        if (!stream_.release)
+            throw Error(CIDCACHE_INVALID_ARGUMENT, "CIDCACHE_INVALID_ARGUMENT: the Arrow stream is released");
+    }
+    [[noreturn]] void fail(int rc) {
+        const char* m = stream_.get_last_error ? stream_.get_last_error(&stream_) : nullptr;
+        throw Error(CIDCACHE_ARROW, std::string("CIDCACHE_ARROW: Arrow stream error ") + std::to_string(rc) +
+                                        (m ? std::string(": ") + m : std::string()));
+    }
     ArrowArrayStream stream_;
 };
 
@@ -284,7 +400,7 @@ public:
         cidcache_object* o = nullptr;
         cidcache_view v{};
         cidcache_status s = cidcache_get_op_result(handle_, &o, &v);
-        if (s == CIDCACHE_NOT_FOUND) return std::nullopt;
+        if (s == CIDCACHE_NOT_FOUND || s == CIDCACHE_TIMEOUT) return std::nullopt;
         detail::check(s);
         return Object(o, v);
     }
@@ -365,13 +481,14 @@ public:
         detail::check(s);
         return Object(o, v);
     }
-    /// Waits up to `timeout` (negative: without limit) for the object.
+    /// Waits up to `timeout` (negative: without limit) for the object; std::nullopt when it was
+    /// not sealed in time (the C status is CIDCACHE_TIMEOUT).
     std::optional<Object> get(Key key, std::chrono::milliseconds timeout) const {
         cidcache_object* o = nullptr;
         cidcache_view v;
         cidcache_status s = cidcache_get_timeout(handle_, key.data(), key.size(),
                                                  detail::millis(timeout), &o, &v);
-        if (s == CIDCACHE_NOT_FOUND) return std::nullopt;
+        if (s == CIDCACHE_NOT_FOUND || s == CIDCACHE_TIMEOUT) return std::nullopt;
         detail::check(s);
         return Object(o, v);
     }
@@ -381,8 +498,9 @@ public:
         detail::check(cidcache_get_async(handle_, key.data(), key.size(), detail::millis(timeout), &op));
         return AsyncGet(op);
     }
-    /// Gets many keys; one entry per key: the object, or std::nullopt when missing. Other
-    /// per-item errors are reported in `statuses` when given, else thrown.
+    /// Gets many keys; one entry per key: the object, or std::nullopt when missing (status
+    /// CIDCACHE_NOT_FOUND, or CIDCACHE_TIMEOUT after a wait). Other per-item errors are reported
+    /// in `statuses` when given, else thrown.
     std::vector<std::optional<Object>> get_many(const std::vector<Key>& keys,
                                                 std::chrono::milliseconds timeout = std::chrono::milliseconds(0),
                                                 std::vector<Status>* statuses = nullptr) const {
@@ -402,7 +520,7 @@ public:
         }
         if (statuses) {
             *statuses = std::move(st);
-        } else if (s != CIDCACHE_OK && s != CIDCACHE_NOT_FOUND) {
+        } else if (s != CIDCACHE_OK && s != CIDCACHE_NOT_FOUND && s != CIDCACHE_TIMEOUT) {
             detail::raise(s);
         }
         return out;
@@ -468,6 +586,14 @@ public:
         cidcache_status st = cidcache_get_arrow(handle_, key.data(), key.size(), s.get());
         if (st == CIDCACHE_NOT_FOUND) return std::nullopt;
         detail::check(st);
+        return s;
+    }
+    /// Exports an object already obtained (get, get_many, AsyncGet) as an Arrow C stream,
+    /// zero-copy. Takes the object whatever the result (its pin moves into the stream); an object
+    /// not stored as Arrow throws CIDCACHE_NOT_ARROW.
+    static ArrowStream object_to_arrow(Object&& object) {
+        ArrowStream s;
+        detail::check(cidcache_object_to_arrow(object.release(), s.get()));
         return s;
     }
     /// Stores an Arrow C stream as an Arrow object; the stream is consumed (moved in).

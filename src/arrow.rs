@@ -329,6 +329,31 @@ impl Client {
         };
         arrow_from_object(obj).map(Some)
     }
+
+    /// Async [`Client::put_arrow`]: the round trips (and, for a large table, the create and the
+    /// seal with the coordinator's validation) are awaited; encoding runs on the calling thread.
+    pub async fn put_arrow_async(
+        &self,
+        key: &[u8],
+        schema: &Schema,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
+        let bytes = encode_ipc_file(schema, batches)?;
+        self.put_flags_async(key, &bytes, &[], PUT_ARROW).await
+    }
+
+    /// Async [`Client::get_arrow`], waiting up to `timeout` (`None`: without limit) for the
+    /// object to be sealed; `None` when it was not. A hit completes without waiting.
+    pub async fn get_arrow_async(
+        &self,
+        key: &[u8],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<ArrowObject>> {
+        match self.get_async(key, timeout).await? {
+            Some(obj) => arrow_from_object(obj).map(Some),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Decodes a pinned object as Arrow; the pin moves into the buffers.
@@ -337,13 +362,22 @@ impl Client {
 /// is decoded without validation, at a cost proportional to its buffers and batches; any other
 /// Arrow object is validated in full (proportional to its bytes).
 pub fn arrow_from_object(obj: ObjectRef) -> Result<ArrowObject> {
+    decode_object(obj, true).map(|(a, _)| a)
+}
+
+/// [`arrow_from_object`], also returning the buffer over the whole object: while it (or any
+/// clone) lives, the object stays pinned, whatever happens to the batches (for a holder that
+/// promises a pin for its own lifetime, such as an exported Arrow C stream, and for a table
+/// with no batch, whose schema holds nothing of the object).
+pub fn arrow_from_object_pinned(obj: ObjectRef) -> Result<(ArrowObject, Buffer)> {
     decode_object(obj, true)
 }
 
-/// [`arrow_from_object`]; `trust_seal` false validates even what the coordinator validated.
-fn decode_object(obj: ObjectRef, trust_seal: bool) -> Result<ArrowObject> {
+/// [`arrow_from_object_pinned`]; `trust_seal` false validates even what the coordinator
+/// validated.
+fn decode_object(obj: ObjectRef, trust_seal: bool) -> Result<(ArrowObject, Buffer)> {
     if !obj.is_arrow() {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::NotArrow(format!(
             "{} was not stored as an Arrow object; use get()",
             obj.key()
         )));
@@ -366,9 +400,9 @@ fn decode_object(obj: ObjectRef, trust_seal: bool) -> Result<ArrowObject> {
         // here, once no client held a legitimate way to write them (docs/operations.md,
         // "Arrow objects: validated once, at seal"). Sealed bytes are immutable, and the pin
         // held by `buf` keeps them from being reused while any decoded array lives.
-        unsafe { decode_validated_ipc_file(&buf) }
+        unsafe { decode_validated_ipc_file(&buf) }.map(|a| (a, buf))
     } else {
-        decode_ipc_file(&buf)
+        decode_ipc_file(&buf).map(|a| (a, buf))
     }
 }
 
@@ -400,7 +434,7 @@ pub mod bench {
     /// Decodes `obj` in place with full validation, as every get did before objects were
     /// validated at seal (the path unvalidated objects still take).
     pub fn decode_validating(obj: ObjectRef) -> Result<ArrowObject> {
-        decode_object(obj, false)
+        decode_object(obj, false).map(|(a, _)| a)
     }
 
     /// The coordinator's seal-time validation of `bytes`.

@@ -23,6 +23,14 @@ pub fn cid_v1_raw(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Computes the CID `ipfs add --cid-version 1 --raw-leaves` gives `data` with kubo's defaults
+/// (256 KiB raw leaves, balanced DAG of at most 174 links per node, sha2-256), in binary form.
+/// Up to 256 KiB it is [`cid_v1_raw`]; above, a dag-pb (UnixFS) root. This is the key under
+/// which the object can be shared through IPFS (`cidcache put --ipfs`).
+pub fn unixfs_file_cid(data: &[u8]) -> Vec<u8> {
+    crate::tier::ipfs::unixfs::build_file(data, |_, _| {}).to_bytes()
+}
+
 /// Parses a text CID (v0 or v1, any multibase the `cid` crate knows) into its binary form.
 ///
 /// Errors name what is wrong so a user can fix the input.
@@ -90,7 +98,8 @@ pub fn parse_key_arg(text: &str) -> Result<Vec<u8>> {
     parse(text)
 }
 
-/// Checks that `data` hashes to the CID `key` when `key` is a sha2-256 CID.
+/// Checks that `data` hashes to the CID `key` when `key` is a sha2-256 CID: the data itself
+/// hashes to it, or, for a dag-pb key, it is the UnixFS file [`unixfs_file_cid`] names.
 ///
 /// Returns `Ok(true)` when verified, `Ok(false)` when the key is not a CID with a hash this
 /// build can check, and `Err(CidMismatch)` when the bytes do not match.
@@ -103,7 +112,12 @@ pub fn verify(key: &[u8], data: &[u8]) -> Result<bool> {
         return Ok(false);
     }
     let digest = Sha256::digest(data);
-    if mh.digest() == digest.as_slice() {
+    let unixfs = || {
+        c.codec() == crate::tier::ipfs::unixfs::DAG_PB
+            && data.len() > crate::tier::ipfs::unixfs::CHUNK
+            && unixfs_file_cid(data) == key
+    };
+    if mh.digest() == digest.as_slice() || unixfs() {
         Ok(true)
     } else {
         Err(Error::CidMismatch(format!(

@@ -69,6 +69,10 @@ pub struct PutOptions<'a> {
     /// `cidcached --durability sync`, for this put alone); an error when the warm tier cannot
     /// write it. The object becomes visible when the put returns.
     pub durable: bool,
+    /// Also add the object to the store's IPFS node (`cidcached --ipfs-api`), under the key,
+    /// which must be the CID the node computes: [`crate::cid::unixfs_file_cid`] of the data
+    /// (the raw CID up to 256 KiB). The put succeeds only once the node holds it, pinned.
+    pub ipfs: bool,
 }
 
 impl PutOptions<'_> {
@@ -82,6 +86,7 @@ impl PutOptions<'_> {
         } else {
             0
         }) | (if self.durable { proto::PUT_DURABLE } else { 0 })
+            | (if self.ipfs { proto::PUT_IPFS } else { 0 })
     }
 }
 
@@ -550,6 +555,54 @@ fn status_to_result(s: Status) -> Result<()> {
     s.map_err(|(c, m)| Error::from_code(c, m))
 }
 
+/// Why a connection could not be made: no socket, or nobody listening on it, means no
+/// coordinator serves the store ([`Error::NotRunning`]); anything else is reported as it is.
+fn connect_error(socket: &Path, e: std::io::Error) -> Error {
+    use std::io::ErrorKind;
+    let at = socket.display();
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::NotRunning(format!(
+            "no cidcached serves {at} ({e}); start it (cidcached --store NAME) or check the store name or socket path"
+        )),
+        ErrorKind::PermissionDenied => Error::PermissionDenied(format!(
+            "cannot connect to {at} ({e}); the socket belongs to another user"
+        )),
+        _ => Error::io(format!("cannot connect to {at}"), e),
+    }
+}
+
+/// A verified put reports wrong bytes before an existing key, whatever its size: an inline put
+/// is checked by the coordinator before it looks the key up, and a large one, refused at create
+/// for an existing key, is checked here (only on that error path; the coordinator still checks
+/// every seal itself).
+fn mismatch_first(e: Error, key: &Key, data: &[u8], flags: u32) -> Error {
+    if matches!(e, Error::AlreadyExists(_)) && flags & proto::PUT_VERIFY_CID != 0 {
+        if let Err(m) = crate::cid::verify(key.as_bytes(), data) {
+            return m;
+        }
+    }
+    e
+}
+
+fn catalog_query_request<'a>(
+    filters: &[&str],
+    columns: Option<&str>,
+    limit: Option<usize>,
+    format: crate::tier::catalog::OutputFormat,
+) -> Request<'a> {
+    use crate::tier::catalog::OutputFormat;
+    Request::CatalogQuery {
+        filters: filters.iter().map(|f| f.to_string()).collect(),
+        columns: columns.unwrap_or("").to_string(),
+        limit: limit.unwrap_or(0) as u64,
+        format: match format {
+            OutputFormat::Table => 0,
+            OutputFormat::Ipc => 1,
+            OutputFormat::Parquet => 2,
+        },
+    }
+}
+
 /// Retries of the miss path when an object is evicted between the coordinator's answer and our
 /// lock-free read (rare; bounded so a pathological churn cannot loop forever).
 const MISS_RETRIES: usize = 8;
@@ -567,12 +620,8 @@ impl Client {
 
     /// Connects with explicit options.
     pub fn connect_with(opts: ConnectOptions) -> Result<Client> {
-        let stream = UnixStream::connect(&opts.socket).map_err(|e| {
-            Error::Disconnected(format!(
-                "cannot connect to {} ({e}); is cidcached running for this store?",
-                opts.socket.display()
-            ))
-        })?;
+        let stream =
+            UnixStream::connect(&opts.socket).map_err(|e| connect_error(&opts.socket, e))?;
         let reader = stream
             .try_clone()
             .map_err(|e| Error::io("cannot clone the socket", e))?;
@@ -1020,21 +1069,97 @@ impl Client {
         limit: Option<usize>,
         format: crate::tier::catalog::OutputFormat,
     ) -> Result<Vec<u8>> {
-        use crate::tier::catalog::OutputFormat;
-        let req = Request::CatalogQuery {
-            filters: filters.iter().map(|f| f.to_string()).collect(),
-            columns: columns.unwrap_or("").to_string(),
-            limit: limit.unwrap_or(0) as u64,
-            format: match format {
-                OutputFormat::Table => 0,
-                OutputFormat::Ipc => 1,
-                OutputFormat::Parquet => 2,
-            },
-        };
+        let req = catalog_query_request(filters, columns, limit, format);
         match self.inner.conn.call(&req)? {
             Response::Bytes(b) => Ok(b),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Async [`Client::catalog_query`].
+    pub async fn catalog_query_async(
+        &self,
+        filters: &[&str],
+        columns: Option<&str>,
+        limit: Option<usize>,
+        format: crate::tier::catalog::OutputFormat,
+    ) -> Result<Vec<u8>> {
+        let req = catalog_query_request(filters, columns, limit, format);
+        match self.inner.conn.call_async(&req).await? {
+            Response::Bytes(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Async [`Client::catalog_query_batches`].
+    pub async fn catalog_query_batches_async(
+        &self,
+        filters: &[&str],
+        columns: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<arrow_array::RecordBatch>> {
+        let b = self
+            .catalog_query_async(
+                filters,
+                columns,
+                limit,
+                crate::tier::catalog::OutputFormat::Ipc,
+            )
+            .await?;
+        Ok(crate::arrow::decode_ipc_file(&arrow_buffer::Buffer::from(b.as_slice()))?.batches)
+    }
+
+    /// Async [`Client::catalog_upsert`].
+    pub async fn catalog_upsert_async(
+        &self,
+        entries: &[crate::tier::catalog::CatalogEntry],
+    ) -> Result<()> {
+        for chunk in entries.chunks(10_000) {
+            let ipc = crate::tier::catalog::entries_to_ipc(chunk)?;
+            match self
+                .inner
+                .conn
+                .call_async(&Request::CatalogUpsert { ipc: &ipc })
+                .await?
+            {
+                Response::Done => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Async [`Client::get_arrow_scan`]: the coordinator's scan of a warm object is awaited.
+    pub async fn get_arrow_scan_async(
+        &self,
+        key: &[u8],
+        scan: &crate::scan::Scan,
+    ) -> Result<Option<crate::arrow::ArrowObject>> {
+        let k = Key::new(key)?;
+        let spec = scan.to_strings();
+        for _ in 0..MISS_RETRIES {
+            if let Some(o) = self.try_hit(&k, k.hash())? {
+                let a = crate::arrow::arrow_from_object(o)?;
+                let (schema, batches) = scan.apply(&a.schema, &a.batches)?;
+                return Ok(Some(crate::arrow::ArrowObject { schema, batches }));
+            }
+            self.check_alive()?;
+            let req = Request::Scan {
+                key: k,
+                spec: spec.clone(),
+            };
+            match self.inner.conn.call_async(&req).await? {
+                Response::Bool(true) => continue,
+                Response::Bool(false) => return Ok(None),
+                Response::Key(d) => {
+                    if let Some(o) = self.try_hit(&d, d.hash())? {
+                        return crate::arrow::arrow_from_object(o).map(Some);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(None)
     }
 
     /// [`Client::catalog_query`] returning Arrow record batches.
@@ -1280,7 +1405,9 @@ impl Client {
             }))?;
             return expect_done(r);
         }
-        let mut w = self.create_with(key, data.len(), meta.len(), flags)?;
+        let mut w = self
+            .create_with(key, data.len(), meta.len(), flags)
+            .map_err(|e| mismatch_first(e, &k, data, flags))?;
         w.data_mut().copy_from_slice(data);
         w.metadata_mut().copy_from_slice(meta);
         w.seal()
@@ -1288,9 +1415,18 @@ impl Client {
 
     /// Async [`Client::put_with`]. Large objects are written on the calling thread.
     pub async fn put_async(&self, key: &[u8], data: &[u8], opts: PutOptions<'_>) -> Result<()> {
+        self.put_flags_async(key, data, opts.metadata, opts.flags())
+            .await
+    }
+
+    pub(crate) async fn put_flags_async(
+        &self,
+        key: &[u8],
+        data: &[u8],
+        meta: &[u8],
+        flags: u32,
+    ) -> Result<()> {
         let k = Key::new(key)?;
-        let flags = opts.flags();
-        let meta = opts.metadata;
         if data.len() + meta.len() <= self.inner.info.inline_max as usize {
             let r = self
                 .inner
@@ -1314,7 +1450,9 @@ impl Client {
                 flags,
             })
             .await?;
-        let mut w = self.finish_create(k, data.len(), meta.len(), resp)?;
+        let mut w = self
+            .finish_create(k, data.len(), meta.len(), resp)
+            .map_err(|e| mismatch_first(e, &k, data, flags))?;
         w.data_mut().copy_from_slice(data);
         w.metadata_mut().copy_from_slice(meta);
         w.seal_async().await
@@ -1334,7 +1472,8 @@ impl Client {
         self.finish_put_many(items, out)
     }
 
-    /// Async [`Client::put_many`].
+    /// Async [`Client::put_many`]: every wait is awaited, including the create and seal of the
+    /// large items (above the inline limit), which are written on the calling thread.
     pub async fn put_many_async(&self, items: &[(&[u8], &[u8])]) -> Vec<Result<()>> {
         let mut out: Vec<Option<Result<()>>> = (0..items.len()).map(|_| None).collect();
         for (batch, idx) in self.plan_batches(items, &mut out) {
@@ -1343,7 +1482,14 @@ impl Client {
                 Err(e) => fill_err(&mut out, &idx, &e),
             }
         }
-        self.finish_put_many(items, out)
+        let mut done = Vec::with_capacity(items.len());
+        for (r, (k, d)) in out.into_iter().zip(items) {
+            done.push(match r {
+                Some(r) => r,
+                None => self.put_async(k, d, PutOptions::default()).await,
+            });
+        }
+        done
     }
 
     #[allow(clippy::type_complexity)]
@@ -1415,6 +1561,15 @@ impl Client {
     pub fn put_content(&self, data: &[u8]) -> Result<Vec<u8>> {
         let cid = crate::cid::cid_v1_raw(data);
         match self.put(&cid, data) {
+            Ok(()) | Err(Error::AlreadyExists(_)) => Ok(cid),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Async [`Client::put_content`].
+    pub async fn put_content_async(&self, data: &[u8]) -> Result<Vec<u8>> {
+        let cid = crate::cid::cid_v1_raw(data);
+        match self.put_async(&cid, data, PutOptions::default()).await {
             Ok(()) | Err(Error::AlreadyExists(_)) => Ok(cid),
             Err(e) => Err(e),
         }

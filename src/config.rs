@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
+pub use crate::tier::ipfs::IpfsConfig;
 pub use crate::tier::warm::WarmCompression;
 
 /// Default store name.
@@ -34,6 +35,15 @@ pub fn runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => Path::new(&d).join("cidcache"),
         _ => PathBuf::from(format!("/tmp/cidcache-{}", uid())),
+    }
+}
+
+/// The store to use when none is named: `$CIDCACHE_STORE` when it is set and not empty (as
+/// `cidcached` and `cidcache` read it), else [`DEFAULT_STORE`].
+pub fn store_from_env() -> String {
+    match std::env::var("CIDCACHE_STORE") {
+        Ok(s) if !s.is_empty() => s,
+        _ => DEFAULT_STORE.to_string(),
     }
 }
 
@@ -140,6 +150,9 @@ pub struct Config {
     pub adopt: bool,
     /// When puts are acknowledged.
     pub durability: Durability,
+    /// IPFS below the other tiers (read-through of CID keys, write-back of puts that ask);
+    /// off unless an API or gateway URL is set.
+    pub ipfs: IpfsConfig,
     /// Connections served at once on each socket (native, Plasma); more are refused with a
     /// `Busy` error. Native clients are also bounded by the lease pages the memory limit
     /// allows (see `docs/operations.md`).
@@ -178,6 +191,7 @@ impl Config {
             metrics_addr: None,
             adopt: true,
             durability: Durability::Memory,
+            ipfs: IpfsConfig::default(),
             max_clients: 1024,
             max_frame: crate::proto::MAX_BODY as u64,
             frame_memory: 256 << 20,

@@ -14,7 +14,9 @@ use std::io;
 pub enum Code {
     /// Success.
     Ok = 0,
-    /// No object with that key is stored (or it is not sealed yet and the wait timed out).
+    /// No object with that key is stored. (A wait that ends without the object is reported by
+    /// the client libraries as [`Code::Timeout`]: the Rust client returns `Ok(None)` from its
+    /// waiting gets, the C ABI `CIDCACHE_TIMEOUT`.)
     NotFound = 1,
     /// An object with that key already exists (sealed or being created).
     AlreadyExists = 2,
@@ -56,6 +58,12 @@ pub enum Code {
     /// The coordinator is at a configured limit (connections, or file descriptors) and refused
     /// the connection; retry later, or raise the limit (`--max-clients`).
     Busy = 20,
+    /// No coordinator serves this store: its socket does not exist or refuses connections
+    /// (start `cidcached`, or check the store name / socket path). Distinct from
+    /// [`Code::Disconnected`], a connection that was up and is gone.
+    NotRunning = 21,
+    /// The object exists but was not stored as Arrow (read its bytes with a plain get).
+    NotArrow = 22,
 }
 
 impl Code {
@@ -85,6 +93,8 @@ impl Code {
             18 => Internal,
             19 => Corrupt,
             20 => Busy,
+            21 => NotRunning,
+            22 => NotArrow,
             _ => Internal,
         }
     }
@@ -159,6 +169,12 @@ pub enum Error {
     /// See [`Code::Busy`].
     #[error("busy: {0}")]
     Busy(String),
+    /// See [`Code::NotRunning`].
+    #[error("not running: {0}")]
+    NotRunning(String),
+    /// See [`Code::NotArrow`].
+    #[error("not an Arrow object: {0}")]
+    NotArrow(String),
 }
 
 /// Result alias used throughout the crate.
@@ -187,6 +203,8 @@ impl Error {
             Error::Arrow(_) => Code::Arrow,
             Error::Corrupt(_) => Code::Corrupt,
             Error::Busy(_) => Code::Busy,
+            Error::NotRunning(_) => Code::NotRunning,
+            Error::NotArrow(_) => Code::NotArrow,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -217,6 +235,8 @@ impl Error {
             Code::Arrow => Error::Arrow(msg),
             Code::Corrupt => Error::Corrupt(msg),
             Code::Busy => Error::Busy(msg),
+            Code::NotRunning => Error::NotRunning(msg),
+            Code::NotArrow => Error::NotArrow(msg),
         }
     }
 
@@ -242,6 +262,8 @@ impl Error {
             | Error::Arrow(m)
             | Error::Corrupt(m)
             | Error::Busy(m)
+            | Error::NotRunning(m)
+            | Error::NotArrow(m)
             | Error::Internal(m) => m.clone(),
         }
     }

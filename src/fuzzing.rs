@@ -356,6 +356,73 @@ pub fn warm_file_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (raws, tables)
 }
 
+/// IPFS source: a CAR stream read into verified blocks (iroh-car's framing and header, CID
+/// parsing, the size bounds, hash checks), and a file assembled from them when the first
+/// block heads one.
+pub fn ipfs_car(data: &[u8]) {
+    use crate::tier::ipfs::{read_car, unixfs::FilePlan};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let Ok(blocks) = rt.block_on(read_car(data, 1 << 20, 4 << 20)) else {
+        return;
+    };
+    let Some(root) = blocks.first() else {
+        return;
+    };
+    if let Ok(plan) = FilePlan::new(root, blocks, 4 << 20) {
+        let mut out = vec![0u8; plan.size() as usize];
+        plan.write_into(&mut out).expect("a checked plan writes");
+    }
+}
+
+/// IPFS source: one dag-pb block as a source sends it (a UnixFS file root, a directory, ...):
+/// decoded (dag-pb, then the UnixFS `Data` message), classified, and walked as a file root
+/// (its links lead to blocks that are not there).
+pub fn unixfs_node(data: &[u8]) {
+    use crate::tier::ipfs::{blocks::Blocks, unixfs};
+    let block = bytes::Bytes::copy_from_slice(data);
+    if let Ok(n) = unixfs::decode_node(&block) {
+        let _ = unixfs::shape(&n);
+        if let Some(d) = &n.data {
+            let _ = unixfs::decode_data(d);
+        }
+    }
+    let _ = unixfs::decode_data(data);
+    let mh = multihash::Multihash::wrap(
+        crate::cid::SHA2_256,
+        &<sha2::Sha256 as sha2::Digest>::digest(data),
+    )
+    .expect("32 bytes");
+    let cid = cid::Cid::new_v1(unixfs::DAG_PB, mh);
+    let mut blocks = Blocks::new(1 << 20);
+    if blocks.insert(&cid, block, 1 << 20).is_ok() {
+        let _ = unixfs::FilePlan::new(cid, blocks, 1 << 20);
+    }
+}
+
+/// Seed inputs for [`ipfs_car`] (CARs of UnixFS files: one raw leaf, one level, a file of
+/// identical leaves) and [`unixfs_node`] (their dag-pb nodes).
+pub fn ipfs_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let chunk = crate::tier::ipfs::unixfs::CHUNK;
+    let files = [
+        b"a small file".to_vec(),
+        (0..3 * chunk + 10).map(|i| (i % 251) as u8).collect(),
+        vec![0u8; 5 * chunk],
+    ];
+    let mut cars = Vec::new();
+    let mut nodes = Vec::new();
+    for f in &files {
+        cars.push(crate::harness::kubo::unixfs_car(f).1);
+        crate::tier::ipfs::unixfs::build_file(f, |c, b| {
+            if c.codec() == crate::tier::ipfs::unixfs::DAG_PB {
+                nodes.push(b.to_vec());
+            }
+        });
+    }
+    (cars, nodes)
+}
+
 /// Arrow IPC file, as the coordinator validates an Arrow object at seal: validation returns
 /// whatever the bytes (a panic inside arrow-rs's reader is caught and counts as invalid), and
 /// bytes it

@@ -32,7 +32,12 @@ pub const PUT_EPHEMERAL: u32 = 2;
 pub const PUT_VERIFY_CID: u32 = 4;
 /// Put flag: acknowledge only once the object is in a synced warm-tier file (as with
 /// `--durability sync`, for this put alone).
-pub const PUT_DURABLE: u32 = 8;
+pub const PUT_DURABLE: u32 = 16;
+/// Request flag (a single put, or a create whose seal carries it out): also add the object to
+/// the store's IPFS node under the key, which must be the CID the node computes for it (a raw
+/// CIDv1 for one block of at most 1 MiB, else the UnixFS CIDv1 with raw leaves). The object is
+/// added first and stored only if the node took it under that CID.
+pub const PUT_IPFS: u32 = 8;
 
 /// Message types. Requests are below 0x8000, replies at or above; each is described in
 /// `docs/protocol.md`.

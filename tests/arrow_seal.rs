@@ -334,7 +334,7 @@ fn promotion_validates_what_a_warm_file_claims_is_arrow() {
     assert!(!obj.is_arrow(), "never published as Arrow");
     drop(obj);
     let e = c.get_arrow(b"warm-bad").unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert_eq!(e.code(), Code::NotArrow, "{e}");
     let (_, want) = table(600, 200);
     reads_back_validated(&c, b"warm-good", &want);
 }
@@ -488,11 +488,12 @@ fn clients_cannot_set_the_validated_flag() {
     )
     .is_err());
 
-    // Every put flag bit set but Arrow (and CID verification, which these keys would fail):
+    // Every put flag bit set but Arrow (and CID verification, which these keys would fail, and
+    // IPFS write-back, which a store without an IPFS source refuses):
     // the entry is raw.
     let mut s = raw(&d);
     let good = ipc(600, 200);
-    let all = !(PUT_ARROW | proto::PUT_VERIFY_CID);
+    let all = !(PUT_ARROW | proto::PUT_VERIFY_CID | proto::PUT_IPFS);
     assert!(matches!(
         put_raw(&mut s, b"flags-raw", all, &good),
         Response::Done

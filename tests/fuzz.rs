@@ -319,3 +319,35 @@ fn fuzz_arrow_ipc_files() {
     eprintln!("arrow_ipc_file: {n} inputs");
     assert!(n > seeds.len() as u64);
 }
+
+#[test]
+fn fuzz_ipfs_cars() {
+    let (cars, _) = fuzzing::ipfs_seeds();
+    let n = drive(
+        "ipfs_car",
+        &cars,
+        seed(),
+        budget(),
+        u64::MAX,
+        2 << 20,
+        fuzzing::ipfs_car,
+    );
+    eprintln!("ipfs_car: {n} inputs");
+    assert!(n > cars.len() as u64);
+}
+
+#[test]
+fn fuzz_unixfs_nodes() {
+    let (_, nodes) = fuzzing::ipfs_seeds();
+    let n = drive(
+        "unixfs_node",
+        &nodes,
+        seed(),
+        budget(),
+        u64::MAX,
+        1 << 16,
+        fuzzing::unixfs_node,
+    );
+    eprintln!("unixfs_node: {n} inputs");
+    assert!(n > nodes.len() as u64);
+}

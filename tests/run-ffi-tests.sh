@@ -196,6 +196,11 @@ if [ "${CIDCACHE_SKIP_GO:-0}" != 1 ]; then
     export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
     export LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+    # arrow-go and its dependencies (go.mod / go.sum) come from the Go module proxy on the first
+    # run ($GOPROXY, default proxy.golang.org); fetched here so that a network failure says so.
+    log "go mod download"
+    (cd ffi/go && go mod download)
+    record "go mod download" $?
     log "go vet"
     (cd ffi/go && go vet ./...)
     record "go vet" $?

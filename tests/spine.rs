@@ -260,6 +260,35 @@ fn put_content_and_cid_verification() {
         },
     )
     .unwrap();
+    // Wrong bytes under a stored key: the mismatch is reported before the key's existence,
+    // for an inline put and a large one alike.
+    let verified = PutOptions {
+        verify_cid: true,
+        ..Default::default()
+    };
+    let r = c.put_with(&good, b"small and wrong", verified);
+    assert!(matches!(r, Err(Error::CidMismatch(_))), "{r:?}");
+    let r = c.put_with(&good, &content(6, 1 << 20), verified);
+    assert!(matches!(r, Err(Error::CidMismatch(_))), "{r:?}");
+    let r = c.put(&good, &content(6, 1 << 20));
+    assert!(matches!(r, Err(Error::AlreadyExists(_))), "{r:?}");
+}
+
+#[test]
+fn connecting_with_no_daemon_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.sock");
+    let e = Client::connect_socket(&missing).err().expect("no daemon");
+    assert!(matches!(e, Error::NotRunning(_)), "{e}");
+    assert_eq!(e.code(), cidcache::Code::NotRunning);
+    assert!(e.to_string().contains("none.sock"), "{e}");
+    // A socket file left behind, nobody listening (a daemon that was killed).
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let e = Client::connect_socket(&stale)
+        .err()
+        .expect("nobody listens");
+    assert!(matches!(e, Error::NotRunning(_)), "{e}");
 }
 
 #[test]
@@ -372,7 +401,112 @@ fn async_api() {
             .unwrap()
             .iter()
             .any(|e| e.key.as_bytes() == b"made-async"));
+
+        // Arrow, CIDs, scans and the catalog, awaited.
+        use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+        let ids = Int64Array::from_iter_values(0..20_000); // 160 KB: above the inline limit
+        let batch =
+            RecordBatch::try_from_iter([("id", std::sync::Arc::new(ids) as ArrayRef)]).unwrap();
+        c.put_arrow_async(
+            b"arrow-async",
+            &batch.schema(),
+            std::slice::from_ref(&batch),
+        )
+        .await
+        .unwrap();
+        let a = c
+            .get_arrow_async(b"arrow-async", Some(Duration::ZERO))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.batches, vec![batch.clone()]);
+        assert!(c
+            .get_arrow_async(b"no-arrow", Some(Duration::from_millis(20)))
+            .await
+            .unwrap()
+            .is_none());
+        let scan = cidcache::scan::Scan::default().filter("id<10").unwrap();
+        let s = c
+            .get_arrow_scan_async(b"arrow-async", &scan)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+        let cid = c.put_content_async(b"async content").await.unwrap();
+        assert_eq!(cid, cidcache::cid::cid_v1_raw(b"async content"));
+        assert_eq!(c.put_content_async(b"async content").await.unwrap(), cid);
+        let mut e =
+            cidcache::tier::catalog::CatalogEntry::new(cidcache::Key::new(&cid).unwrap(), 13, 0);
+        e.mimetype = Some("text/x-async".into());
+        c.catalog_upsert_async(&[e]).await.unwrap();
+        let rows = c
+            .catalog_query_batches_async(&["mimetype=text/x-async"], None, None)
+            .await
+            .unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        let table = c
+            .catalog_query_async(
+                &["mimetype=text/x-async"],
+                Some("mimetype"),
+                None,
+                cidcache::tier::catalog::OutputFormat::Table,
+            )
+            .await
+            .unwrap();
+        assert!(String::from_utf8(table).unwrap().contains("text/x-async"));
     });
+}
+
+/// An async batch put awaits the round trips of its large items (create, seal) instead of
+/// blocking the runtime's thread: with the daemon stopped (SIGSTOP), a task that runs beside the
+/// batch on a single-threaded runtime must get to run before the batch completes; that task
+/// resumes the daemon. (Blocking, the batch would only finish once a fallback resumed the daemon,
+/// after which the order below would be reversed.)
+#[test]
+fn async_batch_put_of_large_items_does_not_block() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let pid = d.pid();
+    // Only items above the inline limit: an inline batch would be awaited even before.
+    let big = content(11, 256 << 10);
+    let big2 = content(12, 128 << 10);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let other_ran = Arc::new(AtomicBool::new(false));
+    signal(pid, 19); // SIGSTOP
+    let resumer = {
+        let other_ran = other_ran.clone();
+        std::thread::spawn(move || {
+            // Resumes the daemon once the other task ran; a fallback (not an assertion) resumes
+            // it anyway so that a blocking batch cannot hang the test.
+            let _ = eventually(Duration::from_secs(60), || other_ran.load(Ordering::SeqCst));
+            signal(pid, 18); // SIGCONT
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let batch = async {
+            let r = c
+                .put_many_async(&[(b"big-async", &big), (b"big-async-2", &big2)])
+                .await;
+            order.lock().unwrap().push("batch done");
+            r
+        };
+        let other = async {
+            order.lock().unwrap().push("other ran");
+            other_ran.store(true, Ordering::SeqCst);
+        };
+        let (r, ()) = tokio::join!(batch, other);
+        assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    });
+    resumer.join().unwrap();
+    assert_eq!(*order.lock().unwrap(), vec!["other ran", "batch done"]);
+    assert_eq!(c.get(b"big-async").unwrap().unwrap().data(), &big[..]);
+    assert_eq!(c.get(b"big-async-2").unwrap().unwrap().data(), &big2[..]);
 }
 
 #[test]

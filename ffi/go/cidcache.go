@@ -27,11 +27,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/arrio"
+	"github.com/apache/arrow-go/v18/arrow/cdata"
 )
 
 // cstatus is what cgo makes of a C function's cidcache_status result (the enum's underlying
@@ -64,6 +70,8 @@ const (
 	StatusInternal         Status = C.CIDCACHE_INTERNAL
 	StatusCorrupt          Status = C.CIDCACHE_CORRUPT
 	StatusBusy             Status = C.CIDCACHE_BUSY
+	StatusNotRunning       Status = C.CIDCACHE_NOT_RUNNING
+	StatusNotArrow         Status = C.CIDCACHE_NOT_ARROW
 )
 
 // String is the C name of the status, e.g. "CIDCACHE_NOT_FOUND".
@@ -84,18 +92,37 @@ func (e *Error) Is(target error) bool {
 	return errors.As(target, &t) && t.Status == e.Status
 }
 
-// Sentinels for errors.Is.
+// Sentinels for errors.Is, one per status (errors.Is(err, cidcache.ErrTimeout)).
 var (
 	ErrNotFound         = &Error{Status: StatusNotFound}
 	ErrAlreadyExists    = &Error{Status: StatusAlreadyExists}
+	ErrStoreFull        = &Error{Status: StatusStoreFull}
+	ErrIndexFull        = &Error{Status: StatusIndexFull}
+	ErrTimeout          = &Error{Status: StatusTimeout}
 	ErrInvalidKey       = &Error{Status: StatusInvalidKey}
 	ErrInvalidArgument  = &Error{Status: StatusInvalidArgument}
+	ErrProtocol         = &Error{Status: StatusProtocol}
 	ErrDisconnected     = &Error{Status: StatusDisconnected}
 	ErrPinsExhausted    = &Error{Status: StatusPinsExhausted}
+	ErrNotSealed        = &Error{Status: StatusNotSealed}
 	ErrPermissionDenied = &Error{Status: StatusPermissionDenied}
+	ErrIO               = &Error{Status: StatusIO}
+	ErrIncompatible     = &Error{Status: StatusIncompatible}
 	ErrCIDMismatch      = &Error{Status: StatusCIDMismatch}
+	ErrAlreadyRunning   = &Error{Status: StatusAlreadyRunning}
 	ErrArrow            = &Error{Status: StatusArrow}
+	ErrInternal         = &Error{Status: StatusInternal}
+	ErrCorrupt          = &Error{Status: StatusCorrupt}
+	ErrBusy             = &Error{Status: StatusBusy}
+	ErrNotRunning       = &Error{Status: StatusNotRunning}
+	ErrNotArrow         = &Error{Status: StatusNotArrow}
 )
+
+// sentinels lists every sentinel, in status order (tests check that none is missing).
+var sentinels = []*Error{ErrNotFound, ErrAlreadyExists, ErrStoreFull, ErrIndexFull, ErrTimeout,
+	ErrInvalidKey, ErrInvalidArgument, ErrProtocol, ErrDisconnected, ErrPinsExhausted, ErrNotSealed,
+	ErrPermissionDenied, ErrIO, ErrIncompatible, ErrCIDMismatch, ErrAlreadyRunning, ErrArrow,
+	ErrInternal, ErrCorrupt, ErrBusy, ErrNotRunning, ErrNotArrow}
 
 // lastError builds the error of status s from this OS thread's last-error message. The message is
 // thread-local in C and a goroutine may move between OS threads between two cgo calls, so the
@@ -144,11 +171,18 @@ type Client struct {
 // ConnectSocket connects to the coordinator listening on the Unix socket path.
 func ConnectSocket(path string) (*Client, error) { return connect(path, "", false) }
 
-// ConnectStore connects to the store named store ("" = "default") at its default socket path.
+// ConnectStore connects to the store named store at its default socket path; "" means
+// $CIDCACHE_STORE when it is set (as for cidcached and the cidcache CLI), else "default". No
+// coordinator serving the store is an error matching ErrNotRunning.
 func ConnectStore(store string) (*Client, error) { return connect("", store, false) }
 
 // ConnectReadOnly connects to the socket path in the read-only role.
 func ConnectReadOnly(path string) (*Client, error) { return connect(path, "", true) }
+
+// ConnectStoreReadOnly connects to the store named store ("" as for ConnectStore) in the
+// read-only role: data is mapped read-only and writes are refused (ErrPermissionDenied); hits
+// work as for writers.
+func ConnectStoreReadOnly(store string) (*Client, error) { return connect("", store, true) }
 
 func connect(path, store string, readOnly bool) (*Client, error) {
 	var cpath, cstore *C.char
@@ -230,8 +264,9 @@ func (c *Client) Get(key []byte) (*Object, error) {
 	return newObject(h, &v), nil
 }
 
-// GetTimeout waits up to timeout (negative: without limit) for key to be sealed. The goroutine's
-// OS thread blocks in the call; prefer GetContext in servers.
+// GetTimeout waits up to timeout (negative: without limit) for key to be sealed; when it expires
+// first the error matches ErrTimeout (with a timeout of 0, ErrNotFound). The goroutine's OS thread
+// blocks in the call; prefer GetContext in servers.
 func (c *Client) GetTimeout(key []byte, timeout time.Duration) (*Object, error) {
 	var h *C.cidcache_object
 	var v C.cidcache_view
@@ -313,6 +348,10 @@ type PutOptions struct {
 	Ephemeral bool
 	// VerifyCID: have the coordinator check that data hashes to the key (a sha2-256 CID).
 	VerifyCID bool
+	// IPFS: also add the object to the store's IPFS node (cidcached --ipfs-api), pinned, under
+	// the key, which must be the CID the node computes for data; the put succeeds only once
+	// the node holds it.
+	IPFS bool
 	// Durable: return only once the object is in a synced file of the warm tier.
 	Durable bool
 }
@@ -326,6 +365,9 @@ func (c *Client) PutWithOptions(key, data, metadata []byte, opts PutOptions) err
 	if opts.VerifyCID {
 		flags |= C.CIDCACHE_PUT_VERIFY_CID
 	}
+	if opts.IPFS {
+		flags |= C.CIDCACHE_PUT_IPFS
+	}
 	if opts.Durable {
 		flags |= C.CIDCACHE_PUT_DURABLE
 	}
@@ -335,6 +377,39 @@ func (c *Client) PutWithOptions(key, data, metadata []byte, opts PutOptions) err
 		mp, ml := keyPtr(metadata)
 		return C.cidcache_put_ex(c.c, kp, kl, dp, dl, mp, ml, flags)
 	})
+}
+
+// PutContext stores data and metadata under key like PutWithOptions, without holding an OS
+// thread while the coordinator answers: the wait is the library's pollable fd, parked in Go's
+// netpoller (large objects are written into shared memory on the library's thread). If ctx is
+// done first it returns ctx.Err(); the put may still take effect. The buffers are copied by the
+// call.
+func (c *Client) PutContext(ctx context.Context, key, data, metadata []byte, opts PutOptions) error {
+	var flags C.uint32_t
+	if opts.Ephemeral {
+		flags |= C.CIDCACHE_PUT_EPHEMERAL
+	}
+	if opts.VerifyCID {
+		flags |= C.CIDCACHE_PUT_VERIFY_CID
+	}
+	var op *C.cidcache_put_op
+	if err := locked(func() cstatus {
+		kp, kl := keyPtr(key)
+		dp, dl := keyPtr(data)
+		mp, ml := keyPtr(metadata)
+		return C.cidcache_put_async(c.c, kp, kl, dp, dl, mp, ml, flags, &op)
+	}); err != nil {
+		return err
+	}
+	defer C.cidcache_put_op_free(op)
+	if !bool(C.cidcache_put_op_ready(op)) {
+		if err := waitReadable(ctx, int(C.cidcache_put_op_fd(op)), func() bool {
+			return bool(C.cidcache_put_op_ready(op))
+		}); err != nil {
+			return err
+		}
+	}
+	return locked(func() cstatus { return C.cidcache_put_op_result(op) })
 }
 
 // PutContent stores data under its CIDv1 (raw codec, sha2-256) and returns the binary CID.
@@ -373,14 +448,17 @@ func (c *Client) GetMany(keys [][]byte, timeout time.Duration) (objs []*Object, 
 	hs := make([]*C.cidcache_object, n)
 	vs := make([]C.cidcache_view, n)
 	st := make([]cstatus, n)
+	// Locked: the per-item messages are the calling OS thread's.
+	runtime.LockOSThread()
 	C.cidcache_get_many(c.c, &ks[0], C.size_t(n), millis(timeout), &hs[0], &vs[0], &st[0])
 	for i := range keys {
 		if st[i] == C.CIDCACHE_OK {
 			objs[i] = newObject(hs[i], &vs[i])
 		} else {
-			errs[i] = &Error{Status: Status(st[i]), Message: fmt.Sprintf("keys[%d]: %s", i, Status(st[i]))}
+			errs[i] = itemError(st[i], i)
 		}
 	}
+	runtime.UnlockOSThread()
 	return
 }
 
@@ -413,13 +491,25 @@ func (c *Client) PutMany(items []Item) []error {
 		its[i] = C.cidcache_put_item{key: kp, key_len: kl, data: dp, data_len: dl}
 	}
 	st := make([]cstatus, n)
+	runtime.LockOSThread()
 	C.cidcache_put_many(c.c, &its[0], C.size_t(n), &st[0])
 	for i := range items {
 		if st[i] != C.CIDCACHE_OK {
-			errs[i] = &Error{Status: Status(st[i]), Message: fmt.Sprintf("items[%d]: %s", i, Status(st[i]))}
+			errs[i] = itemError(st[i], i)
 		}
 	}
+	runtime.UnlockOSThread()
 	return errs
+}
+
+// itemError is the error of item i of the batch call just made on this (locked) OS thread, with
+// the library's message for that item.
+func itemError(s cstatus, i int) error {
+	msg := C.GoString(C.cidcache_item_error(C.size_t(i)))
+	if msg == "" {
+		msg = fmt.Sprintf("item %d: %s", i, Status(s))
+	}
+	return &Error{Status: Status(s), Message: msg}
 }
 
 // Contains reports whether a sealed object is stored under key (in any tier).
@@ -487,25 +577,187 @@ func (c *Client) Stats() (map[string]uint64, error) {
 	return out, nil
 }
 
-// GetArrow exports the Arrow object key as an Arrow C stream (struct ArrowArrayStream), zero-copy,
-// into out, which must point to a struct ArrowArrayStream (for example a
-// *cdata.CArrowArrayStream of github.com/apache/arrow-go/v18/arrow/cdata, passed as
-// unsafe.Pointer). The caller owns the stream: import it (cdata.ImportCRecordReader moves it)
-// or release it. The object stays pinned until the stream and all its arrays are released.
-func (c *Client) GetArrow(key []byte, out unsafe.Pointer) error {
+// ArrowReader reads the records of an Arrow object: an array.RecordReader (Next, RecordBatch,
+// Err, Schema, Release) that is also an arrio.Reader (Read returns io.EOF at the end). Release it
+// when done: it holds the object's pin.
+type ArrowReader interface {
+	array.RecordReader
+	arrio.Reader
+}
+
+// GetArrow reads the Arrow object key, zero-copy: every buffer of the records the reader yields
+// points into the shared mapping. The object stays pinned until the reader and every record
+// obtained from it are released (call Release on the reader when done). A missing key matches
+// ErrNotFound; an object not stored as Arrow, ErrNotArrow.
+func (c *Client) GetArrow(key []byte) (ArrowReader, error) {
+	stream := cdata.CArrowArrayStream{}
+	err := locked(func() cstatus {
+		kp, kl := keyPtr(key)
+		return C.cidcache_get_arrow(c.c, kp, kl, (*C.struct_ArrowArrayStream)(unsafe.Pointer(&stream)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return importStream(&stream)
+}
+
+// ToArrow reads an object obtained from Get, GetTimeout, GetContext or GetMany as Arrow, as
+// GetArrow does. It takes the object whatever the result: its pin moves into the reader (do not
+// Release the object afterwards; on error it is released). An object not stored as Arrow
+// matches ErrNotArrow.
+func (o *Object) ToArrow() (ArrowReader, error) {
+	return ObjectToArrow(o)
+}
+
+// ObjectToArrow is Object.ToArrow.
+func ObjectToArrow(o *Object) (ArrowReader, error) {
+	if o == nil || o.h == nil {
+		return nil, &Error{Status: StatusInvalidArgument, Message: "the object is nil or released"}
+	}
+	h := o.h
+	o.h, o.Data, o.Metadata = nil, nil, nil
+	stream := cdata.CArrowArrayStream{}
+	err := locked(func() cstatus {
+		return C.cidcache_object_to_arrow(h, (*C.struct_ArrowArrayStream)(unsafe.Pointer(&stream)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return importStream(&stream)
+}
+
+func importStream(stream *cdata.CArrowArrayStream) (ArrowReader, error) {
+	r, err := cdata.ImportCRecordReader(stream, nil)
+	if err != nil {
+		// The reader moved the stream in and released it on failure.
+		return nil, &Error{Status: StatusArrow, Message: "importing the Arrow stream: " + err.Error()}
+	}
+	rr, ok := r.(ArrowReader)
+	if !ok {
+		return nil, &Error{Status: StatusInternal, Message: "arrow-go returned a reader without Release"}
+	}
+	return rr, nil
+}
+
+// PutArrow reads every record of r (an array.RecordReader: array.NewRecordReader, an ipc.Reader,
+// a reader from GetArrow, ...) and stores them under key as one Arrow object (Arrow IPC, read
+// back zero-copy). An empty reader keeps its schema. An existing key matches ErrAlreadyExists; a
+// table the coordinator refuses, ErrArrow. r is read on the calling goroutine, not released.
+func (c *Client) PutArrow(key []byte, r array.RecordReader) error {
+	var recs []arrow.RecordBatch
+	defer func() {
+		for _, rec := range recs {
+			rec.Release()
+		}
+	}()
+	for r.Next() {
+		rec := r.RecordBatch()
+		rec.Retain()
+		recs = append(recs, rec)
+	}
+	if err := r.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return &Error{Status: StatusArrow, Message: "reading the records: " + err.Error()}
+	}
+	return c.PutRecords(key, r.Schema(), recs...)
+}
+
+// PutArrowFrom is PutArrow for an arrio.Reader (records of schema, io.EOF at the end).
+func (c *Client) PutArrowFrom(key []byte, schema *arrow.Schema, r arrio.Reader) error {
+	var recs []arrow.RecordBatch
+	defer func() {
+		for _, rec := range recs {
+			rec.Release()
+		}
+	}()
+	for {
+		rec, err := r.Read()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return &Error{Status: StatusArrow, Message: "reading the records: " + err.Error()}
+		}
+		rec.Retain()
+		recs = append(recs, rec)
+	}
+	return c.PutRecords(key, schema, recs...)
+}
+
+// PutRecords stores the records (all of schema) under key as one Arrow object; PutArrow for
+// records already in memory. PutRecords(key, rec.Schema(), rec) stores one arrow.RecordBatch.
+func (c *Client) PutRecords(key []byte, schema *arrow.Schema, recs ...arrow.RecordBatch) error {
+	rdr, err := array.NewRecordReader(schema, recs)
+	if err != nil {
+		return &Error{Status: StatusInvalidArgument, Message: err.Error()}
+	}
+	defer rdr.Release()
+	// The C struct lives in C memory: cidcache_put_arrow moves it, and Go pointers must not be
+	// kept by C (the exported stream's private data is a cgo handle, not a Go pointer).
+	stream := (*cdata.CArrowArrayStream)(C.calloc(1, C.size_t(unsafe.Sizeof(cdata.CArrowArrayStream{}))))
+	defer C.free(unsafe.Pointer(stream))
+	cdata.ExportRecordReader(rdr, stream)
 	return locked(func() cstatus {
 		kp, kl := keyPtr(key)
-		return C.cidcache_get_arrow(c.c, kp, kl, (*C.struct_ArrowArrayStream)(out))
+		return C.cidcache_put_arrow(c.c, kp, kl, (*C.struct_ArrowArrayStream)(unsafe.Pointer(stream)))
 	})
 }
 
-// PutArrow stores the Arrow C stream at stream (a struct ArrowArrayStream, e.g. filled by
-// cdata.ExportRecordReader) under key as Arrow IPC. The stream is consumed (moved in).
-func (c *Client) PutArrow(key []byte, stream unsafe.Pointer) error {
-	return locked(func() cstatus {
+// Writer is an object being written in place, in shared memory (zero-copy): fill Data and
+// Metadata, then Seal (or Abort). Other clients do not see it before Seal. One goroutine at a
+// time.
+type Writer struct {
+	w *C.cidcache_writer
+	// Data is the object's writable data bytes (in shared memory), valid until Seal or Abort.
+	Data []byte
+	// Metadata is the object's writable metadata bytes, valid until Seal or Abort.
+	Metadata []byte
+}
+
+// Create creates an object of dataLen data bytes and metaLen metadata bytes under key, to be
+// written in place and sealed. An existing key matches ErrAlreadyExists; a read-only client
+// gets ErrPermissionDenied.
+func (c *Client) Create(key []byte, dataLen, metaLen int) (*Writer, error) {
+	if dataLen < 0 || metaLen < 0 {
+		return nil, &Error{Status: StatusInvalidArgument, Message: "negative length"}
+	}
+	var h *C.cidcache_writer
+	err := locked(func() cstatus {
 		kp, kl := keyPtr(key)
-		return C.cidcache_put_arrow(c.c, kp, kl, (*C.struct_ArrowArrayStream)(stream))
+		return C.cidcache_create(c.c, kp, kl, C.size_t(dataLen), C.size_t(metaLen), &h)
 	})
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{w: h}
+	var n C.size_t
+	if p := C.cidcache_writer_data(h, &n); p != nil && n > 0 {
+		w.Data = unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))
+	}
+	if p := C.cidcache_writer_metadata(h, &n); p != nil && n > 0 {
+		w.Metadata = unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))
+	}
+	return w, nil
+}
+
+// Seal makes the object immutable and visible to every client. The writer is done whatever the
+// result (on error the object is abandoned); Data and Metadata become invalid.
+func (w *Writer) Seal() error {
+	if w.w == nil {
+		return &Error{Status: StatusInvalidArgument, Message: "the writer was sealed or aborted"}
+	}
+	h := w.w
+	w.w, w.Data, w.Metadata = nil, nil, nil
+	return locked(func() cstatus { return C.cidcache_seal(h) })
+}
+
+// Abort abandons the object. Calling it after Seal or Abort does nothing.
+func (w *Writer) Abort() error {
+	if w.w == nil {
+		return nil
+	}
+	h := w.w
+	w.w, w.Data, w.Metadata = nil, nil, nil
+	return locked(func() cstatus { return C.cidcache_abort(h) })
 }
 
 // ParseCID parses a text CID (v0 or v1) into its binary form.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/cdata"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
@@ -171,13 +171,24 @@ func TestBatches(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], ErrInvalidKey) {
 		t.Fatalf("put many: %v", errs)
 	}
-	errs = c.PutMany(items[:1])
-	if !errors.Is(errs[0], ErrAlreadyExists) {
-		t.Fatalf("put many again: %v", errs)
+	if !strings.Contains(errs[2].Error(), "items[2]") || !strings.Contains(errs[2].Error(), "empty") {
+		t.Fatalf("put many item message: %v", errs[2])
 	}
-	objs, gerrs := c.GetMany([][]byte{items[0].Key, items[1].Key, key("absent")}, 0)
+	errs = c.PutMany(items[:2])
+	for i, err := range errs {
+		// The library's message for each item, not only the status name.
+		if !errors.Is(err, ErrAlreadyExists) || !strings.Contains(err.Error(), fmt.Sprintf("items[%d]: ", i)) ||
+			!strings.Contains(err.Error(), "already") {
+			t.Fatalf("put many again, item %d: %v", i, err)
+		}
+	}
+	objs, gerrs := c.GetMany([][]byte{items[0].Key, items[1].Key, key("absent"), nil}, 0)
 	if gerrs[0] != nil || gerrs[1] != nil || !errors.Is(gerrs[2], ErrNotFound) || objs[2] != nil {
 		t.Fatalf("get many: %v", gerrs)
+	}
+	if !strings.Contains(gerrs[2].Error(), "keys[2]") || !errors.Is(gerrs[3], ErrInvalidKey) ||
+		!strings.Contains(gerrs[3].Error(), "keys[3]") {
+		t.Fatalf("get many messages: %v / %v", gerrs[2], gerrs[3])
 	}
 	if string(objs[0].Data) != "zero" || string(objs[1].Data) != "one" {
 		t.Fatal("get many data")
@@ -193,8 +204,14 @@ func TestBatches(t *testing.T) {
 
 func TestWaits(t *testing.T) {
 	c := mustConnect(t)
-	if _, err := c.GetTimeout(key("never"), 30*time.Millisecond); !errors.Is(err, ErrNotFound) {
+	if _, err := c.GetTimeout(key("never"), 30*time.Millisecond); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("timeout: %v", err)
+	}
+	if _, err := c.GetTimeout(key("never"), 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("no wait: %v", err)
+	}
+	if _, errs := c.GetMany([][]byte{key("never-many")}, 30*time.Millisecond); !errors.Is(errs[0], ErrTimeout) {
+		t.Fatalf("many timeout: %v", errs[0])
 	}
 	k := key("late")
 	go func() {
@@ -229,10 +246,43 @@ func TestWaits(t *testing.T) {
 		t.Fatal("cancellation took too long")
 	}
 	// The library's own timeout.
-	if _, err := c.GetContext(context.Background(), key("never3"), 30*time.Millisecond); !errors.Is(err, ErrNotFound) {
+	if _, err := c.GetContext(context.Background(), key("never3"), 30*time.Millisecond); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("async timeout: %v", err)
 	}
 	assertPinned(t, c, 0)
+}
+
+// TestPutContext: puts that wait in the netpoller, small and large; an existing key; a
+// cancelled context.
+func TestPutContext(t *testing.T) {
+	c := mustConnect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	big := make([]byte, 300<<10)
+	for i := range big {
+		big[i] = byte(i * 3)
+	}
+	ks, kl := key("putctx-small"), key("putctx-large")
+	if err := c.PutContext(ctx, ks, []byte("small"), nil, PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutContext(ctx, kl, big, []byte("m"), PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.Get(kl)
+	if err != nil || len(o.Data) != len(big) || o.Data[len(big)-1] != big[len(big)-1] || string(o.Metadata) != "m" {
+		t.Fatalf("large async put: %v", err)
+	}
+	o.Release()
+	if err := c.PutContext(ctx, ks, []byte("again"), nil, PutOptions{}); !errors.Is(err, ErrAlreadyExists) ||
+		!strings.Contains(err.Error(), "already") {
+		t.Fatalf("existing key: %v", err)
+	}
+	done, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := c.PutContext(done, key("putctx-cancelled"), big, nil, PutOptions{}); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
 }
 
 func TestConcurrentGoroutines(t *testing.T) {
@@ -320,22 +370,11 @@ func TestArrowZeroCopy(t *testing.T) {
 	b.Field(1).(*array.StringBuilder).AppendValues([]string{"a", "bb", "", "dddd"}, []bool{true, true, false, true})
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	rdr, err := array.NewRecordReader(schema, []arrow.RecordBatch{rec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var in cdata.CArrowArrayStream
-	cdata.ExportRecordReader(rdr, &in)
 	k := key("arrow")
-	if err := c.PutArrow(k, unsafe.Pointer(&in)); err != nil {
+	if err := c.PutRecords(k, schema, rec); err != nil {
 		t.Fatal(err)
 	}
-
-	var out cdata.CArrowArrayStream
-	if err := c.GetArrow(k, unsafe.Pointer(&out)); err != nil {
-		t.Fatal(err)
-	}
-	r, err := cdata.ImportCRecordReader(&out, nil)
+	r, err := c.GetArrow(k)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,18 +401,131 @@ func TestArrowZeroCopy(t *testing.T) {
 		}
 	}
 	assertPinned(t, c, 1)
+	got.Retain()
+	if _, err := r.Read(); !errors.Is(err, io.EOF) {
+		t.Fatalf("end of stream: %v", err)
+	}
 	got.Release()
-	if rr, ok := r.(interface{ Release() }); ok {
-		rr.Release()
+	// Read to its end, its record released: the reader still holds the pin.
+	assertPinned(t, c, 1)
+	r.Release()
+	assertPinned(t, c, 0)
+
+	// PutArrow from an arrio.Reader, several records; ObjectToArrow on an object from Get.
+	rdr, err := array.NewRecordReader(schema, []arrow.RecordBatch{rec, rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2 := key("arrow-reader")
+	if err := c.PutArrow(k2, rdr); err != nil {
+		t.Fatal(err)
+	}
+	rdr.Release()
+	if err := c.PutArrowFrom(k2, schema, &emptyReader{}); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("existing key: %v", err)
+	}
+	o, err := c.Get(k2)
+	if err != nil || !o.IsArrow() {
+		t.Fatalf("get arrow object: %v", err)
+	}
+	r2, err := o.ToArrow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for r2.Next() {
+		rows += int(r2.RecordBatch().NumRows())
+	}
+	if rows != 8 {
+		t.Fatalf("rows %d", rows)
+	}
+	r2.Release()
+	o.Release() // taken by ToArrow: does nothing
+	assertPinned(t, c, 0)
+
+	// Not an Arrow object: its own status, distinct from a bad argument.
+	kr := key("raw")
+	_ = c.Put(kr, []byte("raw"))
+	if _, err := c.GetArrow(kr); !errors.Is(err, ErrNotArrow) || !strings.Contains(err.Error(), "not stored as an Arrow object") {
+		t.Fatalf("raw as arrow: %v", err)
+	}
+	o, err = c.Get(kr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ObjectToArrow(o); !errors.Is(err, ErrNotArrow) {
+		t.Fatalf("raw object as arrow: %v", err)
+	}
+	if _, err := ObjectToArrow(o); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("taken object: %v", err)
+	}
+	if _, err := c.GetArrow(key("absent")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("absent: %v", err)
 	}
 	assertPinned(t, c, 0)
 
-	// Not an Arrow object.
-	kr := key("raw")
-	_ = c.Put(kr, []byte("raw"))
-	var out2 cdata.CArrowArrayStream
-	if err := c.GetArrow(kr, unsafe.Pointer(&out2)); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("raw as arrow: %v", err)
+	// An empty arrio.Reader keeps its schema; read back, the reader yields nothing.
+	ke := key("arrow-empty")
+	if err := c.PutArrowFrom(ke, schema, &emptyReader{}); err != nil {
+		t.Fatal(err)
+	}
+	re, err := c.GetArrow(ke)
+	if err != nil || !re.Schema().Equal(schema) || re.Next() {
+		t.Fatalf("empty table: %v", err)
+	}
+	re.Release()
+}
+
+type emptyReader struct{}
+
+func (*emptyReader) Read() (arrow.RecordBatch, error) { return nil, io.EOF }
+
+// TestWriter writes an object in place, seals it; aborts another; a read-only client (by store
+// name) cannot create.
+func TestWriter(t *testing.T) {
+	c := mustConnect(t)
+	k := key("writer")
+	w, err := c.Create(k, 1000, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Data) != 1000 || len(w.Metadata) != 4 {
+		t.Fatalf("writer lengths %d %d", len(w.Data), len(w.Metadata))
+	}
+	for i := range w.Data {
+		w.Data[i] = byte(i)
+	}
+	copy(w.Metadata, "meta")
+	if _, err := c.Get(k); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("visible before seal: %v", err)
+	}
+	if err := w.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Seal(); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("second seal: %v", err)
+	}
+	o, err := c.Get(k)
+	if err != nil || o.Data[999] != byte(999%256) || string(o.Metadata) != "meta" {
+		t.Fatalf("sealed object: %v", err)
+	}
+	o.Release()
+	if _, err := c.Create(k, 10, 0); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("create existing: %v", err)
+	}
+	ka := key("aborted")
+	w, err = c.Create(ka, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ka); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("aborted object: %v", err)
+	}
+	if err := c.Put(ka, []byte("again")); err != nil {
+		t.Fatalf("key reusable after abort: %v", err)
 	}
 }
 
@@ -433,4 +585,65 @@ func BenchmarkGetHit(b *testing.B) {
 	b.StopTimer()
 	sort.Float64s(samples)
 	b.ReportMetric(samples[len(samples)/2], "median-ns/hit")
+}
+
+// TestStatusesAndSentinels: every status has its sentinel, and errors say what happened.
+func TestStatusesAndSentinels(t *testing.T) {
+	for i, e := range sentinels {
+		if e.Status != Status(i+1) || e.Status.String() == "CIDCACHE_UNKNOWN" {
+			t.Fatalf("sentinel %d: %v %s", i, e.Status, e.Status)
+		}
+	}
+	if len(sentinels) != int(StatusNotArrow) {
+		t.Fatalf("%d sentinels for %d statuses", len(sentinels), StatusNotArrow)
+	}
+	// No daemon: no socket, or a socket nobody listens on.
+	dir := t.TempDir()
+	_, err := ConnectSocket(filepath.Join(dir, "none.sock"))
+	if !errors.Is(err, ErrNotRunning) || errors.Is(err, ErrDisconnected) || !strings.Contains(err.Error(), "none.sock") {
+		t.Fatalf("no daemon: %v", err)
+	}
+	_, err = ConnectStore("no-such-store-" + fmt.Sprint(os.Getpid()))
+	if !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("no store: %v", err)
+	}
+}
+
+// TestConnectStoreFromEnv: ConnectStore("") connects to $CIDCACHE_STORE, found at its default
+// socket path under $XDG_RUNTIME_DIR (made a link to the test daemon's socket).
+func TestConnectStoreFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "cidcache"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("goenv%d", os.Getpid())
+	abs, err := filepath.Abs(socketPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(abs, filepath.Join(dir, "cidcache", name+".sock")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", dir)
+	t.Setenv("CIDCACHE_STORE", name)
+	c, err := ConnectStore("")
+	if err != nil {
+		t.Fatalf("ConnectStore(\"\") with CIDCACHE_STORE=%s: %v", name, err)
+	}
+	defer c.Close()
+	if err := c.Put(key("env"), []byte("e")); err != nil {
+		t.Fatal(err)
+	}
+	// Read-only, by store name.
+	ro, err := ConnectStoreReadOnly(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if _, err := ro.Create(key("ro"), 10, 0); !errors.Is(err, ErrPermissionDenied) {
+		t.Fatalf("read-only create: %v", err)
+	}
+	if err := ro.Put(key("ro"), []byte("x")); !errors.Is(err, ErrPermissionDenied) {
+		t.Fatalf("read-only put: %v", err)
+	}
 }

@@ -5,21 +5,51 @@ use crate::client::{cidcache_client, cidcache_object};
 use crate::status::{cidcache_status, guard, not_found};
 use crate::util::{bytes, get_ref, invalid};
 use arrow_array::ffi_stream::{FFI_ArrowArrayStream, RecordBatchStreamReader};
-use arrow_array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
-use cidcache_core::arrow::{arrow_from_object, ArrowObject};
-use cidcache_core::Error;
+use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_buffer::Buffer;
+use arrow_schema::{ArrowError, SchemaRef};
+use cidcache_core::arrow::arrow_from_object_pinned;
+use cidcache_core::{Error, ObjectRef};
 
 use cidcache_status::CIDCACHE_OK;
 
-/// Writes an exported stream over `obj` into `out`.
+/// The reader behind an exported stream. It holds the buffer over the whole object, so the
+/// object stays pinned until the stream itself is released, as documented, even once every batch
+/// was read and released (and for a table with no batch).
+struct PinnedReader {
+    batches: std::vec::IntoIter<RecordBatch>,
+    schema: SchemaRef,
+    _pin: Buffer,
+}
+
+impl Iterator for PinnedReader {
+    type Item = Result<RecordBatch, ArrowError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.batches.next().map(Ok)
+    }
+}
+
+impl RecordBatchReader for PinnedReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+/// Decodes `obj` and writes an exported stream over it into `out`.
 ///
 /// # Safety
 /// `out` must be valid for a write of an `ArrowArrayStream` (its old content is not dropped).
-unsafe fn export(obj: ArrowObject, out: *mut FFI_ArrowArrayStream) {
-    let reader = RecordBatchIterator::new(obj.batches.into_iter().map(Ok), obj.schema);
+unsafe fn export(obj: ObjectRef, out: *mut FFI_ArrowArrayStream) -> Result<(), Error> {
+    let (arrow, pin) = arrow_from_object_pinned(obj)?;
+    let reader = PinnedReader {
+        batches: arrow.batches.into_iter(),
+        schema: arrow.schema,
+        _pin: pin,
+    };
     let stream = FFI_ArrowArrayStream::new(Box::new(reader));
     // SAFETY: per the caller; `write` moves the stream in without reading the old bytes.
     unsafe { out.write(stream) };
+    Ok(())
 }
 
 /// Exports the Arrow object `key` (stored with `cidcache_put_arrow` or the Rust `put_arrow`) as
@@ -27,13 +57,15 @@ unsafe fn export(obj: ArrowObject, out: *mut FFI_ArrowArrayStream) {
 /// without copying: every buffer of every exported array points into the shared mapping.
 ///
 /// Returns `CIDCACHE_OK` with `*out` initialised, `CIDCACHE_NOT_FOUND` (with `out->release` set
-/// to NULL), or an error (`CIDCACHE_INVALID_ARGUMENT` when the object was not stored as Arrow,
-/// `CIDCACHE_ARROW` when it does not decode in place).
+/// to NULL), or an error (`CIDCACHE_NOT_ARROW` when the object was not stored as Arrow,
+/// `CIDCACHE_ARROW` when it does not decode in place, `CIDCACHE_INVALID_ARGUMENT` for a NULL
+/// argument).
 ///
 /// Ownership: the caller owns the stream and must call `out->release(out)` (or move it to a
 /// consumer that will, such as pyarrow's `RecordBatchReader._import_from_c` or arrow-go's
 /// `cdata.ImportCRecordReader`). The object stays pinned until the stream and every array
-/// obtained from it are released; releasing the last one unpins it.
+/// obtained from it are released (reading the stream to its end does not unpin it); releasing
+/// the last one unpins it.
 ///
 /// Thread safety: thread-safe; concurrent calls on one client are allowed. The stream follows the
 /// Arrow C stream interface: one consumer thread at a time; arrays it yields may be released from
@@ -59,9 +91,9 @@ pub unsafe extern "C" fn cidcache_get_arrow(
         let c = unsafe { get_ref(client, "client") }?;
         // SAFETY: caller contract.
         let key = unsafe { bytes(key, key_len, "key") }?;
-        match c.client.get_arrow(key)? {
+        match c.client.get(key)? {
             // SAFETY: `out` is valid for a write (checked and written above).
-            Some(obj) => unsafe { export(obj, out) },
+            Some(obj) => unsafe { export(obj, out) }?,
             None => return not_found(&cidcache_core::cid::format_key(key)),
         }
         Ok(CIDCACHE_OK)
@@ -74,7 +106,8 @@ pub unsafe extern "C" fn cidcache_get_arrow(
 ///
 /// Ownership: takes `object` whatever the result (do not release it afterwards): on success its
 /// pin moves into the stream, which the caller owns and releases as for `cidcache_get_arrow`; on
-/// failure the object is released and `out->release` is NULL.
+/// failure the object is released and `out->release` is NULL. An object not stored as Arrow is
+/// `CIDCACHE_NOT_ARROW`; a NULL argument `CIDCACHE_INVALID_ARGUMENT`.
 ///
 /// Thread safety: thread-safe with respect to other handles; not concurrently with another use of
 /// the same object.
@@ -99,9 +132,8 @@ pub unsafe extern "C" fn cidcache_object_to_arrow(
         // SAFETY: valid for a write per the caller.
         unsafe { out.write(FFI_ArrowArrayStream::empty()) };
         let obj = obj.ok_or_else(|| invalid("object is NULL"))?;
-        let arrow = arrow_from_object(obj.obj)?;
         // SAFETY: `out` is valid for a write (checked and written above).
-        unsafe { export(arrow, out) };
+        unsafe { export(obj.obj, out) }?;
         Ok(CIDCACHE_OK)
     })
 }

@@ -1,12 +1,12 @@
 //! Batches: many gets or puts in one call, one status per item.
 
 use crate::client::{cidcache_client, cidcache_object, cidcache_view, timeout_of};
-use crate::status::{cidcache_status, fail, guard, set_error};
+use crate::status::{cidcache_status, fail, guard, set_error, set_item_errors, timed_out};
 use crate::util::{bytes, get_ref, invalid};
 use cidcache_core::Error;
 use std::time::Duration;
 
-use cidcache_status::{CIDCACHE_NOT_FOUND, CIDCACHE_OK};
+use cidcache_status::{CIDCACHE_NOT_FOUND, CIDCACHE_OK, CIDCACHE_TIMEOUT};
 
 /// A key: `len` bytes at `ptr`.
 #[repr(C)]
@@ -68,10 +68,12 @@ unsafe fn items_mut<'a, T>(p: *mut T, n: usize, what: &str) -> Result<&'a mut [T
 ///
 /// For each item i: `statuses[i]` is `CIDCACHE_OK` with `objects[i]` a new pinned object (and
 /// `views[i]` its bytes when `views` is not NULL), or another status (`CIDCACHE_NOT_FOUND` for a
-/// key still missing, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
+/// key missing when `timeout_ms` is 0, `CIDCACHE_TIMEOUT` for a key still missing when the wait
+/// expired, `CIDCACHE_INVALID_KEY`, ...) with `objects[i]` NULL.
 ///
 /// Returns `CIDCACHE_OK` when every item was found; else the status of the first item that was
-/// not (with its message as the last error). Statuses are filled whenever the arguments are valid.
+/// not (with its message as the last error). Statuses are filled whenever the arguments are valid;
+/// each failed item's message is then `cidcache_item_error(i)`.
 ///
 /// Ownership: the caller owns every non-NULL `objects[i]` and releases each with
 /// `cidcache_release`. The input arrays are only read during the call.
@@ -93,6 +95,7 @@ pub unsafe extern "C" fn cidcache_get_many(
     statuses: *mut cidcache_status,
 ) -> cidcache_status {
     guard(|| {
+        set_item_errors(Vec::new());
         // SAFETY: caller contract on each array.
         let (objects, statuses) = unsafe {
             (
@@ -120,6 +123,7 @@ pub unsafe extern "C" fn cidcache_get_many(
         let timeout = timeout_of(timeout_ms).unwrap_or(Duration::from_millis(i64::MAX as u64));
         let results = c.client.get_many(&key_slices, timeout);
         let mut first: Option<(cidcache_status, String)> = None;
+        let mut item_errors = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
             statuses[i] = match r {
                 Ok(Some(obj)) => {
@@ -129,25 +133,32 @@ pub unsafe extern "C" fn cidcache_get_many(
                     objects[i] = Box::into_raw(Box::new(cidcache_object { obj }));
                     CIDCACHE_OK
                 }
-                Ok(None) => {
-                    first.get_or_insert_with(|| {
-                        (
-                            CIDCACHE_NOT_FOUND,
-                            format!(
-                                "not found: keys[{i}] ({})",
-                                cidcache_core::cid::format_key(key_slices[i])
-                            ),
-                        )
-                    });
+                // Nothing: a miss without a wait, an expired wait with one.
+                Ok(None) if timeout_ms == 0 => {
+                    let m = format!(
+                        "not found: keys[{i}] ({})",
+                        cidcache_core::cid::format_key(key_slices[i])
+                    );
+                    first.get_or_insert_with(|| (CIDCACHE_NOT_FOUND, m.clone()));
+                    item_errors.push((i, m));
                     CIDCACHE_NOT_FOUND
+                }
+                Ok(None) => {
+                    let m = format!("keys[{i}]: {}", timed_out(key_slices[i], timeout_ms));
+                    first.get_or_insert_with(|| (CIDCACHE_TIMEOUT, m.clone()));
+                    item_errors.push((i, m));
+                    CIDCACHE_TIMEOUT
                 }
                 Err(e) => {
                     let s = e.code().into();
-                    first.get_or_insert_with(|| (s, format!("keys[{i}]: {e}")));
+                    let m = format!("keys[{i}]: {e}");
+                    first.get_or_insert_with(|| (s, m.clone()));
+                    item_errors.push((i, m));
                     s
                 }
             };
         }
+        set_item_errors(item_errors);
         Ok(match first {
             None => CIDCACHE_OK,
             Some((s, m)) => set_error(s, &m),
@@ -161,7 +172,8 @@ pub unsafe extern "C" fn cidcache_get_many(
 /// already stored, ...).
 ///
 /// Returns `CIDCACHE_OK` when every item was stored; else the status of the first item that was
-/// not (with its message as the last error).
+/// not (with its message as the last error). Each failed item's message is
+/// `cidcache_item_error(i)`.
 ///
 /// Ownership: nothing is retained; the buffers are only read during the call.
 ///
@@ -178,6 +190,7 @@ pub unsafe extern "C" fn cidcache_put_many(
     statuses: *mut cidcache_status,
 ) -> cidcache_status {
     guard(|| {
+        set_item_errors(Vec::new());
         // SAFETY: caller contract.
         let statuses = unsafe { items_mut(statuses, count, "statuses") }?;
         statuses.fill(cidcache_status::CIDCACHE_INVALID_ARGUMENT);
@@ -197,20 +210,21 @@ pub unsafe extern "C" fn cidcache_put_many(
             pairs.push((k, d));
         }
         let mut first = None;
+        let mut item_errors = Vec::new();
         for (i, r) in c.client.put_many(&pairs).into_iter().enumerate() {
             statuses[i] = match r {
                 Ok(()) => CIDCACHE_OK,
                 Err(e) => {
+                    let item = Error::from_code(e.code(), format!("items[{i}]: {}", e.message()));
+                    item_errors.push((i, item.to_string()));
                     if first.is_none() {
-                        first = Some(Error::from_code(
-                            e.code(),
-                            format!("items[{i}]: {}", e.message()),
-                        ));
+                        first = Some(item);
                     }
                     e.code().into()
                 }
             };
         }
+        set_item_errors(item_errors);
         Ok(match first {
             None => CIDCACHE_OK,
             Some(e) => fail(&e),

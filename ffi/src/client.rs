@@ -1,6 +1,6 @@
 //! Connections, single-object reads and writes, control calls, CIDs.
 
-use crate::status::{cidcache_status, guard, guard_void, not_found};
+use crate::status::{cidcache_status, guard, guard_void, missing};
 use crate::util::{bytes, c_str, copy_out, get_mut, get_ref, invalid, write_opt};
 use cidcache_core::{Client, ConnectOptions, Error, ObjectRef, PutOptions, WriteObject};
 use std::ffi::{c_char, CString};
@@ -23,10 +23,15 @@ pub const CIDCACHE_PUT_EPHEMERAL: u32 = 1;
 /// `cidcache_put_ex` flag: have the coordinator check, at seal, that the data hashes to the key
 /// (a sha2-256 CID); a mismatch is `CIDCACHE_CID_MISMATCH`.
 pub const CIDCACHE_PUT_VERIFY_CID: u32 = 2;
+/// `cidcache_put_ex` flag: also add the object to the store's IPFS node (`cidcached
+/// --ipfs-api`), pinned, under the key, which must be the CID the node computes for the data
+/// (the raw CIDv1 up to 256 KiB and 1 MiB at most, else the UnixFS CIDv1 with raw leaves). The
+/// put succeeds only once the node holds it; a wrong key is `CIDCACHE_CID_MISMATCH`.
+pub const CIDCACHE_PUT_IPFS: u32 = 4;
 /// `cidcache_put_ex` flag: return only once the object is in a synced file of the warm tier
 /// (as with `cidcached --durability sync`, for this put alone); an error (`CIDCACHE_IO`) when
 /// the warm tier cannot write it, `CIDCACHE_INVALID_ARGUMENT` when the store has none.
-pub const CIDCACHE_PUT_DURABLE: u32 = 4;
+pub const CIDCACHE_PUT_DURABLE: u32 = 8;
 
 /// `cidcache_view.flags` bit: the object was stored as Arrow IPC (read it with
 /// `cidcache_get_arrow` or `cidcache_object_to_arrow`).
@@ -87,7 +92,8 @@ pub(crate) fn timeout_of(ms: i64) -> Option<Duration> {
     u64::try_from(ms).ok().map(Duration::from_millis)
 }
 
-/// Hands a found object to C: a new handle in `*out`, its view in `*view` (if not NULL).
+/// Hands a found object to C: a new handle in `*out`, its view in `*view` (if not NULL). Nothing
+/// found is `CIDCACHE_NOT_FOUND`, or `CIDCACHE_TIMEOUT` after a wait (`timeout_ms` not 0).
 ///
 /// # Safety
 /// `out` must be valid for a write; `view` NULL or valid for a write.
@@ -97,6 +103,7 @@ pub(crate) unsafe fn hand_out(
     out: *mut *mut cidcache_object,
     view: *mut cidcache_view,
     key: &[u8],
+    timeout_ms: i64,
 ) -> Result<cidcache_status, Error> {
     match o {
         Some(obj) => {
@@ -106,14 +113,17 @@ pub(crate) unsafe fn hand_out(
             unsafe { out.write(Box::into_raw(Box::new(cidcache_object { obj }))) };
             Ok(CIDCACHE_OK)
         }
-        None => not_found(&cidcache_core::cid::format_key(key)),
+        None => missing(key, timeout_ms),
     }
 }
 
 /// Connects to the coordinator listening on the Unix socket `socket_path` (as given to
 /// `cidcached --socket`), or, when `socket_path` is NULL, to the store named `store` at its
-/// default socket path (`store` NULL means the store `"default"`). `flags`:
-/// `CIDCACHE_CONNECT_*` bits.
+/// default socket path (`store` NULL means `$CIDCACHE_STORE` when it is set and not empty, as for
+/// `cidcached` and `cidcache`, else the store `"default"`). `flags`: `CIDCACHE_CONNECT_*` bits.
+///
+/// No coordinator serving the store (no socket, or nobody listening on it) is
+/// `CIDCACHE_NOT_RUNNING`.
 ///
 /// Ownership: on success `*out` is a new handle owned by the caller, to be freed with
 /// `cidcache_disconnect`; on failure `*out` is set to NULL. The strings are only read during the
@@ -140,12 +150,12 @@ pub unsafe extern "C" fn cidcache_connect(
         }
         let mut opts = if socket_path.is_null() {
             let name = if store.is_null() {
-                cidcache_core::config::DEFAULT_STORE
+                cidcache_core::config::store_from_env()
             } else {
                 // SAFETY: not NULL, NUL-terminated per the caller.
-                unsafe { c_str(store, "store") }?
+                unsafe { c_str(store, "store") }?.to_string()
             };
-            ConnectOptions::store(name)
+            ConnectOptions::store(&name)
         } else {
             // SAFETY: not NULL, NUL-terminated per the caller.
             ConnectOptions::socket(unsafe { c_str(socket_path, "socket_path") }?)
@@ -236,13 +246,20 @@ pub unsafe extern "C" fn cidcache_put_ex(
                 bytes(metadata, metadata_len, "metadata")?,
             )
         };
-        if flags & !(CIDCACHE_PUT_EPHEMERAL | CIDCACHE_PUT_VERIFY_CID | CIDCACHE_PUT_DURABLE) != 0 {
+        if flags
+            & !(CIDCACHE_PUT_EPHEMERAL
+                | CIDCACHE_PUT_VERIFY_CID
+                | CIDCACHE_PUT_IPFS
+                | CIDCACHE_PUT_DURABLE)
+            != 0
+        {
             return Err(invalid(format!("unknown put flags {flags:#x}")));
         }
         let opts = PutOptions {
             metadata,
             ephemeral: flags & CIDCACHE_PUT_EPHEMERAL != 0,
             verify_cid: flags & CIDCACHE_PUT_VERIFY_CID != 0,
+            ipfs: flags & CIDCACHE_PUT_IPFS != 0,
             durable: flags & CIDCACHE_PUT_DURABLE != 0,
         };
         c.client.put_with(key, data, opts)?;
@@ -320,13 +337,14 @@ pub unsafe extern "C" fn cidcache_get(
         let key = unsafe { bytes(key, key_len, "key") }?;
         let o = c.client.get(key)?;
         // SAFETY: `out` checked above; `view` per the caller.
-        unsafe { hand_out(o, out, view, key) }
+        unsafe { hand_out(o, out, view, key, 0) }
     })
 }
 
 /// Like `cidcache_get`, but waits up to `timeout_ms` milliseconds for the object to be sealed
 /// (0: do not wait; negative: wait without limit). The calling thread blocks; for event loops use
-/// `cidcache_get_async`. Returns `CIDCACHE_NOT_FOUND` when the object did not appear in time.
+/// `cidcache_get_async`. Returns `CIDCACHE_TIMEOUT` when the object was not sealed in time
+/// (`CIDCACHE_NOT_FOUND` with a timeout of 0, as `cidcache_get`).
 ///
 /// Ownership: as `cidcache_get`.
 ///
@@ -356,7 +374,7 @@ pub unsafe extern "C" fn cidcache_get_timeout(
             None => Some(c.client.get_blocking(key)?),
         };
         // SAFETY: `out` checked above; `view` per the caller.
-        unsafe { hand_out(o, out, view, key) }
+        unsafe { hand_out(o, out, view, key, timeout_ms) }
     })
 }
 
@@ -834,9 +852,12 @@ pub unsafe extern "C" fn cidcache_cid_format(
         let text_len = z.len();
         z.push(0);
         // SAFETY: caller contract.
-        unsafe { copy_out(&z, out as *mut u8, out_cap, out_len, "the text CID") }?;
+        let copied = unsafe { copy_out(&z, out as *mut u8, out_cap, out_len, "the text CID") };
+        // The length reported is the text's, without the NUL, whether or not it fit (copy_out
+        // wrote the length of what it copies, NUL included).
         // SAFETY: caller contract.
         unsafe { write_opt(out_len, text_len) };
+        copied?;
         Ok(CIDCACHE_OK)
     })
 }

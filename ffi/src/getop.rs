@@ -1,4 +1,4 @@
-//! Non-blocking gets for event loops: an operation with a pollable file descriptor.
+//! Non-blocking gets and puts for event loops: an operation with a pollable file descriptor.
 //!
 //! Why a file descriptor and not a completion callback: an fd that becomes readable when the
 //! result is ready plugs into whatever loop the caller already runs (epoll, poll, libuv's
@@ -13,7 +13,7 @@
 //! signals an eventfd. Nothing the user wrote runs on that thread.
 
 use crate::client::{cidcache_client, cidcache_object, hand_out, timeout_of};
-use crate::status::{cidcache_status, guard, guard_void, set_error};
+use crate::status::{cidcache_status, guard, guard_void};
 use crate::util::{bytes, get_ref, invalid};
 use cidcache_core::{Error, ObjectRef};
 use rustix::event::{eventfd, EventfdFlags};
@@ -25,23 +25,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Wake, Waker};
 
-type GetResult = Result<Option<ObjectRef>, Error>;
-type GetFuture = Pin<Box<dyn Future<Output = GetResult> + Send>>;
+type OpFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
-enum OpState {
-    Running(GetFuture),
-    /// The result, until taken by `cidcache_get_op_result` (then `None`).
-    Done(Option<GetResult>),
+enum OpState<T> {
+    Running(OpFuture<T>),
+    /// The result, until taken by the `*_op_result` call (then `None`).
+    Done(Option<Result<T, Error>>),
 }
 
-struct Shared {
-    state: Mutex<(OpState, Option<OwnedFd>)>,
+type Slot<T> = (OpState<T>, Option<OwnedFd>);
+
+/// One operation: its future (or result) and its eventfd. `T` is what it yields (an object for
+/// a get, nothing for a put).
+struct Shared<T> {
+    state: Mutex<Slot<T>>,
     /// Set by every wake; cleared by whoever polls next (see `drive`).
     notified: AtomicBool,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, (OpState, Option<OwnedFd>)> {
+impl<T: Send + 'static> Shared<T> {
+    /// A new operation running `fut`, signalling `fd` when done; polled once at once.
+    fn start(fut: OpFuture<T>, fd: OwnedFd) -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new((OpState::Running(fut), Some(fd))),
+            notified: AtomicBool::new(false),
+        });
+        shared.drive();
+        shared
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -53,7 +66,7 @@ impl Shared {
 
     /// Locks the state for a caller that does not poll (ready / result / free). On unlock it
     /// honours a wake that arrived meanwhile (`run`), so that no wake is lost.
-    fn with_state<R>(self: &Arc<Self>, f: impl FnOnce(&mut (OpState, Option<OwnedFd>)) -> R) -> R {
+    fn with_state<R>(self: &Arc<Self>, f: impl FnOnce(&mut Slot<T>) -> R) -> R {
         let r = f(&mut self.lock());
         if self.notified.load(Ordering::SeqCst) {
             self.run();
@@ -103,7 +116,7 @@ impl Shared {
     }
 }
 
-impl Wake for Shared {
+impl<T: Send + 'static> Wake for Shared<T> {
     fn wake(self: Arc<Self>) {
         self.drive();
     }
@@ -116,8 +129,11 @@ impl Wake for Shared {
 /// readable, then take the result with `cidcache_get_op_result`; free it with
 /// `cidcache_get_op_free`.
 pub struct cidcache_get_op {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<Option<ObjectRef>>>,
     fd: i32,
+    /// For the status and message of a get that found nothing.
+    key: Vec<u8>,
+    timeout_ms: i64,
 }
 
 /// Starts a non-blocking get of `key` that waits up to `timeout_ms` milliseconds for the object
@@ -154,21 +170,20 @@ pub unsafe extern "C" fn cidcache_get_async(
         let c = unsafe { get_ref(client, "client") }?;
         // SAFETY: caller contract.
         let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
-        let fd =
-            eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(|e| Error::Io {
-                context: "cannot create an eventfd for an asynchronous get".into(),
-                source: e.into(),
-            })?;
+        let key_copy = key.clone();
+        let fd = new_eventfd("get")?;
         let raw = fd.as_raw_fd();
         let client = c.client.clone();
         let timeout = timeout_of(timeout_ms);
-        let fut: GetFuture = Box::pin(async move { client.get_async(&key, timeout).await });
-        let shared = Arc::new(Shared {
-            state: Mutex::new((OpState::Running(fut), Some(fd))),
-            notified: AtomicBool::new(false),
-        });
-        shared.drive();
-        *out = Box::into_raw(Box::new(cidcache_get_op { shared, fd: raw }));
+        let fut: OpFuture<Option<ObjectRef>> =
+            Box::pin(async move { client.get_async(&key, timeout).await });
+        let shared = Shared::start(fut, fd);
+        *out = Box::into_raw(Box::new(cidcache_get_op {
+            shared,
+            fd: raw,
+            key: key_copy,
+            timeout_ms,
+        }));
         Ok(cidcache_status::CIDCACHE_OK)
     })
 }
@@ -213,7 +228,8 @@ pub unsafe extern "C" fn cidcache_get_op_ready(op: *const cidcache_get_op) -> bo
 
 /// Takes the result of a completed operation; never blocks. Returns what `cidcache_get` would:
 /// `CIDCACHE_OK` with `*out` a new pinned object (and `*view` its bytes when `view` is not NULL),
-/// `CIDCACHE_NOT_FOUND` when the object did not appear before the timeout, or an error. Before
+/// `CIDCACHE_TIMEOUT` when the object was not sealed before the timeout (`CIDCACHE_NOT_FOUND`
+/// with a timeout of 0), or an error. Before
 /// completion it returns `CIDCACHE_INVALID_ARGUMENT` ("not complete"), and so does a second call
 /// after the result was taken.
 ///
@@ -252,13 +268,7 @@ pub unsafe extern "C" fn cidcache_get_op_result(
                 "the result of this asynchronous get was already taken",
             )),
             // SAFETY: `out` checked above; `view` per the caller.
-            Some(Ok(o)) => unsafe { hand_out(o, out, view, b"") }.map(|s| {
-                if s != cidcache_status::CIDCACHE_OK {
-                    set_error(s, "not found: the object did not appear before the timeout")
-                } else {
-                    s
-                }
-            }),
+            Some(Ok(o)) => unsafe { hand_out(o, out, view, &op.key, op.timeout_ms) },
             Some(Err(e)) => Err(e),
         }
     })
@@ -284,6 +294,179 @@ pub unsafe extern "C" fn cidcache_get_op_free(op: *mut cidcache_get_op) {
         let op = unsafe { Box::from_raw(op) };
         // Drop the future (cancelling the wait) and close the fd now; a waker still held by the
         // connection only finds a finished, fd-less operation.
+        let (state, fd) = {
+            let mut g = op.shared.lock();
+            (std::mem::replace(&mut g.0, OpState::Done(None)), g.1.take())
+        };
+        drop(state);
+        drop(fd);
+    })
+}
+
+/// An asynchronous put in flight (opaque). Wait for its fd (`cidcache_put_op_fd`) to become
+/// readable, then take the status with `cidcache_put_op_result`; free it with
+/// `cidcache_put_op_free`.
+pub struct cidcache_put_op {
+    shared: Arc<Shared<()>>,
+    fd: i32,
+}
+
+/// Starts a non-blocking put of `data` and `metadata` under `key` (`flags`: `CIDCACHE_PUT_*`
+/// bits, as for `cidcache_put_ex`). Returns at once: the round trips (inline put, or create and
+/// seal for a large object) complete on the library's reader thread, and the operation's fd
+/// (`cidcache_put_op_fd`) becomes readable, and stays readable, when the outcome is known. A large
+/// object's bytes are copied into shared memory on that thread too. No user code runs there.
+///
+/// Ownership: the key, data and metadata are copied during the call (the caller's buffers are free
+/// on return). On success `*out` is a new operation owned by the caller, to be freed with
+/// `cidcache_put_op_free` (freeing a running put cancels the wait for its outcome, not the
+/// put itself if the coordinator already received it); on failure `*out` is NULL.
+///
+/// Thread safety: thread-safe; concurrent calls on one client are allowed.
+///
+/// # Safety
+/// `client` must be a live handle; each buffer valid for its length (NULL allowed for length 0);
+/// `out` valid for a write.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cidcache_put_async(
+    client: *const cidcache_client,
+    key: *const u8,
+    key_len: usize,
+    data: *const u8,
+    data_len: usize,
+    metadata: *const u8,
+    metadata_len: usize,
+    flags: u32,
+    out: *mut *mut cidcache_put_op,
+) -> cidcache_status {
+    use crate::client::{
+        CIDCACHE_PUT_DURABLE, CIDCACHE_PUT_EPHEMERAL, CIDCACHE_PUT_IPFS, CIDCACHE_PUT_VERIFY_CID,
+    };
+    guard(|| {
+        // SAFETY: caller contract.
+        let out = unsafe { crate::util::get_mut(out, "out") }?;
+        *out = std::ptr::null_mut();
+        // SAFETY: caller contract.
+        let c = unsafe { get_ref(client, "client") }?;
+        // SAFETY: caller contract on the three buffers.
+        let (key, data, metadata) = unsafe {
+            (
+                bytes(key, key_len, "key")?.to_vec(),
+                bytes(data, data_len, "data")?.to_vec(),
+                bytes(metadata, metadata_len, "metadata")?.to_vec(),
+            )
+        };
+        if flags
+            & !(CIDCACHE_PUT_EPHEMERAL
+                | CIDCACHE_PUT_VERIFY_CID
+                | CIDCACHE_PUT_IPFS
+                | CIDCACHE_PUT_DURABLE)
+            != 0
+        {
+            return Err(invalid(format!("unknown put flags {flags:#x}")));
+        }
+        let fd = new_eventfd("put")?;
+        let raw = fd.as_raw_fd();
+        let client = c.client.clone();
+        let fut: OpFuture<()> = Box::pin(async move {
+            let opts = cidcache_core::PutOptions {
+                metadata: &metadata,
+                ephemeral: flags & CIDCACHE_PUT_EPHEMERAL != 0,
+                verify_cid: flags & CIDCACHE_PUT_VERIFY_CID != 0,
+                ipfs: flags & CIDCACHE_PUT_IPFS != 0,
+                durable: flags & CIDCACHE_PUT_DURABLE != 0,
+            };
+            client.put_async(&key, &data, opts).await
+        });
+        let shared = Shared::start(fut, fd);
+        *out = Box::into_raw(Box::new(cidcache_put_op { shared, fd: raw }));
+        Ok(cidcache_status::CIDCACHE_OK)
+    })
+}
+
+fn new_eventfd(what: &str) -> Result<OwnedFd, Error> {
+    eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(|e| Error::Io {
+        context: format!("cannot create an eventfd for an asynchronous {what}"),
+        source: e.into(),
+    })
+}
+
+/// The file descriptor of a put operation: readable once its outcome is known (it stays
+/// readable; do not read from it). Closed by `cidcache_put_op_free`. -1 when `op` is NULL.
+///
+/// Thread safety: thread-safe.
+///
+/// # Safety
+/// `op` must be NULL or a live operation.
+#[no_mangle]
+pub unsafe extern "C" fn cidcache_put_op_fd(op: *const cidcache_put_op) -> i32 {
+    // SAFETY: caller contract.
+    unsafe { op.as_ref() }.map_or(-1, |op| op.fd)
+}
+
+/// Whether the put has completed (its outcome is ready or was taken). Never blocks.
+///
+/// Thread safety: thread-safe.
+///
+/// # Safety
+/// `op` must be NULL or a live operation.
+#[no_mangle]
+pub unsafe extern "C" fn cidcache_put_op_ready(op: *const cidcache_put_op) -> bool {
+    let mut ready = false;
+    guard_void(|| {
+        // SAFETY: caller contract.
+        if let Some(op) = unsafe { op.as_ref() } {
+            ready = op.shared.with_state(|st| matches!(st.0, OpState::Done(_)));
+        }
+    });
+    ready
+}
+
+/// The outcome of a completed put, as `cidcache_put_ex` would return it (`CIDCACHE_OK`,
+/// `CIDCACHE_ALREADY_EXISTS`, ...); never blocks. Before completion, and on a second call, it
+/// returns `CIDCACHE_INVALID_ARGUMENT`.
+///
+/// Thread safety: thread-safe; the outcome is handed out once.
+///
+/// # Safety
+/// `op` must be a live operation.
+#[no_mangle]
+pub unsafe extern "C" fn cidcache_put_op_result(op: *mut cidcache_put_op) -> cidcache_status {
+    guard(|| {
+        // SAFETY: caller contract.
+        let op = unsafe { get_ref(op as *const cidcache_put_op, "op") }?;
+        match op.shared.with_state(|st| match &mut st.0 {
+            OpState::Running(_) => None,
+            OpState::Done(r) => Some(r.take()),
+        }) {
+            None => Err(invalid(
+                "the asynchronous put is not complete: wait until its fd is readable",
+            )),
+            Some(None) => Err(invalid(
+                "the outcome of this asynchronous put was already taken",
+            )),
+            Some(Some(r)) => r.map(|()| cidcache_status::CIDCACHE_OK),
+        }
+    })
+}
+
+/// Frees a put operation, closing its fd (remove it from your poller first). NULL is ignored.
+///
+/// Ownership: takes `op`.
+///
+/// Thread safety: must not run concurrently with another call on the same operation.
+///
+/// # Safety
+/// `op` must be NULL or a live operation, freed only once.
+#[no_mangle]
+pub unsafe extern "C" fn cidcache_put_op_free(op: *mut cidcache_put_op) {
+    guard_void(|| {
+        if op.is_null() {
+            return;
+        }
+        // SAFETY: made by Box::into_raw in cidcache_put_async, freed only here.
+        let op = unsafe { Box::from_raw(op) };
         let (state, fd) = {
             let mut g = op.shared.lock();
             (std::mem::replace(&mut g.0, OpState::Done(None)), g.1.take())

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 pub enum cidcache_status {
     /// Success.
     CIDCACHE_OK = 0,
-    /// No object with that key is stored (or it was not sealed before the wait ended).
+    /// No object with that key is stored (a get that did not wait).
     CIDCACHE_NOT_FOUND = 1,
     /// An object with that key already exists (sealed or being created).
     CIDCACHE_ALREADY_EXISTS = 2,
@@ -20,7 +20,7 @@ pub enum cidcache_status {
     CIDCACHE_STORE_FULL = 3,
     /// The index has no free slot and nothing could be evicted.
     CIDCACHE_INDEX_FULL = 4,
-    /// A wait expired.
+    /// A get that waited (a non-zero timeout) ended before the object was sealed.
     CIDCACHE_TIMEOUT = 5,
     /// A key is empty, longer than 63 bytes, or not a valid CID where one is required.
     CIDCACHE_INVALID_KEY = 6,
@@ -40,7 +40,9 @@ pub enum cidcache_status {
     CIDCACHE_IO = 13,
     /// A shared-memory segment has an unknown magic or layout version.
     CIDCACHE_INCOMPATIBLE = 14,
-    /// Sealed bytes do not hash to the CID they were stored under.
+    /// The bytes do not hash to the CID they are stored under (a put with
+    /// `CIDCACHE_PUT_VERIFY_CID`). Checked before existence: a verified put of wrong bytes under
+    /// a key that is already stored is `CIDCACHE_CID_MISMATCH`, not `CIDCACHE_ALREADY_EXISTS`.
     CIDCACHE_CID_MISMATCH = 15,
     /// Another coordinator already serves this store.
     CIDCACHE_ALREADY_RUNNING = 16,
@@ -53,6 +55,13 @@ pub enum cidcache_status {
     /// The coordinator is at a limit (connections or file descriptors) and refused the
     /// connection; retry later.
     CIDCACHE_BUSY = 20,
+    /// No coordinator serves the store: its socket does not exist or nobody listens on it
+    /// (start `cidcached`, or check the store name or socket path). A connection that was up
+    /// and is gone is `CIDCACHE_DISCONNECTED`.
+    CIDCACHE_NOT_RUNNING = 21,
+    /// The object exists but was not stored as Arrow (read its bytes with `cidcache_get`). A
+    /// NULL or otherwise bad argument is `CIDCACHE_INVALID_ARGUMENT`.
+    CIDCACHE_NOT_ARROW = 22,
 }
 
 impl From<Code> for cidcache_status {
@@ -81,6 +90,8 @@ impl From<Code> for cidcache_status {
             Code::Internal => CIDCACHE_INTERNAL,
             Code::Corrupt => CIDCACHE_CORRUPT,
             Code::Busy => CIDCACHE_BUSY,
+            Code::NotRunning => CIDCACHE_NOT_RUNNING,
+            Code::NotArrow => CIDCACHE_NOT_ARROW,
         }
     }
 }
@@ -97,6 +108,44 @@ pub(crate) fn set_error(status: cidcache_status, msg: &str) -> cidcache_status {
     status
 }
 
+thread_local! {
+    /// The message of each failed item of the last batch call on this thread (index, message).
+    static ITEM_ERRORS: RefCell<Vec<(usize, CString)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Replaces this thread's per-item messages with `items` (a batch call's failed items).
+pub(crate) fn set_item_errors(items: Vec<(usize, String)>) {
+    let v = items
+        .into_iter()
+        .map(|(i, m)| (i, CString::new(m.replace('\0', "\\0")).unwrap_or_default()))
+        .collect();
+    let _ = ITEM_ERRORS.try_with(|e| *e.borrow_mut() = v);
+}
+
+/// The message of item `index` of the last batch call (`cidcache_get_many`,
+/// `cidcache_put_many`) made on this thread, when that item's status was not `CIDCACHE_OK`; an
+/// empty string otherwise (the item succeeded, the index is out of range, or no batch call was
+/// made). Every batch call replaces the messages of the one before.
+///
+/// Ownership and lifetime: the string belongs to the library; it stays valid until the next
+/// batch call on the same thread, or until the thread exits. Copy it to keep it.
+///
+/// Thread safety: thread-safe; each thread has its own messages.
+#[no_mangle]
+pub extern "C" fn cidcache_item_error(index: usize) -> *const c_char {
+    const EMPTY: &[u8] = b"\0";
+    let mut ptr = EMPTY.as_ptr() as *const c_char;
+    guard_void(|| {
+        let _ = ITEM_ERRORS.try_with(|e| {
+            let e = e.borrow();
+            if let Ok(k) = e.binary_search_by_key(&index, |(i, _)| *i) {
+                ptr = e[k].1.as_ptr();
+            }
+        });
+    });
+    ptr
+}
+
 /// Records `e` as this thread's last error and returns its status.
 pub(crate) fn fail(e: &Error) -> cidcache_status {
     set_error(e.code().into(), &e.to_string())
@@ -109,6 +158,27 @@ pub(crate) fn not_found(what: &str) -> Result<cidcache_status, Error> {
         cidcache_status::CIDCACHE_NOT_FOUND,
         &format!("not found: {what}"),
     ))
+}
+
+/// The status of a get that found nothing: `CIDCACHE_NOT_FOUND` when it did not wait
+/// (`timeout_ms` 0), `CIDCACHE_TIMEOUT` when it waited and the wait expired first. (A wait
+/// without limit never ends empty-handed.)
+pub(crate) fn missing(key: &[u8], timeout_ms: i64) -> Result<cidcache_status, Error> {
+    if timeout_ms == 0 {
+        return not_found(&cidcache_core::cid::format_key(key));
+    }
+    Ok(set_error(
+        cidcache_status::CIDCACHE_TIMEOUT,
+        &timed_out(key, timeout_ms),
+    ))
+}
+
+/// The message of an expired wait for `key`.
+pub(crate) fn timed_out(key: &[u8], timeout_ms: i64) -> String {
+    format!(
+        "timed out: {} was not sealed within {timeout_ms} ms",
+        cidcache_core::cid::format_key(key)
+    )
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -205,6 +275,8 @@ pub extern "C" fn cidcache_status_name(status: i32) -> *const c_char {
         18 => b"CIDCACHE_INTERNAL\0",
         19 => b"CIDCACHE_CORRUPT\0",
         20 => b"CIDCACHE_BUSY\0",
+        21 => b"CIDCACHE_NOT_RUNNING\0",
+        22 => b"CIDCACHE_NOT_ARROW\0",
         _ => b"CIDCACHE_UNKNOWN\0",
     };
     s.as_ptr() as *const c_char
@@ -226,7 +298,7 @@ mod tests {
 
     #[test]
     fn statuses_equal_codes() {
-        for v in 0u16..=20 {
+        for v in 0u16..=22 {
             let code = Code::from_u16(v);
             assert_eq!(code as u16, v);
             assert_eq!(cidcache_status::from(code) as i32, v as i32);

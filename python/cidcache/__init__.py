@@ -15,6 +15,9 @@ from ._errors import (
     ArrowError,
     CidMismatch,
     Corrupt,
+    Busy,
+    NotRunning,
+    NotArrow,
     Disconnected,
     Error,
     Incompatible,
@@ -63,4 +66,7 @@ __all__ = [
     "ArrowError",
     "InternalError",
     "Corrupt",
+    "Busy",
+    "NotRunning",
+    "NotArrow",
 ]

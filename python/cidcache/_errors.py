@@ -31,6 +31,9 @@ __all__ = [
     "ArrowError",
     "InternalError",
     "Corrupt",
+    "Busy",
+    "NotRunning",
+    "NotArrow",
     "BY_CODE",
 ]
 
@@ -165,6 +168,27 @@ class Corrupt(Error):
     code = 19
 
 
+class Busy(Error):
+    """The coordinator is at a configured limit (connections, file descriptors): retry later."""
+
+    code = 20
+
+
+class NotRunning(Disconnected):
+    """No coordinator serves this store (its socket is missing or refuses connections): start
+    ``cidcached``, or check the store name. A :class:`Disconnected` (so that handlers of a lost
+    connection still catch it), with its own code."""
+
+    code = 21
+
+
+class NotArrow(InvalidArgument):
+    """The object exists but was not stored as Arrow: read its bytes with ``get``. An
+    :class:`InvalidArgument` (what earlier versions raised), with its own code."""
+
+    code = 22
+
+
 BY_CODE: Dict[int, Type[Error]] = {
     c.code: c
     for c in (
@@ -187,5 +211,8 @@ BY_CODE: Dict[int, Type[Error]] = {
         ArrowError,
         InternalError,
         Corrupt,
+        Busy,
+        NotRunning,
+        NotArrow,
     )
 }

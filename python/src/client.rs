@@ -519,6 +519,7 @@ impl PyClient {
             ephemeral,
             verify_cid,
             durable,
+            ..Default::default()
         };
         py.detach(|| c.put_with(key.as_bytes(), data.as_slice(), opts))
             .py_err()
@@ -840,6 +841,7 @@ impl PyClient {
                 ephemeral,
                 verify_cid,
                 durable,
+                ..Default::default()
             };
             Out::Unit(c.put_async(key.as_bytes(), &data, opts).await)
         };

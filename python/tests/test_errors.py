@@ -34,6 +34,9 @@ EXPECTED: Dict[int, Type[cidcache.Error]] = {
     17: cidcache.ArrowError,
     18: cidcache.InternalError,
     19: cidcache.Corrupt,
+    20: cidcache.Busy,
+    21: cidcache.NotRunning,
+    22: cidcache.NotArrow,
 }
 
 
@@ -54,6 +57,9 @@ def test_every_status_code_has_its_exception_class() -> None:
     assert issubclass(cidcache.Disconnected, ConnectionError)
     assert issubclass(cidcache.PermissionDenied, PermissionError)
     assert issubclass(cidcache.IoError, OSError)
+    # The newer, more precise codes stay catchable as what they were reported as before.
+    assert issubclass(cidcache.NotRunning, cidcache.Disconnected)
+    assert issubclass(cidcache.NotArrow, cidcache.InvalidArgument)
 
 
 def test_errors_raised_by_a_real_daemon(make_daemon: Any) -> None:

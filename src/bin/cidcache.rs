@@ -28,7 +28,9 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Store a file; prints its CID (CIDv1, raw, sha2-256) unless --key is given.
+    /// Store a file; prints its CID (CIDv1, raw, sha2-256; with --ipfs the UnixFS CIDv1 that
+    /// `ipfs add --cid-version 1 --raw-leaves` gives, the same up to 256 KiB) unless --key is
+    /// given.
     Put {
         /// File to store (`-` for standard input).
         file: PathBuf,
@@ -42,6 +44,10 @@ enum Cmd {
         /// MIME type recorded in the catalog (default: guessed from the file name).
         #[arg(long)]
         mimetype: Option<String>,
+        /// Also add it to the store's IPFS node (cidcached --ipfs-api), pinned, under the same
+        /// CID; succeeds only once the node holds it.
+        #[arg(long)]
+        ipfs: bool,
     },
     /// Query the CID catalog: `cidcache query --where 'size_bytes>1000' --where
     /// 'storage_tier in (hot,warm)' --columns cid,size_bytes,filename`.
@@ -169,6 +175,7 @@ fn run(a: Args) -> Result<(), Error> {
             file,
             key: None,
             ephemeral,
+            ipfs: false,
             ..
         } if file.is_dir() => import(&a, file, *ephemeral)?,
         Cmd::Put {
@@ -176,6 +183,7 @@ fn run(a: Args) -> Result<(), Error> {
             key,
             ephemeral,
             mimetype,
+            ipfs,
         } => {
             let data = if file.as_os_str() == "-" {
                 let mut v = Vec::new();
@@ -195,11 +203,13 @@ fn run(a: Args) -> Result<(), Error> {
             let c = connect(&a)?;
             let key = match key {
                 Some(k) => cid::parse(k)?,
+                None if *ipfs => cid::unixfs_file_cid(&data),
                 None => cid::cid_v1_raw(&data),
             };
             let opts = cidcache::PutOptions {
                 ephemeral: *ephemeral,
                 verify_cid: true,
+                ipfs: *ipfs,
                 ..Default::default()
             };
             match c.put_with(&key, &data, opts) {

@@ -12,6 +12,7 @@ use cidcache::shm::{human_bytes, parse_bytes};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Serves a cidcache store: shared-memory hot tier, lock-free index, native protocol.
 #[derive(Parser, Debug)]
@@ -98,8 +99,45 @@ struct Args {
     /// the same store left in shared memory when it died; what it left is removed.
     #[arg(long)]
     no_adopt: bool,
+    #[command(flatten)]
+    ipfs: IpfsArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
+}
+
+/// IPFS as the tier below the others (docs/operations.md, "IPFS").
+#[derive(clap::Args, Debug)]
+struct IpfsArgs {
+    /// Read misses on CID keys through from this kubo RPC API (e.g. http://127.0.0.1:5001), and
+    /// add to it the puts that ask (`cidcache put --ipfs`).
+    #[arg(long, value_name = "URL")]
+    ipfs_api: Option<String>,
+    /// Read misses on CID keys through from this trustless gateway (e.g.
+    /// http://127.0.0.1:8080); tried after --ipfs-api when both are given.
+    #[arg(long, value_name = "URL")]
+    ipfs_gateway: Option<String>,
+    /// A source that sends nothing for this long fails the fetch (e.g. 500ms, 30s).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    ipfs_timeout: Duration,
+    /// A whole fetch (every block of a file) takes at most this long.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    ipfs_deadline: Duration,
+    /// Largest block accepted from IPFS.
+    #[arg(long, value_parser = parse_bytes, default_value = "2M")]
+    ipfs_max_block: u64,
+    /// Largest object fetched from IPFS (default and upper bound: the hot tier's size).
+    #[arg(long, value_parser = parse_bytes)]
+    ipfs_max_file: Option<u64>,
+    /// Fetches from IPFS under way at once.
+    #[arg(long, default_value_t = 16)]
+    ipfs_concurrency: usize,
+    /// Levels of children prefetched below a fetched directory (dag-pb node that is not a
+    /// file); 0 turns prefetch off.
+    #[arg(long, default_value_t = 1)]
+    ipfs_prefetch_depth: u32,
+    /// Bytes prefetched below one fetched node at most (by the links' declared sizes).
+    #[arg(long, value_parser = parse_bytes, default_value = "64M")]
+    ipfs_prefetch_bytes: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,10 +232,41 @@ fn config(a: &Args, store: &str) -> Config {
     cfg.metrics_addr = a.metrics_addr;
     cfg.adopt = !a.no_adopt;
     cfg.durability = a.durability;
+    cfg.ipfs = cidcache::config::IpfsConfig {
+        api: a.ipfs.ipfs_api.clone(),
+        gateway: a.ipfs.ipfs_gateway.clone(),
+        timeout: a.ipfs.ipfs_timeout,
+        deadline: a.ipfs.ipfs_deadline,
+        max_block: a.ipfs.ipfs_max_block,
+        max_file: a.ipfs.ipfs_max_file,
+        concurrency: a.ipfs.ipfs_concurrency,
+        prefetch_depth: a.ipfs.ipfs_prefetch_depth,
+        prefetch_bytes: a.ipfs.ipfs_prefetch_bytes,
+    };
     cfg.max_clients = a.max_clients.max(1);
     cfg.max_frame = a.max_frame.max(1);
     cfg.frame_memory = a.frame_memory;
     cfg
+}
+
+/// A duration: a number with a unit (ms, s, m), or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && (v * scale) < 1e9 => Ok(Duration::from_secs_f64(v * scale)),
+        _ => Err(format!(
+            "{s:?} is not a duration above zero (e.g. 500ms, 30s, 10m)"
+        )),
+    }
 }
 
 /// A hot-tier size: bytes with an optional unit, at least 1 MiB.

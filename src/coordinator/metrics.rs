@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const TIERS: [&str; 3] = ["hot", "warm", "cold"];
 
 /// Last name components that denote an ever-increasing count.
-const COUNTERS: [&str; 16] = [
+const COUNTERS: [&str; 22] = [
     "hits",
     "misses",
     "puts",
@@ -34,6 +34,12 @@ const COUNTERS: [&str; 16] = [
     "reads",
     "writes",
     "requests",
+    "fetches",
+    "fetched_bytes",
+    "adds",
+    "prefetched",
+    "prefetch_used",
+    "prefetch_wasted",
 ];
 
 fn is_counter(name: &str) -> bool {

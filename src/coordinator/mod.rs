@@ -10,6 +10,7 @@
 
 mod ack;
 mod adopt;
+mod ipfs;
 mod memory;
 mod metrics;
 mod paths;
@@ -528,6 +529,15 @@ impl Coordinator {
                     store.set_warm(w);
                     store.set_catalog(c);
                 }
+                Err(e) => {
+                    abandon(store);
+                    return Err(e);
+                }
+            }
+        }
+        if cfg.ipfs.enabled() {
+            match crate::tier::ipfs::Ipfs::new(cfg.ipfs.clone(), limit) {
+                Ok(i) => store.set_ipfs(Arc::new(i)),
                 Err(e) => {
                     abandon(store);
                     return Err(e);

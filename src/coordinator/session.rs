@@ -37,7 +37,7 @@ const READ_BUFFER: usize = 16 << 10;
 
 type Reader = tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>;
 
-fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
+pub(crate) fn lock(store: &Shared) -> std::sync::MutexGuard<'_, Store> {
     // A panic while holding the lock is a bug; keep serving with the state as it is rather than
     // cascading the panic into every connection.
     store.lock().unwrap_or_else(|p| p.into_inner())
@@ -339,6 +339,17 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, stream: UnixStream) {
             continue;
         }
         let reply = match req {
+            Request::Seal { key } if lock(store).seal_adds_to_ipfs(cid, &key) => {
+                let data = lock(store).ipfs_seal_data(cid, &key);
+                let (store, out, stop) = (store.clone(), out.clone(), stop.clone());
+                waiting_keys += 1;
+                waits.spawn(async move {
+                    let r = super::ipfs::seal(store, cid, key, data).await;
+                    out.send(r.encode(id), &stop).await;
+                    1
+                });
+                continue;
+            }
             Request::Seal { key } => match lock(store).seal(cid, key) {
                 Ok(Sealing::Validate(p)) => {
                     spawn_seal(store, p, id, &out, stop);
@@ -384,6 +395,18 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, stream: UnixStream) {
                         continue;
                     }
                 }
+            }
+            Request::Put(it) if it.flags & proto::PUT_IPFS != 0 => {
+                let (store, out, stop) = (store.clone(), out.clone(), stop.clone());
+                let (key, flags, meta) = (it.key, it.flags, it.meta.to_vec());
+                let data = bytes::Bytes::copy_from_slice(it.data);
+                waiting_keys += 1;
+                waits.spawn(async move {
+                    let r = super::ipfs::put(store, cid, key, flags, meta, data).await;
+                    out.send(r.encode(id), &stop).await;
+                    1
+                });
+                continue;
             }
             Request::Scan { key, spec } => {
                 let scan = match crate::scan::Scan::from_strings(&spec) {
@@ -646,7 +669,7 @@ fn try_get(store: &Shared, keys: &[Key], timeout_ms: i64, many: bool) -> Option<
     let promotable = || {
         keys.iter()
             .zip(&present)
-            .any(|(k, p)| matches!(p, Ok(false)) && st.in_warm(k))
+            .any(|(k, p)| matches!(p, Ok(false)) && st.can_supply(k))
     };
     if missing == 0 || (timeout_ms == 0 && !promotable()) {
         return Some(reply(present, many));
@@ -735,10 +758,11 @@ fn spawn_promotion(store: &Shared, key: Key, src: crate::tier::warm::Source) {
 }
 
 /// Waits until every key is sealed or the timeout passes (negative = forever). Keys held by the
-/// warm tier are promoted (one promotion per key however many wait for it) and waited for even
-/// past the timeout: they are coming. A key whose creator aborts it, or disconnects before
-/// sealing it, ends the wait for that key with an error (a `Get`'s error reply, a `NotFound`
-/// status with the reason in a `GetMany`).
+/// warm tier are promoted, and CIDs no tier holds fetched from IPFS when the store has a source
+/// (one promotion or fetch per key however many wait for it), and waited for even past the
+/// timeout: they are coming. A fetch this request waited for that failed answers its error. A
+/// key whose creator aborts it, or disconnects before sealing it, ends the wait for that key
+/// with an error (a `Get`'s error reply, a `NotFound` status with the reason in a `GetMany`).
 async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) -> Response {
     // A timeout too far ahead to represent is no timeout.
     let deadline = (timeout_ms >= 0)
@@ -755,6 +779,8 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
     let _unwait = Unwait(&store, &keys, &waiter);
     let mut tried: Vec<Key> = Vec::new();
     let mut abandoned: Vec<Key> = Vec::new();
+    // Keys whose fetch from IPFS this request waited for: its failure is the answer.
+    let mut followed: Vec<Key> = Vec::new();
     loop {
         let promoting = {
             let mut st = lock(&store);
@@ -763,21 +789,38 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
                     abandoned.push(k);
                 }
             }
-            let (present, _) = statuses(&mut st, &keys);
+            let (mut present, _) = statuses(&mut st, &keys);
             let mut promoting = false;
             let mut missing = 0;
-            for (k, p) in keys.iter().zip(&present) {
+            for (k, p) in keys.iter().zip(present.iter_mut()) {
                 if !matches!(p, Ok(false)) || abandoned.contains(k) {
                     continue;
                 }
                 missing += 1;
                 match st.promotion(k, !tried.contains(k)) {
-                    Promotion::No => {}
-                    Promotion::InProgress => promoting = true,
+                    Promotion::No => {
+                        if let Some(e) = followed.contains(k).then(|| st.fetch_failure(k)).flatten()
+                        {
+                            *p = Err(e);
+                            missing -= 1;
+                        }
+                    }
+                    Promotion::InProgress => {
+                        promoting = true;
+                        if !followed.contains(k) {
+                            followed.push(*k);
+                        }
+                    }
                     Promotion::Start(src) => {
                         tried.push(*k);
                         promoting = true;
                         spawn_promotion(&store, *k, src);
+                    }
+                    Promotion::Fetch(ipfs, cid) => {
+                        tried.push(*k);
+                        followed.push(*k);
+                        promoting = true;
+                        super::ipfs::spawn_fetch(&store, *k, ipfs, cid, None);
                     }
                 }
             }

@@ -13,11 +13,12 @@ use crate::layout::{hdr, Header};
 use crate::pins::{self, Lease, LeaseFault};
 use crate::policy::EvictionPolicy;
 use crate::proto::{
-    ListEntry, PutItem, Status, PUT_ARROW, PUT_DURABLE, PUT_EPHEMERAL, PUT_VERIFY_CID,
+    ListEntry, PutItem, Status, PUT_ARROW, PUT_DURABLE, PUT_EPHEMERAL, PUT_IPFS, PUT_VERIFY_CID,
 };
 use crate::shm::{self, human_bytes, Mapping};
 use crate::sync::AtomicU64;
 use crate::tier::catalog::{Catalog, CatalogEntry, StorageTier};
+use crate::tier::ipfs::Ipfs;
 use crate::tier::warm::{Loaded, Source, Warm};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -81,6 +82,8 @@ struct Object {
     /// When it was published (or adopted): background eviction spares young objects, so that
     /// a get that just promoted an object finds it.
     sealed_at: std::time::Instant,
+    /// Fetched from IPFS (read-through): the catalog records its source as "ipfs".
+    from_ipfs: bool,
     /// An Arrow object whose bytes the coordinator validated in full, once no client could
     /// legitimately write them any more: published with [`FLAG_VALIDATED`].
     validated: bool,
@@ -124,6 +127,22 @@ pub(crate) enum Promotion {
     InProgress,
     /// Load it with this (outside the store lock), then call [`Store::finish_promotion`].
     Start(Source),
+    /// No tier holds it, but it is a CID: fetch it from IPFS (outside the store lock), then
+    /// [`Store::begin_ipfs_fill`] and [`Store::finish_ipfs_fill`], or [`Store::fail_fetch`].
+    Fetch(Arc<Ipfs>, ::cid::Cid),
+}
+
+/// Why recent fetches from IPFS failed, kept for the gets that waited for them (at most this
+/// many keys; a later get of the key fetches again).
+const MAX_FETCH_FAILURES: usize = 4096;
+
+/// Prefetch bookkeeping: fetches no get asked for, and whether one did later.
+#[derive(Default)]
+struct Prefetched {
+    /// Keys being prefetched that no get has asked for yet.
+    pending: HashSet<Key>,
+    /// Objects published by a prefetch that no get has hit yet.
+    unused: HashSet<u64>,
 }
 
 /// Where a Plasma allocation lives, with what the Plasma front-end needs to map it.
@@ -215,6 +234,19 @@ pub(crate) struct Counters {
     pub adopted: u64,
     /// Sessions the coordinator ended because the client's lease page was invalid.
     pub revoked_sessions: u64,
+    /// Objects fetched from IPFS and published (prefetched ones included), and their bytes.
+    pub ipfs_fetches: u64,
+    pub ipfs_fetched_bytes: u64,
+    /// Fetches from IPFS that failed (nothing was cached).
+    pub ipfs_fetch_errors: u64,
+    /// Objects added to the IPFS node by puts, and adds that failed.
+    pub ipfs_adds: u64,
+    pub ipfs_add_errors: u64,
+    /// Objects prefetched from IPFS; of those, asked for by a get later (used) or evicted or
+    /// deleted without one (wasted).
+    pub prefetched: u64,
+    pub prefetch_used: u64,
+    pub prefetch_wasted: u64,
     /// Arrow objects validated in full at seal (and their bytes).
     pub arrow_validated: u64,
     pub arrow_validated_bytes: u64,
@@ -414,6 +446,9 @@ pub(crate) struct Store {
     seal_hook: Option<SealHook>,
     warm: Option<Warm>,
     promoting: HashSet<Key>,
+    ipfs: Option<Arc<Ipfs>>,
+    fetch_failures: HashMap<Key, Error>,
+    prefetched: Prefetched,
     persist_on_exit: bool,
     catalog: Option<Catalog>,
     last_checkpoint: std::time::Instant,
@@ -493,6 +528,9 @@ impl Store {
             seal_hook: None,
             warm: None,
             promoting: HashSet::new(),
+            ipfs: None,
+            fetch_failures: HashMap::new(),
+            prefetched: Prefetched::default(),
             persist_on_exit: cfg.persist_on_exit,
             catalog: None,
             last_checkpoint: std::time::Instant::now(),
@@ -569,6 +607,8 @@ impl Store {
                     from_warm: false,
                     written: false,
                     sealed_at: std::time::Instant::now(),
+                    // Where it came from is in its catalog row, if anywhere.
+                    from_ipfs: false,
                     // Clients may have written the bytes since they were validated (before
                     // the crash or after it): validated again before readers may skip it.
                     validated: false,
@@ -756,13 +796,16 @@ impl Store {
         // such as one `cidcache get`, is often gone before the next harvest).
         let mut seen = c.hits_seen;
         let (policy, mut n) = (&mut self.policy, 0u64);
+        let (unused, mut used) = (&mut self.prefetched.unused, 0u64);
         if c.lease().check_header(client).is_ok() {
             c.lease().drain_hits(&mut seen, |id| {
                 policy.on_hit(id);
+                used += unused.remove(&id) as u64;
                 n += 1;
             });
         }
         self.counters.hits += n;
+        self.counters.prefetch_used += used;
         self.drop_client(c);
         self.reclaim();
     }
@@ -902,6 +945,7 @@ impl Store {
                 from_warm: false,
                 written: false,
                 sealed_at: std::time::Instant::now(),
+                from_ipfs: false,
                 validated: false,
                 sealing: 0,
             },
@@ -921,6 +965,11 @@ impl Store {
         self.check_writer(client)?;
         self.check_warm_writable(flags)?;
         self.persist_wanted(flags)?;
+        if flags & PUT_IPFS != 0 && flags & PUT_ARROW != 0 {
+            return Err(Error::InvalidArgument(
+                "an Arrow object cannot be added to IPFS; store its bytes as a raw object".into(),
+            ));
+        }
         let id = self.new_object(key, data_len, meta_len, flags, client)?;
         if let Some(c) = self.clients.get_mut(&client) {
             c.creating.insert(key);
@@ -1273,7 +1322,16 @@ impl Store {
                 } else {
                     let mut e = CatalogEntry::new(key, size, now_us());
                     e.storage_tier = StorageTier::Hot;
-                    e.source = Some(if plasma_owned { "plasma" } else { "put" }.into());
+                    e.source = Some(
+                        if plasma_owned {
+                            "plasma"
+                        } else if o.from_ipfs {
+                            "ipfs"
+                        } else {
+                            "put"
+                        }
+                        .into(),
+                    );
                     // Stored again: what the catalog knew of the key stays.
                     let e = match cat.get(&key) {
                         Some(old) => merge_entry(old, e),
@@ -1361,6 +1419,13 @@ impl Store {
         arrow_valid: bool,
     ) -> Result<Option<Persist>> {
         self.check_writer(client)?;
+        if it.flags & PUT_IPFS != 0 {
+            // The session hands a single put with this flag to `coordinator::ipfs::put`.
+            return Err(Error::InvalidArgument(
+                "a put that adds to IPFS goes alone (put, or create and seal), not in a batch, and not as Arrow"
+                    .into(),
+            ));
+        }
         if it.flags & PUT_VERIFY_CID != 0 {
             crate::cid::verify(it.key.as_bytes(), it.data)?;
         }
@@ -1466,22 +1531,37 @@ impl Store {
         self.promoting.contains(key) || self.warm.as_ref().is_some_and(|w| w.contains(key))
     }
 
+    /// Whether a get of the missing `key` would wait for a lower tier: the warm tier holds it
+    /// or is promoting it, or it is a CID this store can fetch from IPFS.
+    pub(crate) fn can_supply(&self, key: &Key) -> bool {
+        self.in_warm(key) || (self.ipfs.is_some() && crate::tier::ipfs::fetchable(key).is_some())
+    }
+
     /// Starts (or joins) the promotion of `key` from the warm tier. `may_start` is false for a
     /// key this request already tried, so a failed promotion is not retried in a loop.
     pub(crate) fn promotion(&mut self, key: &Key, may_start: bool) -> Promotion {
         if self.promoting.contains(key) {
+            // A get joined a prefetch: it was worth it, and the object is a demanded one now.
+            if self.prefetched.pending.remove(key) {
+                self.counters.prefetch_used += 1;
+            }
             return Promotion::InProgress;
         }
         if !may_start || self.keys.contains_key(key) {
             return Promotion::No;
         }
-        match self.warm.as_ref().and_then(|w| w.source(key)) {
-            Some(src) => {
+        if let Some(src) = self.warm.as_ref().and_then(|w| w.source(key)) {
+            self.promoting.insert(*key);
+            self.promotion_failed.remove(key);
+            return Promotion::Start(src);
+        }
+        match (&self.ipfs, crate::tier::ipfs::fetchable(key)) {
+            (Some(ipfs), Some(cid)) => {
                 self.promoting.insert(*key);
-                self.promotion_failed.remove(key);
-                Promotion::Start(src)
+                self.fetch_failures.remove(key);
+                Promotion::Fetch(ipfs.clone(), cid)
             }
-            None => Promotion::No,
+            _ => Promotion::No,
         }
     }
 
@@ -1653,6 +1733,146 @@ impl Store {
         self.warm = Some(w);
     }
 
+    // ----- IPFS ----------------------------------------------------------------------------
+
+    /// Attaches an IPFS source: misses on CID keys no other tier holds are fetched from it.
+    pub(crate) fn set_ipfs(&mut self, ipfs: Arc<Ipfs>) {
+        self.ipfs = Some(ipfs);
+    }
+
+    /// The IPFS source, for a put that also adds to it.
+    pub(crate) fn ipfs_for_add(&self, client: u64) -> Result<Arc<Ipfs>> {
+        self.check_writer(client)?;
+        self.ipfs.clone().ok_or_else(|| {
+            Error::InvalidArgument(
+                "this store has no IPFS source: start cidcached with --ipfs-api to add to IPFS"
+                    .into(),
+            )
+        })
+    }
+
+    /// Counts an add to the IPFS node.
+    pub(crate) fn count_ipfs_add(&mut self, r: &Result<()>) {
+        match r {
+            Ok(()) => self.counters.ipfs_adds += 1,
+            Err(_) => self.counters.ipfs_add_errors += 1,
+        }
+    }
+
+    /// Whether `key` is an object `client` created with [`PUT_IPFS`] and has not sealed: its
+    /// seal adds it to IPFS first (`coordinator::ipfs::seal`).
+    pub(crate) fn seal_adds_to_ipfs(&self, client: u64, key: &Key) -> bool {
+        self.keys
+            .get(key)
+            .and_then(|id| self.objects.get(id))
+            .is_some_and(|o| {
+                o.flags & PUT_IPFS != 0
+                    && matches!(o.state, State::Created { owner } if owner == client)
+            })
+    }
+
+    /// A copy of the data of the object [`Store::seal_adds_to_ipfs`] names (empty otherwise).
+    pub(crate) fn ipfs_seal_data(&self, client: u64, key: &Key) -> bytes::Bytes {
+        if !self.seal_adds_to_ipfs(client, key) {
+            return bytes::Bytes::new();
+        }
+        let o = &self.objects[&self.keys[key]];
+        bytes::Bytes::copy_from_slice(&self.memory.bytes(o.alloc)[..o.data_len as usize])
+    }
+
+    /// Marks `key` as being prefetched when no tier holds it and nothing fetches it; returns
+    /// what to fetch it with.
+    pub(crate) fn start_prefetch(&mut self, key: &Key) -> Option<(Arc<Ipfs>, ::cid::Cid)> {
+        let ipfs = self.ipfs.clone()?;
+        if self.keys.contains_key(key)
+            || self.promoting.contains(key)
+            || self.warm.as_ref().is_some_and(|w| w.contains(key))
+        {
+            return None;
+        }
+        let cid = crate::tier::ipfs::fetchable(key)?;
+        self.promoting.insert(*key);
+        self.prefetched.pending.insert(*key);
+        Some((ipfs, cid))
+    }
+
+    /// Reserves `len` bytes for `key`, fetched from IPFS (not visible yet), and returns where
+    /// to write them from outside the store lock. Then [`Store::finish_ipfs_fill`].
+    pub(crate) fn begin_ipfs_fill(&mut self, key: Key, len: u64) -> Result<(u64, FillTarget)> {
+        if self.keys.contains_key(&key) {
+            return Err(Error::AlreadyExists(format!("{key} was stored meanwhile")));
+        }
+        let id = self.new_object(key, len, 0, 0, PROMOTER)?;
+        let o = self.objects.get_mut(&id).expect("just created");
+        o.from_ipfs = true;
+        Ok((id, self.memory.fill_target(o.alloc)))
+    }
+
+    /// Publishes a fetched object of `len` bytes written in place, or frees it on `Err` (and
+    /// tells the key's waiters why). Returns whether it was published.
+    pub(crate) fn finish_ipfs_fill(&mut self, key: Key, id: u64, len: Result<u64>) -> bool {
+        let prefetch = self.prefetched.pending.remove(&key);
+        let r = len.and_then(|len| {
+            let o = self
+                .objects
+                .get_mut(&id)
+                .filter(|o| matches!(o.state, State::Created { owner: PROMOTER }))
+                .ok_or_else(|| Error::Internal(format!("the fetch of {key} lost its object")))?;
+            if len > o.alloc.len {
+                return Err(Error::Internal("a fetch overran its reservation".into()));
+            }
+            o.data_len = len;
+            self.publish(id)?;
+            Ok(len)
+        });
+        match r {
+            Ok(len) => {
+                self.promoting.remove(&key);
+                self.counters.ipfs_fetches += 1;
+                self.counters.ipfs_fetched_bytes += len;
+                if prefetch {
+                    self.counters.prefetched += 1;
+                    self.prefetched.unused.insert(id);
+                }
+                // `publish` woke the waiters.
+                true
+            }
+            Err(e) => {
+                self.abort_fill(key, id);
+                self.fail_fetch(key, e);
+                false
+            }
+        }
+    }
+
+    /// Ends a fetch from IPFS that failed: nothing is cached, and the gets that waited for it
+    /// are told why.
+    pub(crate) fn fail_fetch(&mut self, key: Key, e: Error) {
+        tracing::warn!("cannot fetch {key} from IPFS: {e}");
+        self.promoting.remove(&key);
+        self.prefetched.pending.remove(&key);
+        self.counters.ipfs_fetch_errors += 1;
+        if self.fetch_failures.len() >= MAX_FETCH_FAILURES {
+            self.fetch_failures.clear();
+        }
+        self.fetch_failures.insert(key, e);
+        if let Some(ws) = self.waiters.remove(&key) {
+            for w in ws {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// Why the last fetch of `key` from IPFS failed, when it did and no fetch of it is under
+    /// way (for the gets that waited for that fetch).
+    pub(crate) fn fetch_failure(&self, key: &Key) -> Option<Error> {
+        if self.promoting.contains(key) {
+            return None;
+        }
+        let e = self.fetch_failures.get(key)?;
+        Some(Error::from_code(e.code(), e.message()))
+    }
+
     /// Registers `n` to be notified when `key` is sealed.
     pub(crate) fn wait_for(&mut self, key: Key, n: &Arc<Waiter>) {
         self.waiters.entry(key).or_default().push(n.clone());
@@ -1752,6 +1972,9 @@ impl Store {
             self.demoting_bytes -= len;
         }
         let o = self.objects.remove(&id).expect("object exists");
+        if self.prefetched.unused.remove(&id) {
+            self.counters.prefetch_wasted += 1;
+        }
         self.keys.remove(&o.key);
         let State::Sealed { slot } = o.state else {
             unreachable!("only sealed objects are retired");
@@ -2074,6 +2297,7 @@ impl Store {
         let policy = &mut self.policy;
         let objects = &self.objects;
         let mut catalog = self.catalog.as_mut();
+        let (unused, mut used) = (&mut self.prefetched.unused, 0u64);
         let now = now_us();
         let mut n = 0u64;
         let mut bad = Vec::new();
@@ -2085,6 +2309,7 @@ impl Store {
             let mut seen = c.hits_seen;
             c.lease().drain_hits(&mut seen, |id| {
                 policy.on_hit(id);
+                used += unused.remove(&id) as u64;
                 // The catalog's access counts are a sample: at most this many per harvest.
                 if n < CATALOG_TOUCHES {
                     if let (Some(cat), Some(o)) = (catalog.as_mut(), objects.get(&id)) {
@@ -2096,6 +2321,7 @@ impl Store {
             c.hits_seen = seen;
         }
         self.counters.hits += n;
+        self.counters.prefetch_used += used;
         for (id, f) in bad {
             self.revoke(id, &f);
         }
@@ -2303,6 +2529,7 @@ impl Store {
                 from_warm: false,
                 written: false,
                 sealed_at: std::time::Instant::now(),
+                from_ipfs: false,
                 validated: false,
                 sealing: 0,
             },
@@ -2569,9 +2796,23 @@ impl Store {
                 ]
             })
             .unwrap_or_default();
+        let ipfs = match self.ipfs {
+            Some(_) => vec![
+                ("ipfs.fetches", c.ipfs_fetches),
+                ("ipfs.fetched_bytes", c.ipfs_fetched_bytes),
+                ("ipfs.fetch_errors", c.ipfs_fetch_errors),
+                ("ipfs.adds", c.ipfs_adds),
+                ("ipfs.add_errors", c.ipfs_add_errors),
+                ("ipfs.prefetched", c.prefetched),
+                ("ipfs.prefetch_used", c.prefetch_used),
+                ("ipfs.prefetch_wasted", c.prefetch_wasted),
+            ],
+            None => Vec::new(),
+        };
         v.into_iter()
             .chain(warm)
             .chain(catalog)
+            .chain(ipfs)
             .map(|(k, n)| (k.to_string(), n))
             .collect()
     }

@@ -4,6 +4,7 @@
 //!
 //! Figures are measured, never asserted. Not a stable API: exposed for the CLI only.
 
+pub mod kubo;
 pub mod plasma;
 pub mod plot;
 pub mod procstat;

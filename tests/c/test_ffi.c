@@ -15,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static int passed, failed;
@@ -88,10 +91,24 @@ static void test_errors(void) {
     cidcache_client *c = (cidcache_client *)1;
     CHECK_STATUS(cidcache_connect(NULL, NULL, 0, NULL), CIDCACHE_INVALID_ARGUMENT);
     CHECK(strstr(cidcache_last_error(), "out is NULL") != NULL);
+    /* No daemon: no socket at all, or a socket file nobody listens on (a crashed daemon's). */
     CHECK_STATUS(cidcache_connect("/nonexistent/cidcache.sock", NULL, 0, &c),
-                 CIDCACHE_DISCONNECTED);
+                 CIDCACHE_NOT_RUNNING);
     CHECK(c == NULL);
-    CHECK(strlen(cidcache_last_error()) > 0);
+    CHECK(strstr(cidcache_last_error(), "/nonexistent/cidcache.sock") != NULL);
+    {
+        char dir[] = "/tmp/cidcache-c-XXXXXX";
+        CHECK(mkdtemp(dir) != NULL);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s/dead.sock", dir);
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+        close(fd);
+        CHECK_STATUS(cidcache_connect(sa.sun_path, NULL, 0, &c), CIDCACHE_NOT_RUNNING);
+        CHECK(c == NULL);
+        unlink(sa.sun_path);
+        rmdir(dir);
+    }
     CHECK_STATUS(cidcache_connect(socket_path, NULL, 0x80, &c), CIDCACHE_INVALID_ARGUMENT);
     CHECK(strcmp(cidcache_status_name(CIDCACHE_NOT_FOUND), "CIDCACHE_NOT_FOUND") == 0);
     CHECK(strcmp(cidcache_status_name(12345), "CIDCACHE_UNKNOWN") == 0);
@@ -236,6 +253,12 @@ static void test_batches(cidcache_client *c) {
     /* Putting again: already exists, item by item. */
     CHECK_STATUS(cidcache_put_many(c, items, 2, st), CIDCACHE_ALREADY_EXISTS);
     CHECK(st[0] == CIDCACHE_ALREADY_EXISTS && st[1] == CIDCACHE_ALREADY_EXISTS);
+    /* Each failed item has its own message, until the next batch call on this thread. */
+    CHECK(strstr(cidcache_item_error(0), "items[0]") != NULL);
+    CHECK(strstr(cidcache_item_error(1), "items[1]: ") != NULL);
+    CHECK(strstr(cidcache_item_error(1), "already") != NULL);
+    CHECK(strcmp(cidcache_item_error(2), "") == 0);
+    CHECK(strcmp(cidcache_item_error((size_t)-1), "") == 0);
 
     cidcache_key ks[N];
     for (int i = 0; i < N; i++) {
@@ -298,7 +321,13 @@ static void test_cid(cidcache_client *c) {
     size_t tlen = 0;
     CHECK_STATUS(cidcache_cid_format(bin, blen, out, sizeof out, &tlen), CIDCACHE_OK);
     CHECK(tlen == strlen(text) && strcmp(out, text) == 0);
+    /* Too small a buffer: the length needed, without the NUL, as the header says. */
+    tlen = 0;
     CHECK_STATUS(cidcache_cid_format(bin, blen, out, 10, &tlen), CIDCACHE_INVALID_ARGUMENT);
+    CHECK(tlen == strlen(text));
+    CHECK_STATUS(cidcache_cid_format(bin, blen, out, strlen(text), &tlen),
+                 CIDCACHE_INVALID_ARGUMENT);
+    CHECK(tlen == strlen(text));
     CHECK_STATUS(cidcache_cid_parse("not a cid", bin, sizeof bin, &blen), CIDCACHE_INVALID_KEY);
     CHECK_STATUS(cidcache_cid_format((const uint8_t *)"xx", 2, out, sizeof out, NULL),
                  CIDCACHE_INVALID_KEY);
@@ -330,6 +359,61 @@ static void test_cid(cidcache_client *c) {
     CHECK_STATUS(cidcache_put_ex(c, computed, clen, (const uint8_t *)"not hello", 9, NULL, 0,
                                  CIDCACHE_PUT_VERIFY_CID),
                  CIDCACHE_CID_MISMATCH);
+    /* CID_MISMATCH takes precedence over ALREADY_EXISTS, for an inline put and for a large
+     * one (created, written in place, sealed) alike. */
+    CHECK_STATUS(cidcache_put_content(c, (const uint8_t *)"hello world", 11, cid, sizeof cid,
+                                      &cid_len),
+                 CIDCACHE_OK);
+    CHECK(cid_len == clen && memcmp(cid, computed, clen) == 0);
+    CHECK_STATUS(cidcache_put_ex(c, computed, clen, (const uint8_t *)"not hello", 9, NULL, 0,
+                                 CIDCACHE_PUT_VERIFY_CID),
+                 CIDCACHE_CID_MISMATCH);
+    size_t big = 256 << 10;
+    uint8_t *wrong = calloc(big, 1);
+    CHECK_STATUS(cidcache_put_ex(c, computed, clen, wrong, big, NULL, 0, CIDCACHE_PUT_VERIFY_CID),
+                 CIDCACHE_CID_MISMATCH);
+    /* Without verification, the existing key is what is reported. */
+    CHECK_STATUS(cidcache_put_ex(c, computed, clen, wrong, big, NULL, 0, 0),
+                 CIDCACHE_ALREADY_EXISTS);
+    free(wrong);
+}
+
+/* cidcache_connect(NULL, NULL) connects to $CIDCACHE_STORE, as cidcached and cidcache do: the
+ * store's default socket path (under $XDG_RUNTIME_DIR) is made a link to the test daemon's. */
+static void test_connect_env_store(void) {
+    char dir[] = "/tmp/cidcache-c-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char sub[300], link[400];
+    snprintf(sub, sizeof sub, "%s/cidcache", dir);
+    CHECK(mkdir(sub, 0700) == 0);
+    char name[64];
+    snprintf(name, sizeof name, "cenv%d", (int)getpid());
+    snprintf(link, sizeof link, "%s/%s.sock", sub, name);
+    CHECK(symlink(socket_path, link) == 0);
+    char *old_xdg = getenv("XDG_RUNTIME_DIR") ? strdup(getenv("XDG_RUNTIME_DIR")) : NULL;
+    setenv("XDG_RUNTIME_DIR", dir, 1);
+    setenv("CIDCACHE_STORE", name, 1);
+    cidcache_client *c = NULL;
+    CHECK_STATUS(cidcache_connect(NULL, NULL, 0, &c), CIDCACHE_OK);
+    if (c) {
+        uint8_t key[64];
+        size_t klen = make_key(key, "env");
+        CHECK_STATUS(cidcache_put(c, key, klen, (const uint8_t *)"e", 1), CIDCACHE_OK);
+        cidcache_disconnect(c);
+    }
+    /* An explicit store name still wins; an unknown one is not running. */
+    CHECK_STATUS(cidcache_connect(NULL, "no-such-store-here", 0, &c), CIDCACHE_NOT_RUNNING);
+    CHECK(strstr(cidcache_last_error(), "no-such-store-here") != NULL);
+    setenv("CIDCACHE_STORE", store_name, 1);
+    if (old_xdg) {
+        setenv("XDG_RUNTIME_DIR", old_xdg, 1);
+        free(old_xdg);
+    } else {
+        unsetenv("XDG_RUNTIME_DIR");
+    }
+    unlink(link);
+    rmdir(sub);
+    rmdir(dir);
 }
 
 struct delayed_put {
@@ -381,8 +465,20 @@ static void test_waits(cidcache_client *c) {
     uint8_t key[64];
     size_t klen = make_key(key, "never");
     cidcache_object *o = NULL;
-    CHECK_STATUS(cidcache_get_timeout(c, key, klen, 50, &o, NULL), CIDCACHE_NOT_FOUND);
+    /* A wait that expires is a timeout; a get that does not wait finds nothing. */
+    CHECK_STATUS(cidcache_get_timeout(c, key, klen, 50, &o, NULL), CIDCACHE_TIMEOUT);
     CHECK(o == NULL);
+    CHECK(strstr(cidcache_last_error(), "timed out") != NULL);
+    CHECK_STATUS(cidcache_get_timeout(c, key, klen, 0, &o, NULL), CIDCACHE_NOT_FOUND);
+    CHECK(o == NULL);
+    {
+        cidcache_key k1 = {.ptr = key, .len = klen};
+        cidcache_object *objs[1];
+        cidcache_status st[1];
+        CHECK_STATUS(cidcache_get_many(c, &k1, 1, 50, objs, NULL, st), CIDCACHE_TIMEOUT);
+        CHECK(st[0] == CIDCACHE_TIMEOUT && objs[0] == NULL);
+        CHECK(strstr(cidcache_last_error(), "keys[0]") != NULL);
+    }
 
     /* A blocking get that another client satisfies. */
     struct delayed_put dp = {.socket = socket_path, .delay_ms = 150};
@@ -429,8 +525,58 @@ static void test_waits(cidcache_client *c) {
     CHECK_STATUS(cidcache_get_async(c, key, klen, 50, &op), CIDCACHE_OK);
     pfd.fd = cidcache_get_op_fd(op);
     CHECK(poll(&pfd, 1, 10000) == 1);
+    CHECK_STATUS(cidcache_get_op_result(op, &o, &v), CIDCACHE_TIMEOUT);
+    CHECK(strstr(cidcache_last_error(), "timed out") != NULL);
+    cidcache_get_op_free(op);
+    /* Without a wait, an asynchronous miss is not found. */
+    CHECK_STATUS(cidcache_get_async(c, key, klen, 0, &op), CIDCACHE_OK);
+    pfd.fd = cidcache_get_op_fd(op);
+    CHECK(poll(&pfd, 1, 10000) == 1);
     CHECK_STATUS(cidcache_get_op_result(op, &o, &v), CIDCACHE_NOT_FOUND);
     cidcache_get_op_free(op);
+
+    /* Asynchronous puts, small (inline) and large (create, write, seal), waited for with
+     * poll(); the caller's buffers are free as soon as the call returns. */
+    {
+        size_t big = 300 << 10;
+        uint8_t *data = malloc(big);
+        for (size_t i = 0; i < big; i++) data[i] = (uint8_t)(i * 7);
+        uint8_t k1[64], k2[64];
+        size_t l1 = make_key(k1, "put-async-small"), l2 = make_key(k2, "put-async-large");
+        cidcache_put_op *p1 = NULL, *p2 = NULL;
+        CHECK_STATUS(cidcache_put_async(c, k1, l1, (const uint8_t *)"tiny", 4, NULL, 0, 0, &p1),
+                     CIDCACHE_OK);
+        CHECK_STATUS(cidcache_put_async(c, k2, l2, data, big, (const uint8_t *)"m", 1, 0, &p2),
+                     CIDCACHE_OK);
+        memset(data, 0, big);
+        struct pollfd pf[2] = {{.fd = cidcache_put_op_fd(p1), .events = POLLIN},
+                               {.fd = cidcache_put_op_fd(p2), .events = POLLIN}};
+        CHECK(pf[0].fd >= 0 && pf[1].fd >= 0);
+        CHECK(poll(&pf[0], 1, 10000) == 1 && poll(&pf[1], 1, 10000) == 1);
+        CHECK(cidcache_put_op_ready(p1) && cidcache_put_op_ready(p2));
+        CHECK_STATUS(cidcache_put_op_result(p1), CIDCACHE_OK);
+        CHECK_STATUS(cidcache_put_op_result(p2), CIDCACHE_OK);
+        CHECK_STATUS(cidcache_put_op_result(p2), CIDCACHE_INVALID_ARGUMENT);
+        cidcache_put_op_free(p1);
+        cidcache_put_op_free(p2);
+        CHECK_STATUS(cidcache_get(c, k2, l2, &o, &v), CIDCACHE_OK);
+        CHECK(v.data_len == big && v.data[1] == 7 && v.data[big - 1] == (uint8_t)((big - 1) * 7));
+        CHECK(v.metadata_len == 1 && v.metadata[0] == 'm');
+        cidcache_release(o);
+        /* An existing key: the outcome says so. */
+        CHECK_STATUS(cidcache_put_async(c, k1, l1, (const uint8_t *)"again", 5, NULL, 0, 0, &p1),
+                     CIDCACHE_OK);
+        pf[0].fd = cidcache_put_op_fd(p1);
+        CHECK(poll(&pf[0], 1, 10000) == 1);
+        CHECK_STATUS(cidcache_put_op_result(p1), CIDCACHE_ALREADY_EXISTS);
+        cidcache_put_op_free(p1);
+        CHECK_STATUS(cidcache_put_async(c, k1, l1, NULL, 0, NULL, 0, 0x80, &p1),
+                     CIDCACHE_INVALID_ARGUMENT);
+        CHECK(p1 == NULL);
+        cidcache_put_op_free(NULL);
+        CHECK(cidcache_put_op_fd(NULL) == -1);
+        free(data);
+    }
 
     /* Many operations in flight at once, completed by another client's batch. */
     {
@@ -622,6 +768,18 @@ static void test_arrow(cidcache_client *c) {
     for (int b = 0; b < n; b++) arrays[b].release(&arrays[b]);
     CHECK(pinned(c) == 0);
 
+    /* A stream read to its end, its arrays released, still holds the pin until released. */
+    CHECK_STATUS(cidcache_get_arrow(c, key, klen, &s), CIDCACHE_OK);
+    for (;;) {
+        struct ArrowArray a;
+        CHECK(s.get_next(&s, &a) == 0);
+        if (a.release == NULL) break;
+        a.release(&a);
+    }
+    CHECK(pinned(c) == 1);
+    s.release(&s);
+    CHECK(pinned(c) == 0);
+
     /* From an object obtained by get. */
     CHECK_STATUS(cidcache_get(c, key, klen, &o, NULL), CIDCACHE_OK);
     CHECK_STATUS(cidcache_object_to_arrow(o, &s), CIDCACHE_OK);
@@ -637,8 +795,14 @@ static void test_arrow(cidcache_client *c) {
     CHECK(s.release == NULL);
     mlen = make_key(key, "not-arrow");
     CHECK_STATUS(cidcache_put(c, key, mlen, (const uint8_t *)"raw", 3), CIDCACHE_OK);
-    CHECK_STATUS(cidcache_get_arrow(c, key, mlen, &s), CIDCACHE_INVALID_ARGUMENT);
+    CHECK_STATUS(cidcache_get_arrow(c, key, mlen, &s), CIDCACHE_NOT_ARROW);
+    CHECK(s.release == NULL);
+    CHECK(strstr(cidcache_last_error(), "not stored as an Arrow object") != NULL);
     CHECK(pinned(c) == 0);
+    CHECK_STATUS(cidcache_get(c, key, mlen, &o, NULL), CIDCACHE_OK);
+    CHECK_STATUS(cidcache_object_to_arrow(o, &s), CIDCACHE_NOT_ARROW); /* takes o */
+    CHECK(s.release == NULL && pinned(c) == 0);
+    CHECK_STATUS(cidcache_object_to_arrow(NULL, &s), CIDCACHE_INVALID_ARGUMENT);
     CHECK_STATUS(cidcache_put_arrow(c, key, mlen, &in), CIDCACHE_INVALID_ARGUMENT);
     make_stream(&in, 1);
     CHECK_STATUS(cidcache_put_arrow(c, key, mlen, &in), CIDCACHE_ALREADY_EXISTS);
@@ -653,7 +817,9 @@ static void test_arrow(cidcache_client *c) {
     CHECK(s.get_schema(&s, &schema) == 0 && schema.n_children == 1);
     schema.release(&schema);
     CHECK(s.get_next(&s, &a) == 0 && a.release == NULL);
+    CHECK(pinned(c) == 1); /* no batch holds the object: the stream does */
     s.release(&s);
+    CHECK(pinned(c) == 0);
 }
 
 struct reader_arg {
@@ -746,6 +912,7 @@ int main(void) {
     test_threads(c);
     test_read_only();
     test_object_outlives_client();
+    test_connect_env_store();
     CHECK(pinned(c) == 0);
     cidcache_disconnect(c);
     printf("c: %d passed, %d failed\n", passed, failed);

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 OK, NOT_FOUND, ALREADY_EXISTS, INVALID_KEY, INVALID_ARGUMENT = 0, 1, 2, 6, 7
+NOT_ARROW = 22
 
 
 class View(ctypes.Structure):
@@ -220,7 +221,7 @@ def test_arrow_errors(lib, client):
     k = key("raw")
     assert lib.cidcache_put(client, k, len(k), b"raw", 3) == OK
     s = ArrowArrayStream()
-    assert lib.cidcache_get_arrow(client, k, len(k), ctypes.byref(s)) == INVALID_ARGUMENT
+    assert lib.cidcache_get_arrow(client, k, len(k), ctypes.byref(s)) == NOT_ARROW
     assert b"not stored as an Arrow object" in lib.cidcache_last_error()
     assert s.release is None
     missing = key("missing-arrow")

@@ -933,7 +933,7 @@ impl Source {
     /// needs from its file; returns the result encoded as an Arrow IPC file.
     pub(crate) fn scan(self, scan: &crate::scan::Scan) -> Result<Loaded> {
         let not_arrow = || {
-            Error::InvalidArgument(format!(
+            Error::NotArrow(format!(
                 "{} was not stored as an Arrow object; use get()",
                 self.key
             ))
