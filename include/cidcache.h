@@ -127,6 +127,13 @@ struct ArrowArrayStream {
 #define CIDCACHE_PUT_IPFS 4
 
 /**
+ * `cidcache_put_ex` flag: return only once the object is in a synced file of the warm tier
+ * (as with `cidcached --durability sync`, for this put alone); an error (`CIDCACHE_IO`) when
+ * the warm tier cannot write it, `CIDCACHE_INVALID_ARGUMENT` when the store has none.
+ */
+#define CIDCACHE_PUT_DURABLE 8
+
+/**
  * `cidcache_view.flags` bit: the object was stored as Arrow IPC (read it with
  * `cidcache_get_arrow` or `cidcache_object_to_arrow`).
  */

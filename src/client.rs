@@ -65,6 +65,10 @@ pub struct PutOptions<'a> {
     pub ephemeral: bool,
     /// Have the coordinator check that the data hashes to the key (a sha2-256 CID) at seal.
     pub verify_cid: bool,
+    /// Acknowledge only once the object is in a synced file of the warm tier (as with
+    /// `cidcached --durability sync`, for this put alone); an error when the warm tier cannot
+    /// write it. The object becomes visible when the put returns.
+    pub durable: bool,
     /// Also add the object to the store's IPFS node (`cidcached --ipfs-api`), under the key,
     /// which must be the CID the node computes: [`crate::cid::unixfs_file_cid`] of the data
     /// (the raw CID up to 256 KiB). The put succeeds only once the node holds it, pinned.
@@ -81,7 +85,8 @@ impl PutOptions<'_> {
             proto::PUT_VERIFY_CID
         } else {
             0
-        }) | (if self.ipfs { proto::PUT_IPFS } else { 0 })
+        }) | (if self.durable { proto::PUT_DURABLE } else { 0 })
+            | (if self.ipfs { proto::PUT_IPFS } else { 0 })
     }
 }
 
@@ -335,8 +340,12 @@ struct Inner {
     segs: Box<[SegCache]>,
     pin_hint: AtomicUsize,
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// How this connection was made, for [`Client::reconnect`].
+    opts: ConnectOptions,
     _ctl: Mapping,
     _lease: Mapping,
+    // Holds the shared lock on the lease page (see `connect_with`).
+    _lease_lock: rustix::fd::OwnedFd,
 }
 
 impl Drop for Inner {
@@ -681,7 +690,7 @@ impl Client {
                 layout::LAYOUT_VERSION
             )));
         }
-        if header.get(hdr::BOOT_ID) != info.boot_id {
+        if header.get(hdr::BOOT_ID) != info.boot_id || header.get(hdr::RUN_TOKEN) != info.boot_id {
             return Err(Error::Incompatible(
                 "control segment belongs to another coordinator boot; retry".into(),
             ));
@@ -724,6 +733,12 @@ impl Client {
         let (lease_fd, lease_len) =
             shm::open_segment(&shm_dir, &info.lease_name, Access::ReadWrite)?;
         let lease_map = Mapping::map(&lease_fd, lease_len as usize, Access::ReadWrite, true)?;
+        // A shared lock held as long as this connection's state lives (objects and unsealed
+        // writes included) tells a coordinator that adopts the store after a crash that this
+        // process may still read what it pinned, or write what it created: it keeps those
+        // bytes untouched until the lock is gone (see docs/layout.md, "Restarts").
+        rustix::fs::flock(&lease_fd, rustix::fs::FlockOperation::NonBlockingLockShared)
+            .map_err(|e| Error::io("cannot lock the lease page", e))?;
         // SAFETY: the lease mapping is page-aligned, `lease_len / 8` words long, and ours to
         // write; other processes only read it.
         let lease = Lease::new(unsafe {
@@ -757,10 +772,19 @@ impl Client {
                 segs,
                 pin_hint: AtomicUsize::new(0),
                 background: Mutex::new(guard.0.take().map(|(_, t)| t)),
+                opts,
                 _ctl: ctl,
                 _lease: lease_map,
+                _lease_lock: lease_fd,
             }),
         })
+    }
+
+    /// A new connection made the way this one was (same socket, same role), for a caller that
+    /// got [`Error::Disconnected`] because the coordinator stopped or restarted. Objects held
+    /// from this connection stay valid; this one keeps answering `Disconnected`.
+    pub fn reconnect(&self) -> Result<Client> {
+        Client::connect_with(self.inner.opts.clone())
     }
 
     /// This connection's client id (as the coordinator knows it).
@@ -773,9 +797,19 @@ impl Client {
         &self.inner.info.store
     }
 
+    /// The shared-memory directory holding the store's segments (and its lock,
+    /// `cidcache.NAME.lock`, which names the coordinator's pid).
+    pub fn shm_dir(&self) -> &std::path::Path {
+        &self.inner.shm_dir
+    }
+
+    /// Whether this connection may still use what it reads through its control segment: its
+    /// coordinator neither closed the connection nor stopped, and no successor took the
+    /// segment over (the run token still names the boot this client connected to).
     fn check_alive(&self) -> Result<()> {
         if self.inner.conn.dead.load(Ordering::Relaxed)
             || self.inner.header.get(hdr::STATE) != layout::STATE_RUNNING
+            || self.inner.header.get(hdr::RUN_TOKEN) != self.inner.info.boot_id
         {
             return Err(disconnected());
         }
@@ -879,6 +913,13 @@ impl Client {
                     )))
                 }
             };
+            // After the pin and its fence: a successor coordinator clears the token before it
+            // scans lease pages, so either it honours this pin or we see the token changed.
+            // The word is on the line of the max-probe word the lookup just read.
+            if !layout::token_current(&inner.header, inner.info.boot_id) {
+                inner.lease.unpin(pin);
+                return Err(disconnected());
+            }
             inner.pin_hint.store(pin + 1, Ordering::Relaxed);
             let (backing, base, len) = match self.segment(f.entry.seg) {
                 Ok(b) => b,
@@ -1538,6 +1579,8 @@ impl Client {
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
         let key = Key::new(key)?;
         if self.inner.index.lookup(&key, key.hash()).is_some() {
+            // A stopped or replaced coordinator's index is not an answer.
+            self.check_alive()?;
             return Ok(true);
         }
         match self.inner.conn.call(&Request::Contains { key })? {
@@ -1625,6 +1668,8 @@ impl Client {
     pub async fn contains_async(&self, key: &[u8]) -> Result<bool> {
         let key = Key::new(key)?;
         if self.inner.index.lookup(&key, key.hash()).is_some() {
+            // A stopped or replaced coordinator's index is not an answer.
+            self.check_alive()?;
             return Ok(true);
         }
         match self

@@ -70,6 +70,35 @@ pub fn default_shm_dir() -> PathBuf {
     PathBuf::from("/dev/shm")
 }
 
+/// When a put is acknowledged (`--durability`; a put can also ask for `Sync` alone with
+/// [`crate::PutOptions::durable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Once it is in shared memory. A coordinator crash keeps it (the next one adopts the hot
+    /// tier); a reboot loses what was never evicted to the warm tier. The default.
+    #[default]
+    Memory,
+    /// Once it is in shared memory and queued for the warm tier, which writes it within a few
+    /// milliseconds; a put is refused while the warm tier cannot write.
+    DemoteAsync,
+    /// Once it is in a synced warm-tier file (puts arriving together share one file and one
+    /// `fsync`); it becomes visible to readers at the same moment. A write that fails is the
+    /// put's error.
+    Sync,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "memory" => Ok(Durability::Memory),
+            "demote-async" => Ok(Durability::DemoteAsync),
+            "sync" => Ok(Durability::Sync),
+            _ => Err(format!("{s:?}: durability is memory, demote-async or sync")),
+        }
+    }
+}
+
 /// Coordinator settings. Every field has a sensible default ([`Config::for_store`]).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -116,6 +145,11 @@ pub struct Config {
     pub catalog_preset: crate::tier::catalog::Preset,
     /// Serve Prometheus metrics over HTTP on this address (`GET /metrics`); `None` = off.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Take over the hot tier a coordinator of the same store left in shared memory when it
+    /// died (`--no-adopt`: remove it and start empty).
+    pub adopt: bool,
+    /// When puts are acknowledged.
+    pub durability: Durability,
     /// IPFS below the other tiers (read-through of CID keys, write-back of puts that ask);
     /// off unless an API or gateway URL is set.
     pub ipfs: IpfsConfig,
@@ -155,6 +189,8 @@ impl Config {
             catalog_partition: crate::tier::catalog::PartitionStrategy::None,
             catalog_preset: crate::tier::catalog::Preset::Balanced,
             metrics_addr: None,
+            adopt: true,
+            durability: Durability::Memory,
             ipfs: IpfsConfig::default(),
             max_clients: 1024,
             max_frame: crate::proto::MAX_BODY as u64,

@@ -347,6 +347,7 @@ pub fn warm_file_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             b"m",
             crate::proto::PUT_ARROW,
             ipc.len() as u64,
+            None,
         )
         .expect("table");
         tables.push(std::fs::read(&p).expect("seed bytes"));

@@ -30,6 +30,9 @@ pub(crate) const STATE_LIVE: u64 = 1;
 pub(crate) const STATE_TOMB: u64 = 2;
 /// Flag bits (above the state byte): the object is Arrow IPC.
 pub const FLAG_ARROW: u64 = 1 << 8;
+/// Flag bit: the object lives in shared memory only and is never demoted (put as ephemeral, or
+/// a scan result). Recorded so that a coordinator adopting the index after a crash knows.
+pub const FLAG_EPHEMERAL: u64 = 1 << 16;
 /// Flag bit: the coordinator validated the Arrow IPC object in full when it was sealed (set
 /// only with [`FLAG_ARROW`]); readers then decode it without validation.
 pub const FLAG_VALIDATED: u64 = 1 << 9;
@@ -258,6 +261,16 @@ pub struct IndexWriter<'a> {
     max_live: usize,
 }
 
+/// What [`IndexWriter::adopt`] dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AdoptReport {
+    /// Slots whose write the previous writer never finished (odd `seq`).
+    pub interrupted: usize,
+    /// Slots with an unknown state, a key or hash that does not check out, or an entry the
+    /// caller rejected.
+    pub invalid: usize,
+}
+
 /// Outcome of a failed insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
@@ -275,6 +288,86 @@ impl<'a> IndexWriter<'a> {
             tombs: 0,
             max_live: max_live.min(r.capacity()),
         }
+    }
+
+    /// Takes over an index that a previous writer left, possibly killed in the middle of a
+    /// write. Every slot is visited once: an odd `seq` (an interrupted write), a state it does
+    /// not know, a live entry whose key or hash does not check out, or one that `keep` rejects
+    /// becomes a tombstone (written with the seqlock protocol, so concurrent readers stay
+    /// safe); the others stay where they are (pins name slots). `keep` is called with the slot
+    /// and the entry's key and fields; it validates what the index cannot (segments, bounds,
+    /// duplicates). At most `max_live` entries are kept. The max-probe word is set to the
+    /// longest probe distance of a kept entry.
+    pub(crate) fn adopt(
+        r: IndexRef<'a>,
+        max_live: usize,
+        mut keep: impl FnMut(u32, Key, Entry) -> bool,
+    ) -> (IndexWriter<'a>, AdoptReport) {
+        let mut w = IndexWriter::new(r, max_live);
+        let mut rep = AdoptReport::default();
+        let mask = r.slots.len() - 1;
+        let mut max_probe = 0u64;
+        for i in 0..r.slots.len() {
+            let s = &r.slots[i];
+            let seq = s.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                // The previous writer died here: nothing in the slot can be trusted, and the
+                // next even value ends the write it left open.
+                s.state.store(STATE_TOMB, Ordering::Relaxed);
+                s.object_id.store(0, Ordering::Relaxed);
+                s.seq.store(seq.wrapping_add(1), Ordering::Release);
+                rep.interrupted += 1;
+                w.tombs += 1;
+                continue;
+            }
+            let state = s.state.load(Ordering::Relaxed);
+            match state & 0xff {
+                STATE_EMPTY => continue,
+                STATE_TOMB => {
+                    w.tombs += 1;
+                    continue;
+                }
+                STATE_LIVE => {}
+                _ => {
+                    w.write(i, |s| s.state.store(STATE_TOMB, Ordering::Relaxed));
+                    rep.invalid += 1;
+                    w.tombs += 1;
+                    continue;
+                }
+            }
+            let mut words = [0u64; 8];
+            for (k, v) in words.iter_mut().zip(s.key.iter()) {
+                *k = v.load(Ordering::Relaxed);
+            }
+            let hash = s.hash.load(Ordering::Relaxed);
+            let key = Key::from_words(&words).filter(|k| k.hash() == hash);
+            let entry = Entry {
+                seg: s.seg.load(Ordering::Relaxed),
+                offset: s.offset.load(Ordering::Relaxed),
+                data_len: s.data_len.load(Ordering::Relaxed),
+                meta_len: s.meta_len.load(Ordering::Relaxed),
+                flags: state & !0xff,
+                object_id: s.object_id.load(Ordering::Relaxed),
+            };
+            let kept = match key {
+                Some(k) if w.live < w.max_live => keep(i as u32, k, entry),
+                _ => false,
+            };
+            if kept {
+                w.live += 1;
+                let home = hash as usize & mask;
+                max_probe = max_probe.max(((i + mask + 1 - home) & mask) as u64);
+            } else {
+                w.write(i, |s| {
+                    s.state.store(STATE_TOMB, Ordering::Relaxed);
+                    s.object_id.store(0, Ordering::Relaxed);
+                });
+                rep.invalid += 1;
+                w.tombs += 1;
+            }
+        }
+        r.max_probe.store(max_probe, Ordering::Release);
+        (w, rep)
     }
 
     /// A second writer handle over an index that already holds `live` entries (model tests
@@ -358,6 +451,29 @@ impl<'a> IndexWriter<'a> {
             }
         }
         Err(InsertError::Full)
+    }
+
+    /// Changes flag bits of the live entry at `slot`, if it still holds object `object_id`, in
+    /// place: one atomic store of its state word, no seqlock write. A reader sees the entry
+    /// with the old bits or the new ones, and `seq` stays what pins taken on the entry carry
+    /// (a seqlock write would orphan them). Only for bits whose old and new values are both
+    /// correct for every reader at the time of the change: clearing [`FLAG_VALIDATED`] (readers
+    /// then validate), or setting it once the coordinator validated the bytes. Returns whether
+    /// the entry was changed.
+    pub(crate) fn update_flags(&mut self, slot: u32, object_id: u64, set: u64, clear: u64) -> bool {
+        debug_assert_eq!((set | clear) & 0xff, 0, "flag bits only");
+        let Some(s) = self.r.slots.get(slot as usize) else {
+            return false;
+        };
+        let state = s.state.load(Ordering::Relaxed);
+        if state & 0xff != STATE_LIVE || s.object_id.load(Ordering::Relaxed) != object_id {
+            return false;
+        }
+        let new = (state | (set & !0xff)) & !(clear & !0xff);
+        if new != state {
+            s.state.store(new, Ordering::Release);
+        }
+        true
     }
 
     /// Retires the live entry at `slot`: afterwards no reader can take a new snapshot of it, and
@@ -490,6 +606,69 @@ mod tests {
         }
     }
 
+    /// Adoption keeps valid entries where they are, turns interrupted writes, corrupt slots
+    /// and rejected entries into tombstones, and leaves an index that works on.
+    #[test]
+    fn adopt_keeps_what_checks_out_and_drops_the_rest() {
+        let s = slots(64);
+        let mp = AtomicU64::new(0);
+        let mut w = IndexWriter::new(IndexRef::new(&s, &mp), 56);
+        let mut at = HashMap::new();
+        for k in 0..20u8 {
+            at.insert(k, w.insert(&key_of(k), entry(k as u64)).unwrap());
+        }
+        w.remove(at[&3]);
+        // Killed mid-write on key 5; key 6's hash is corrupt; key 7 has an unknown state.
+        s[at[&5] as usize].seq.fetch_add(1, Ordering::Relaxed);
+        s[at[&6] as usize].hash.fetch_xor(1, Ordering::Relaxed);
+        s[at[&7] as usize].state.store(9, Ordering::Relaxed);
+        let (mut w, rep) = IndexWriter::adopt(IndexRef::new(&s, &mp), 56, |_, k, e| {
+            // The caller rejects key 8.
+            assert_eq!(e, entry(k.as_bytes()[0] as u64));
+            k != key_of(8)
+        });
+        assert_eq!(rep.interrupted, 1);
+        assert_eq!(rep.invalid, 3);
+        assert_eq!(w.live(), 15);
+        let r = w.reader();
+        for k in 0..20u8 {
+            let f = r.lookup(&key_of(k), key_of(k).hash());
+            if [3, 5, 6, 7, 8].contains(&k) {
+                assert!(f.is_none(), "{k} must be gone");
+            } else {
+                assert_eq!(f.unwrap().slot, at[&k], "{k} stays in its slot");
+            }
+            assert_eq!(r.seq(at[&k]) & 1, 0);
+        }
+        let slot = w.insert(&key_of(5), entry(5)).unwrap();
+        assert_eq!(r.lookup(&key_of(5), key_of(5).hash()).unwrap().slot, slot);
+    }
+
+    #[test]
+    fn flags_change_in_place_and_pins_stay_valid() {
+        let s = slots(16);
+        let mp = AtomicU64::new(0);
+        let mut w = IndexWriter::new(IndexRef::new(&s, &mp), 14);
+        let mut e = entry(1);
+        e.flags = FLAG_ARROW | FLAG_VALIDATED;
+        let slot = w.insert(&key_of(1), e).unwrap();
+        let r = w.reader();
+        let seq = r.seq(slot);
+        assert!(w.update_flags(slot, e.object_id, 0, FLAG_VALIDATED));
+        // The seq that pins carry is unchanged; readers see the new bits.
+        assert_eq!(r.seq(slot), seq);
+        let f = r.lookup(&key_of(1), key_of(1).hash()).unwrap();
+        assert_eq!(f.entry.flags, FLAG_ARROW);
+        assert!(w.update_flags(slot, e.object_id, FLAG_VALIDATED, 0));
+        let f = r.lookup(&key_of(1), key_of(1).hash()).unwrap();
+        assert_eq!(f.entry.flags, FLAG_ARROW | FLAG_VALIDATED);
+        // Another object in the slot, or none, is left alone.
+        assert!(!w.update_flags(slot, e.object_id + 1, 0, FLAG_VALIDATED));
+        w.remove(slot);
+        assert!(!w.update_flags(slot, e.object_id, 0, FLAG_VALIDATED));
+        assert!(!w.update_flags(99, e.object_id, 0, FLAG_VALIDATED));
+    }
+
     #[test]
     fn full_table_is_an_error_not_a_hang() {
         let s = slots(8);
@@ -557,6 +736,47 @@ mod loom_tests {
             if let Some(f) = r.lookup(&key, key.hash()) {
                 assert!(f.entry == a || f.entry == b, "torn read: {:?}", f.entry);
             }
+            writer.join().unwrap();
+        });
+    }
+
+    /// A reader racing an in-place flag change (adoption clearing `FLAG_VALIDATED`, the
+    /// background validation setting it back) sees the entry with the old flags or the new
+    /// ones, never anything else, at the seq its pin would carry (the change keeps it).
+    #[test]
+    fn flag_change_in_place_keeps_the_snapshot_and_its_seq() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(2);
+        model.check(|| {
+            let slots = Arc::new(new_slots(2));
+            let mp = Arc::new(AtomicU64::new(0));
+            let key = Key::new(b"k").unwrap();
+            let a = Entry {
+                seg: 1,
+                offset: 64,
+                data_len: 10,
+                meta_len: 1,
+                flags: FLAG_ARROW | FLAG_VALIDATED,
+                object_id: 7,
+            };
+            let (slot, seq) = {
+                let mut w = IndexWriter::new(IndexRef::new(&slots, &mp), 2);
+                let slot = w.insert(&key, a).unwrap();
+                (slot, w.reader().seq(slot))
+            };
+            let (s2, mp2) = (slots.clone(), mp.clone());
+            let writer = loom::thread::spawn(move || {
+                let mut w = IndexWriter::new(IndexRef::new(&s2, &mp2), 2).with_live(1);
+                assert!(w.update_flags(slot, 7, 0, FLAG_VALIDATED));
+            });
+            let r = IndexRef::new(&slots, &mp);
+            let f = r.lookup(&key, key.hash()).expect("the entry stays live");
+            let cleared = Entry {
+                flags: FLAG_ARROW,
+                ..a
+            };
+            assert!(f.entry == a || f.entry == cleared, "{:?}", f.entry);
+            assert_eq!(f.seq, seq);
             writer.join().unwrap();
         });
     }

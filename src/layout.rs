@@ -10,12 +10,17 @@
 //! can read it (128-bit atomics would fault there). The coordinator is the only writer.
 //! Clients refuse a segment whose magic or `LAYOUT_VERSION` they do not know.
 
+#[cfg(cidcache_loom)]
+use crate::sync::fence;
 use crate::sync::{AtomicU64, Ordering};
 
 /// `CIDCACHE` in little-endian: the first word of the control segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"CIDCACHE");
 /// Version of this layout (header, segment table, slots, lease pages). Bumped on any change.
-pub const LAYOUT_VERSION: u64 = 1;
+///
+/// 2: the run token ([`hdr::RUN_TOKEN`]), which clients must check on every hit, and control
+/// segments that outlive their coordinator (a new one adopts them).
+pub const LAYOUT_VERSION: u64 = 2;
 /// Seed of the slot hash (xxh3-64). Fixed forever: other processes and later versions must find
 /// the same slot.
 pub const HASH_SEED: u64 = 0x6369_6463_6163_6865;
@@ -56,14 +61,30 @@ pub mod hdr {
     pub const LIVE_OBJECTS: usize = 13;
     /// Bytes of sealed objects (data + metadata).
     pub const LIVE_BYTES: usize = 14;
+    /// The boot id of the coordinator serving this segment now, 0 when none does (it stopped,
+    /// or a successor is adopting the segment). A client may use what it reads through this
+    /// segment only while this word equals the boot id its Hello reply gave: it sits on the
+    /// cache line of [`MAX_PROBE`], which every lookup already loads, so the check costs one
+    /// load of a line in cache.
+    pub const RUN_TOKEN: usize = 15;
     /// Number of header words in use.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
 }
 
 /// Coordinator running.
 pub const STATE_RUNNING: u64 = 1;
 /// Coordinator stopped cleanly; clients must reconnect to a new one.
 pub const STATE_STOPPED: u64 = 2;
+
+/// Whether a client that connected to the coordinator boot `boot` may still use what it read
+/// through this control segment. A client calls it after storing its pin and the SeqCst fence
+/// of the pin protocol: a coordinator that takes the segment over first clears the token,
+/// fences, then scans the lease pages, so either it sees the pin or the client sees the token
+/// changed (see `docs/layout.md`, "Restarts").
+#[inline]
+pub fn token_current(header: &Header<'_>, boot: u64) -> bool {
+    header.words[hdr::RUN_TOKEN].load(Ordering::Relaxed) == boot
+}
 
 /// Segment kinds in the segment table.
 pub const SEG_KIND_ARENA: u64 = 1;
@@ -177,5 +198,83 @@ impl<'a> SegTable<'a> {
     /// Frees an entry (coordinator only).
     pub fn clear(&self, pos: usize) {
         self.words[pos * 4].store(0, Ordering::Release);
+    }
+}
+
+#[cfg(cidcache_loom)]
+mod loom_tests {
+    use super::*;
+    use crate::index::{Entry, IndexRef, IndexWriter, Slot};
+    use crate::key::Key;
+    use crate::pins::{pin_snapshot, pin_word, Lease, LEASE_HEADER_WORDS};
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+
+    /// A coordinator adopting the segment after a crash: whatever the interleaving, either it
+    /// sees the old client's pin when it scans that client's lease page (and keeps the memory),
+    /// or the client sees the run token changed after pinning (and does not use the object).
+    #[test]
+    fn adoption_vs_hit_race() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(2);
+        model.check(|| {
+            const OLD_BOOT: u64 = 7;
+            let slots: Arc<Vec<Slot>> = Arc::new((0..2).map(|_| Slot::empty()).collect());
+            let header: Arc<Vec<AtomicU64>> =
+                Arc::new((0..hdr::COUNT).map(|_| AtomicU64::new(0)).collect());
+            header[hdr::RUN_TOKEN].store(OLD_BOOT, Ordering::Relaxed);
+            let page: Arc<Vec<AtomicU64>> = Arc::new(
+                (0..LEASE_HEADER_WORDS + 2 + 1)
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+            );
+            Lease::init(&page, 1, 2, 1);
+            let key = Key::new(b"x").unwrap();
+            let e = Entry {
+                seg: 1,
+                offset: 0,
+                data_len: 1,
+                meta_len: 0,
+                flags: 0,
+                object_id: 1,
+            };
+            let slot = IndexWriter::new(IndexRef::new(&slots, &header[hdr::MAX_PROBE]), 2)
+                .insert(&key, e)
+                .unwrap();
+            let reusable = Arc::new(AtomicBool::new(false));
+
+            let (h2, p2, s2, r2) = (
+                header.clone(),
+                page.clone(),
+                slots.clone(),
+                reusable.clone(),
+            );
+            let adopter = loom::thread::spawn(move || {
+                // open_control: clear the token, fence; then every pin scan comes later.
+                Header::new(&h2).set(hdr::RUN_TOKEN, 0);
+                fence(Ordering::SeqCst);
+                let seq = IndexRef::new(&s2, &h2[hdr::MAX_PROBE]).seq(slot);
+                let mut pins = Vec::new();
+                Lease::new(&p2).unwrap().collect_pins(&mut pins);
+                if !pins.contains(&pin_word(slot, seq)) {
+                    r2.store(true, Ordering::SeqCst);
+                }
+            });
+
+            let index = IndexRef::new(&slots, &header[hdr::MAX_PROBE]);
+            let lease = Lease::new(&page).unwrap();
+            if let Some(f) = index.lookup(&key, key.hash()) {
+                if let Ok(pos) = pin_snapshot(index, lease, f.slot, f.seq, 0) {
+                    if token_current(&Header::new(&header), OLD_BOOT) {
+                        assert!(
+                            !reusable.load(Ordering::SeqCst),
+                            "an object in use was left unprotected"
+                        );
+                    }
+                    lease.unpin(pos);
+                }
+            }
+            adopter.join().unwrap();
+        });
     }
 }

@@ -156,6 +156,11 @@ impl<'a> Lease<'a> {
         self.pins.len()
     }
 
+    /// Number of hit-ring words.
+    pub fn hit_capacity(&self) -> usize {
+        self.hits.len()
+    }
+
     /// Stores `word` in a free pin slot, searching from `hint`. Returns its position, or `None`
     /// when every pin slot is taken.
     #[inline]

@@ -30,6 +30,9 @@ pub const PUT_ARROW: u32 = 1;
 pub const PUT_EPHEMERAL: u32 = 2;
 /// Request flag: verify at seal that the data hashes to the key (a sha2-256 CID).
 pub const PUT_VERIFY_CID: u32 = 4;
+/// Put flag: acknowledge only once the object is in a synced warm-tier file (as with
+/// `--durability sync`, for this put alone).
+pub const PUT_DURABLE: u32 = 16;
 /// Request flag (a single put, or a create whose seal carries it out): also add the object to
 /// the store's IPFS node under the key, which must be the CID the node computes for it (a raw
 /// CIDv1 for one block of at most 1 MiB, else the UnixFS CIDv1 with raw leaves). The object is

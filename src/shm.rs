@@ -29,6 +29,11 @@ pub fn lease_name(store: &str, id: u64) -> String {
     format!("cidcache.{store}.l{id}")
 }
 
+/// File name of the lock of `store` (held by its coordinator; see `docs/operations.md`).
+pub fn lock_name(store: &str) -> String {
+    format!("cidcache.{store}.lock")
+}
+
 /// Prefix shared by every file of `store` in the shared-memory directory.
 pub fn store_prefix(store: &str) -> String {
     format!("cidcache.{store}.")
@@ -108,12 +113,27 @@ impl Drop for Mapping {
 /// reserves its memory, so later touches never fault with `SIGBUS`.
 pub fn create_segment(dir: &Path, name: &str, len: u64, mode: u32) -> Result<OwnedFd> {
     let path = dir.join(name);
+    // O_EXCL never follows a link and never opens what someone else created.
     let fd = fs::open(
         &path,
         OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
         Mode::from_raw_mode(mode),
     )
-    .map_err(|e| Error::io(format!("cannot create segment {}", path.display()), e))?;
+    .map_err(|e| match fs::lstat(&path) {
+        Ok(st)
+            if e == rustix::io::Errno::EXIST
+                && st.st_uid != rustix::process::geteuid().as_raw() =>
+        {
+            Error::PermissionDenied(format!(
+                "cannot create segment {}: the name is taken by uid {}, not this user; another \
+                 user squats this store's names: remove the file (as that user or root) or \
+                 choose another --store",
+                path.display(),
+                st.st_uid
+            ))
+        }
+        _ => Error::io(format!("cannot create segment {}", path.display()), e),
+    })?;
     // The umask applied to the mode above; the store's mode (0660 for a group) is meant.
     if let Err(e) = fs::fchmod(&fd, Mode::from_raw_mode(mode)) {
         let _ = fs::unlink(&path);
@@ -153,7 +173,8 @@ pub fn open_segment(dir: &Path, name: &str, access: Access) -> Result<(OwnedFd, 
     let flags = match access {
         Access::ReadOnly => OFlags::RDONLY,
         Access::ReadWrite => OFlags::RDWR,
-    } | OFlags::CLOEXEC;
+    } | OFlags::CLOEXEC
+        | OFlags::NOFOLLOW;
     let fd = fs::open(&path, flags, Mode::empty())
         .map_err(|e| Error::io(format!("cannot open segment {}", path.display()), e))?;
     let st = fs::fstat(&fd)

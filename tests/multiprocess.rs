@@ -169,7 +169,13 @@ fn sigkilled_reader_leaves_no_pins() {
         "pins of a killed client must be dropped"
     );
     assert_eq!(stat(&c, "hot.memory_allocated"), 0, "no memory leaked");
-    let leases = d.shm_files().iter().filter(|f| f.contains(".l")).count();
+    let is_lease = |f: &String| {
+        f.rsplit('.')
+            .next()
+            .and_then(|s| s.strip_prefix('l'))
+            .is_some_and(|n| n.parse::<u64>().is_ok())
+    };
+    let leases = d.shm_files().iter().filter(|f| is_lease(f)).count();
     assert_eq!(leases, 1, "only the live client's lease page remains");
 }
 

@@ -796,6 +796,15 @@ print(len(files))
     d.kill9();
     d.spawn();
     let c = d.client();
+    // The new coordinator adopted the hot tier: the object is still hot.
+    assert_eq!(q(&c, &["storage_tier=hot"]), 1);
+    assert_eq!(c.get(b"only-hot").unwrap().unwrap().data(), b"x");
+    drop(c);
+    // Without adoption the hot tier is gone, and the catalog says so.
+    d.kill9();
+    d.args.push("--no-adopt".into());
+    d.spawn();
+    let c = d.client();
     assert_eq!(q(&c, &["storage_tier=hot"]), 0);
     assert!(c.get(b"only-hot").unwrap().is_none());
     let none = c

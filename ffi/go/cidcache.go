@@ -352,6 +352,8 @@ type PutOptions struct {
 	// the key, which must be the CID the node computes for data; the put succeeds only once
 	// the node holds it.
 	IPFS bool
+	// Durable: return only once the object is in a synced file of the warm tier.
+	Durable bool
 }
 
 // PutWithOptions stores data and metadata under key.
@@ -365,6 +367,9 @@ func (c *Client) PutWithOptions(key, data, metadata []byte, opts PutOptions) err
 	}
 	if opts.IPFS {
 		flags |= C.CIDCACHE_PUT_IPFS
+	}
+	if opts.Durable {
+		flags |= C.CIDCACHE_PUT_DURABLE
 	}
 	return locked(func() cstatus {
 		kp, kl := keyPtr(key)

@@ -28,6 +28,10 @@ pub const CIDCACHE_PUT_VERIFY_CID: u32 = 2;
 /// (the raw CIDv1 up to 256 KiB and 1 MiB at most, else the UnixFS CIDv1 with raw leaves). The
 /// put succeeds only once the node holds it; a wrong key is `CIDCACHE_CID_MISMATCH`.
 pub const CIDCACHE_PUT_IPFS: u32 = 4;
+/// `cidcache_put_ex` flag: return only once the object is in a synced file of the warm tier
+/// (as with `cidcached --durability sync`, for this put alone); an error (`CIDCACHE_IO`) when
+/// the warm tier cannot write it, `CIDCACHE_INVALID_ARGUMENT` when the store has none.
+pub const CIDCACHE_PUT_DURABLE: u32 = 8;
 
 /// `cidcache_view.flags` bit: the object was stored as Arrow IPC (read it with
 /// `cidcache_get_arrow` or `cidcache_object_to_arrow`).
@@ -242,7 +246,13 @@ pub unsafe extern "C" fn cidcache_put_ex(
                 bytes(metadata, metadata_len, "metadata")?,
             )
         };
-        if flags & !(CIDCACHE_PUT_EPHEMERAL | CIDCACHE_PUT_VERIFY_CID | CIDCACHE_PUT_IPFS) != 0 {
+        if flags
+            & !(CIDCACHE_PUT_EPHEMERAL
+                | CIDCACHE_PUT_VERIFY_CID
+                | CIDCACHE_PUT_IPFS
+                | CIDCACHE_PUT_DURABLE)
+            != 0
+        {
             return Err(invalid(format!("unknown put flags {flags:#x}")));
         }
         let opts = PutOptions {
@@ -250,6 +260,7 @@ pub unsafe extern "C" fn cidcache_put_ex(
             ephemeral: flags & CIDCACHE_PUT_EPHEMERAL != 0,
             verify_cid: flags & CIDCACHE_PUT_VERIFY_CID != 0,
             ipfs: flags & CIDCACHE_PUT_IPFS != 0,
+            durable: flags & CIDCACHE_PUT_DURABLE != 0,
         };
         c.client.put_with(key, data, opts)?;
         Ok(CIDCACHE_OK)

@@ -340,7 +340,9 @@ pub unsafe extern "C" fn cidcache_put_async(
     flags: u32,
     out: *mut *mut cidcache_put_op,
 ) -> cidcache_status {
-    use crate::client::{CIDCACHE_PUT_EPHEMERAL, CIDCACHE_PUT_VERIFY_CID};
+    use crate::client::{
+        CIDCACHE_PUT_DURABLE, CIDCACHE_PUT_EPHEMERAL, CIDCACHE_PUT_IPFS, CIDCACHE_PUT_VERIFY_CID,
+    };
     guard(|| {
         // SAFETY: caller contract.
         let out = unsafe { crate::util::get_mut(out, "out") }?;
@@ -355,7 +357,13 @@ pub unsafe extern "C" fn cidcache_put_async(
                 bytes(metadata, metadata_len, "metadata")?.to_vec(),
             )
         };
-        if flags & !(CIDCACHE_PUT_EPHEMERAL | CIDCACHE_PUT_VERIFY_CID) != 0 {
+        if flags
+            & !(CIDCACHE_PUT_EPHEMERAL
+                | CIDCACHE_PUT_VERIFY_CID
+                | CIDCACHE_PUT_IPFS
+                | CIDCACHE_PUT_DURABLE)
+            != 0
+        {
             return Err(invalid(format!("unknown put flags {flags:#x}")));
         }
         let fd = new_eventfd("put")?;
@@ -366,6 +374,8 @@ pub unsafe extern "C" fn cidcache_put_async(
                 metadata: &metadata,
                 ephemeral: flags & CIDCACHE_PUT_EPHEMERAL != 0,
                 verify_cid: flags & CIDCACHE_PUT_VERIFY_CID != 0,
+                ipfs: flags & CIDCACHE_PUT_IPFS != 0,
+                durable: flags & CIDCACHE_PUT_DURABLE != 0,
             };
             client.put_async(&key, &data, opts).await
         });

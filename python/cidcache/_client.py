@@ -134,11 +134,18 @@ class Client(_native.Client):
         metadata: Optional["Buffer"] = None,
         ephemeral: bool = False,
         verify_cid: bool = False,
+        durable: bool = False,
     ) -> None:
         """Async :meth:`put` (the data is copied once more, as the call outlives the buffer)."""
         p = _aio._loop_poller()
         op = self._start_put(
-            p.native, key, data, metadata=metadata, ephemeral=ephemeral, verify_cid=verify_cid
+            p.native,
+            key,
+            data,
+            metadata=metadata,
+            ephemeral=ephemeral,
+            verify_cid=verify_cid,
+            durable=durable,
         )
         await p.wait(op)
 

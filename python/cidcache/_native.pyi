@@ -94,6 +94,7 @@ class Client:
         metadata: Optional[Buffer] = None,
         ephemeral: bool = False,
         verify_cid: bool = False,
+        durable: bool = False,
     ) -> None: ...
     def put_content(self, data: Buffer) -> str: ...
     def contains(self, key: Key) -> bool: ...
@@ -134,6 +135,7 @@ class Client:
         metadata: Optional[Buffer] = None,
         ephemeral: bool = False,
         verify_cid: bool = False,
+        durable: bool = False,
     ) -> Op: ...
     def _start_put_many(
         self, poller: Poller, items: Union[Mapping[Any, Buffer], Iterable[Tuple[Key, Buffer]]]

@@ -495,9 +495,11 @@ impl PyClient {
 
     /// Stores `data` (anything with the buffer protocol) under `key`. `metadata` is stored after
     /// the data; `ephemeral` objects are dropped instead of demoted when evicted; `verify_cid`
-    /// has the coordinator check that the data hashes to the key. An existing key raises
-    /// `AlreadyExists`.
-    #[pyo3(signature = (key, data, *, metadata = None, ephemeral = false, verify_cid = false))]
+    /// has the coordinator check that the data hashes to the key; `durable` returns only once the
+    /// object is in a synced warm-tier file (as `cidcached --durability sync`, for this put). An
+    /// existing key raises `AlreadyExists`.
+    #[pyo3(signature = (key, data, *, metadata = None, ephemeral = false, verify_cid = false, durable = false))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn put(
         &self,
         py: Python<'_>,
@@ -506,6 +508,7 @@ impl PyClient {
         metadata: Option<&Bound<'_, PyAny>>,
         ephemeral: bool,
         verify_cid: bool,
+        durable: bool,
     ) -> PyResult<()> {
         let key = key_of(key)?;
         let c = self.client()?;
@@ -515,6 +518,7 @@ impl PyClient {
             metadata: meta.as_ref().map_or(&[][..], |m| m.as_slice()),
             ephemeral,
             verify_cid,
+            durable,
             ..Default::default()
         };
         py.detach(|| c.put_with(key.as_bytes(), data.as_slice(), opts))
@@ -810,7 +814,7 @@ impl PyClient {
         Ok(self.start(poller, Box::pin(fut)))
     }
 
-    #[pyo3(signature = (poller, key, data, *, metadata = None, ephemeral = false, verify_cid = false))]
+    #[pyo3(signature = (poller, key, data, *, metadata = None, ephemeral = false, verify_cid = false, durable = false))]
     #[allow(clippy::too_many_arguments)]
     fn _start_put(
         &self,
@@ -820,6 +824,7 @@ impl PyClient {
         metadata: Option<&Bound<'_, PyAny>>,
         ephemeral: bool,
         verify_cid: bool,
+        durable: bool,
     ) -> PyResult<Op> {
         let key = key_of(key)?;
         // Copied: the operation outlives this call and must not hold Python buffers.
@@ -835,6 +840,7 @@ impl PyClient {
                 metadata: &meta,
                 ephemeral,
                 verify_cid,
+                durable,
                 ..Default::default()
             };
             Out::Unit(c.put_async(key.as_bytes(), &data, opts).await)

@@ -91,6 +91,14 @@ struct Args {
     /// Serve Prometheus metrics on http://HOST:PORT/metrics (off by default).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_addr)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// When a put is acknowledged: memory (in shared memory; the default), demote-async (also
+    /// queued for the warm tier) or sync (only once in a synced warm-tier file).
+    #[arg(long, default_value = "memory")]
+    durability: cidcache::config::Durability,
+    /// Start empty instead of adopting the hot tier (segments and index) that a coordinator of
+    /// the same store left in shared memory when it died; what it left is removed.
+    #[arg(long)]
+    no_adopt: bool,
     #[command(flatten)]
     ipfs: IpfsArgs,
     #[command(subcommand)]
@@ -222,6 +230,8 @@ fn config(a: &Args, store: &str) -> Config {
     cfg.catalog_partition = a.catalog_partition;
     cfg.catalog_preset = a.catalog_preset;
     cfg.metrics_addr = a.metrics_addr;
+    cfg.adopt = !a.no_adopt;
+    cfg.durability = a.durability;
     cfg.ipfs = cidcache::config::IpfsConfig {
         api: a.ipfs.ipfs_api.clone(),
         gateway: a.ipfs.ipfs_gateway.clone(),
@@ -356,6 +366,9 @@ fn run_plasma(a: Args, p: PlasmaArgs) -> ExitCode {
     // Plasma's own eviction (and its -e external store) decides the life of Plasma objects;
     // the native warm tier is used in plasma mode only when asked for with --data-dir.
     cfg.warm = a.data_dir.is_some() && !a.no_warm;
+    // A Plasma store starts empty, as plasma-store-server does (and its reaper removes what a
+    // killed one left).
+    cfg.adopt = false;
     let (arena, limit) = plasma_sizing(p.memory);
     cfg.memory_limit = Some(limit);
     cfg.arena_size = arena;
@@ -400,7 +413,7 @@ fn run_plasma(a: Args, p: PlasmaArgs) -> ExitCode {
 fn start_reaper(cfg: &Config) -> Option<rustix::fd::OwnedFd> {
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
     let exe = std::env::current_exe().ok()?;
-    let lock = cfg.socket.parent()?.join(format!("{}.lock", cfg.store));
+    let lock = cfg.shm_dir.join(cidcache::shm::lock_name(&cfg.store));
     let child = std::process::Command::new(exe)
         .arg("__reap")
         .arg("--shm-dir")

@@ -138,7 +138,9 @@ pub(crate) async fn put(
         lock(&store).put(client, &it, false)
     };
     match r.await {
-        Ok(()) => Response::Done,
+        Ok(None) => Response::Done,
+        // A durable put: answered once its warm-tier write is synced.
+        Ok(Some(p)) => super::ack::persisted(&store, p).await,
         Err(e) => Response::error(&e),
     }
 }
@@ -152,7 +154,8 @@ pub(crate) async fn seal(store: Shared, client: u64, key: Key, data: Bytes) -> R
         add(&store, &ipfs, &key, data).await?;
         let sealing = lock(&store).seal(client, key)?;
         match sealing {
-            Sealing::Done => Ok(()),
+            Sealing::Done => Ok(None),
+            Sealing::Persist(p) => Ok(Some(p)),
             // Arrow objects are refused with this flag at create; should one come, it is
             // validated like any other seal (it must reach `finish_seal`).
             Sealing::Validate(mut p) => {
@@ -167,7 +170,9 @@ pub(crate) async fn seal(store: Shared, client: u64, key: Key, data: Bytes) -> R
         }
     };
     match r.await {
-        Ok(()) => Response::Done,
+        Ok(None) => Response::Done,
+        // A durable put: answered once its warm-tier write is synced.
+        Ok(Some(p)) => super::ack::persisted(&store, p).await,
         Err(e) => Response::error(&e),
     }
 }

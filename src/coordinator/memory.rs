@@ -59,6 +59,20 @@ pub(crate) struct Memory {
     pool: Vec<u64>,
     next_id: u64,
     table: SegTable<'static>,
+    /// Free space of adopted arenas held back from allocation while a client of the previous
+    /// coordinator may still write an object it created there or read one it pinned (see
+    /// [`Memory::taint_free_space`]).
+    tainted: Vec<(u64, u64, u64)>,
+}
+
+/// What [`Memory::adopt`] found in the segment table.
+#[derive(Debug, Default)]
+pub(crate) struct AdoptedSegments {
+    pub arenas: usize,
+    pub dedicated: usize,
+    pub bytes: u64,
+    /// Entries dropped, with the reason (logged by the caller).
+    pub dropped: Vec<String>,
 }
 
 const DEDICATED_GRANULE: u64 = 1 << 21;
@@ -84,7 +98,212 @@ impl Memory {
             pool: Vec::new(),
             next_id: 1,
             table,
+            tainted: Vec::new(),
         }
+    }
+
+    /// Takes over the data segments listed in `table` (a control segment a previous
+    /// coordinator left): each entry must sit at its position, have a known kind and a
+    /// page-multiple size, and name a file of this user at least that large, and all of them
+    /// together must fit in `limit` (in id order). Every segment starts empty: the caller
+    /// then claims each adopted object's range with [`Memory::claim`] and calls
+    /// [`Memory::finish_adoption`]. Entries that fail are cleared (and their files removed).
+    pub(crate) fn adopt(
+        dir: PathBuf,
+        store: String,
+        mode: u32,
+        limit: u64,
+        arena_size: u64,
+        table: SegTable<'static>,
+    ) -> (Memory, AdoptedSegments) {
+        let mut m = Memory::new(dir, store, mode, limit, arena_size, table);
+        let mut rep = AdoptedSegments::default();
+        let mut entries: Vec<(usize, SegEntry)> = (0..table.len())
+            .map(|pos| (pos, table.get(pos)))
+            .filter(|(_, e)| e.id != 0)
+            .collect();
+        entries.sort_by_key(|(_, e)| e.id);
+        for (pos, e) in entries {
+            let name = shm::data_name(&m.store, e.id);
+            let r = m.adopt_one(pos, e, &name);
+            match r {
+                Ok(()) => {
+                    if e.kind == SEG_KIND_ARENA {
+                        rep.arenas += 1;
+                    } else {
+                        rep.dedicated += 1;
+                    }
+                    rep.bytes += e.size;
+                }
+                Err(why) => {
+                    m.table.clear(pos);
+                    shm::unlink_segment(&m.dir, &name);
+                    rep.dropped
+                        .push(format!("segment {} ({name}): {why}", e.id));
+                }
+            }
+            m.next_id = m.next_id.max(e.id.saturating_add(1));
+        }
+        (m, rep)
+    }
+
+    fn adopt_one(
+        &mut self,
+        pos: usize,
+        e: SegEntry,
+        name: &str,
+    ) -> std::result::Result<(), String> {
+        if self.table.position(e.id) != pos {
+            return Err(format!(
+                "it sits at table position {pos}, not {}",
+                self.table.position(e.id)
+            ));
+        }
+        if e.kind != SEG_KIND_ARENA && e.kind != SEG_KIND_DEDICATED {
+            return Err(format!("unknown kind {}", e.kind));
+        }
+        if e.size == 0 || !e.size.is_multiple_of(4096) || e.size > isize::MAX as u64 {
+            return Err(format!("invalid size {}", e.size));
+        }
+        if self.reserved + e.size > self.limit {
+            return Err(format!(
+                "the memory limit ({}) is full with the segments before it",
+                human_bytes(self.limit)
+            ));
+        }
+        super::paths::check_shm_entry(&self.dir.join(name)).map_err(|e| e.to_string())?;
+        let (fd, flen) =
+            shm::open_segment(&self.dir, name, Access::ReadWrite).map_err(|e| e.to_string())?;
+        if flen < e.size {
+            return Err(format!(
+                "the file has {flen} bytes, the table says {}",
+                e.size
+            ));
+        }
+        // The store's mode now (a store restarted with or without --group), whatever the umask.
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(self.mode))
+            .map_err(|e| format!("cannot set its mode: {e}"))?;
+        let arena = e.kind == SEG_KIND_ARENA;
+        // Not populated: the pages exist already, and mapping them all would make adoption
+        // cost time in proportion to the data instead of the index.
+        let map = Mapping::map(&fd, e.size as usize, Access::ReadWrite, false)
+            .map_err(|e| e.to_string())?;
+        let kind = if arena {
+            Kind::Arena(Arena::new(e.size))
+        } else {
+            Kind::Dedicated { in_use: false }
+        };
+        self.segs.insert(
+            e.id,
+            Segment {
+                size: e.size,
+                kind,
+                fd,
+                map: std::sync::Arc::new(map),
+            },
+        );
+        self.reserved += e.size;
+        Ok(())
+    }
+
+    /// Whether segment `id` exists.
+    pub(crate) fn has_segment(&self, id: u64) -> bool {
+        self.segs.contains_key(&id)
+    }
+
+    /// Claims the ranges of adopted objects, `(segment, offset, length, tag)`, in one pass:
+    /// each must lie inside its segment, 64-byte aligned, and overlap no range claimed before
+    /// it in address order (a dedicated segment holds one object, at offset 0). Returns the
+    /// tags of the claims refused; the arenas are rebuilt from the others.
+    pub(crate) fn claim_all(&mut self, mut claims: Vec<(u64, u64, u64, usize)>) -> Vec<usize> {
+        claims.sort_unstable_by_key(|c| (c.0, c.1));
+        let mut refused = Vec::new();
+        for group in claims.chunk_by(|a, b| a.0 == b.0) {
+            let Some(s) = self.segs.get_mut(&group[0].0) else {
+                refused.extend(group.iter().map(|c| c.3));
+                continue;
+            };
+            match &mut s.kind {
+                Kind::Arena(a) => {
+                    let mut used = Vec::with_capacity(group.len());
+                    let mut end = 0;
+                    for &(_, off, len, tag) in group {
+                        let need = alloc_size(len);
+                        let fits = off.is_multiple_of(crate::arena::ALIGN)
+                            && off >= end
+                            && off.checked_add(need).is_some_and(|e| e <= a.size());
+                        if fits {
+                            used.push((off, need));
+                            end = off + need;
+                            self.used += need;
+                        } else {
+                            refused.push(tag);
+                        }
+                    }
+                    *a = Arena::from_used(s.size, &used);
+                }
+                Kind::Dedicated { in_use } => {
+                    for &(_, off, len, tag) in group {
+                        if !*in_use && off == 0 && len <= s.size {
+                            *in_use = true;
+                            self.used += alloc_size(len);
+                        } else {
+                            refused.push(tag);
+                        }
+                    }
+                }
+            }
+        }
+        refused
+    }
+
+    /// Ends an adoption: dedicated segments no object claimed are removed (a client of the
+    /// previous coordinator that still maps one keeps its pages; nobody else needs them).
+    pub(crate) fn finish_adoption(&mut self) {
+        let unused: Vec<u64> = self
+            .segs
+            .iter()
+            .filter(|(_, s)| matches!(s.kind, Kind::Dedicated { in_use: false }))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in unused {
+            self.drop_segment(id);
+        }
+    }
+
+    /// Holds back the free space of every arena now: it may hold an object that a client of
+    /// the previous coordinator created but never sealed (and may still be writing), or one
+    /// that was deleted but is still pinned by such a client. Memory freed later (objects
+    /// evicted or deleted) is reused as usual: no such client can write or pin there.
+    pub(crate) fn taint_free_space(&mut self) {
+        for (&id, s) in self.segs.iter_mut() {
+            if let Kind::Arena(a) = &mut s.kind {
+                for (off, len) in a.take_free() {
+                    self.tainted.push((id, off, len));
+                }
+            }
+        }
+    }
+
+    /// Returns the held-back space (the clients of the previous coordinator are gone).
+    pub(crate) fn release_taint(&mut self) -> u64 {
+        let mut n = 0;
+        for (id, off, len) in std::mem::take(&mut self.tainted) {
+            if let Some(Segment {
+                kind: Kind::Arena(a),
+                ..
+            }) = self.segs.get_mut(&id)
+            {
+                a.free(off, len);
+                n += len;
+            }
+        }
+        n
+    }
+
+    /// Bytes held back by [`Memory::taint_free_space`].
+    pub(crate) fn tainted_bytes(&self) -> u64 {
+        self.tainted.iter().map(|t| t.2).sum()
     }
 
     pub(crate) fn limit(&self) -> u64 {

@@ -1,14 +1,19 @@
 //! The coordinator daemon: owns the store's shared memory, the index and the tiers, and serves
 //! clients over a Unix socket.
 //!
-//! Start-up order matters for the guarantees of DESIGN.md: take the store's lock file (a second
-//! coordinator fails here), remove segments a dead coordinator left, check `/dev/shm` against the
-//! memory limit, create and reserve the control segment and the first arena, and only then bind
-//! the socket, so a client that can connect always finds a complete store.
+//! Start-up order matters for the guarantees of DESIGN.md: take the store's lock (beside the
+//! segments, so a second coordinator of the same store name fails here whatever its socket),
+//! check every file of the store found in the shared-memory directory, adopt what a crashed
+//! coordinator left (or remove it with `--no-adopt`), check `/dev/shm` against the memory
+//! limit, create and reserve what is missing, and only then bind the socket, so a client that
+//! can connect always finds a complete store.
 
+mod ack;
+mod adopt;
 mod ipfs;
 mod memory;
 mod metrics;
+mod paths;
 mod plasma;
 mod session;
 mod store;
@@ -24,8 +29,6 @@ use crate::peer::PeerPolicy;
 use crate::shm::{self, human_bytes, Access, Mapping};
 use crate::sync::AtomicU64;
 use rustix::fd::OwnedFd;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,8 +38,7 @@ use std::time::Duration;
 pub struct Coordinator {
     cfg: Config,
     limit: u64,
-    _lock: OwnedFd,
-    lock_path: std::path::PathBuf,
+    lock: Option<paths::StoreLock>,
     ctl_name: String,
     // Dropped after the store (field order), which holds views into it.
     store: Arc<Mutex<store::Store>>,
@@ -96,19 +98,6 @@ struct PlasmaFrontEnd {
     wake: crate::plasma::service::WakeReceiver,
 }
 
-/// Creates `dir` if needed and gives it `mode` (0700; 0710 for a group store, whose members
-/// must be able to reach the socket in it) when it has another.
-fn ensure_private_dir(dir: &Path, mode: u32) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    let meta = std::fs::metadata(dir)
-        .map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?;
-    if meta.permissions().mode() & 0o777 != mode {
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
-    }
-    Ok(())
-}
-
 /// Mode of the directories the daemon creates: private, or reachable by the group of a group
 /// store (search only: members connect to a socket they know the name of).
 fn dir_mode(cfg: &Config) -> u32 {
@@ -135,33 +124,11 @@ fn bind_socket(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net::Un
     Ok(std::os::unix::net::UnixListener::from(sock))
 }
 
-fn take_lock(path: &Path) -> Result<OwnedFd> {
-    use rustix::fs::{flock, FlockOperation, Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| Error::io(format!("cannot open lock file {}", path.display()), e))?;
-    if flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-        let pid = std::fs::read_to_string(path).unwrap_or_default();
-        return Err(Error::AlreadyRunning(format!(
-            "another cidcached (pid {}) already serves this store (lock {}); stop it first or choose another --store",
-            pid.trim(),
-            path.display()
-        )));
-    }
-    let mut f = std::fs::File::from(fd.try_clone().map_err(|e| Error::io("dup", e))?);
-    let _ = f.set_len(0);
-    let _ = writeln!(f, "{}", std::process::id());
-    Ok(fd)
-}
-
 /// Opens the store's warm tier in `data_dir/warm`, sized to a quarter of the free space of its
 /// filesystem unless configured, and reports what recovery found.
 fn open_warm(cfg: &Config, max_object: u64) -> Result<crate::tier::warm::Warm> {
     let dir = cfg.data_dir.join("warm");
-    ensure_private_dir(&cfg.data_dir, 0o700)?;
+    paths::secure_dir(&cfg.data_dir, 0o700)?;
     let capacity = match cfg.warm_capacity {
         Some(c) => c,
         None => {
@@ -212,6 +179,13 @@ fn open_catalog(cfg: &Config) -> Result<crate::tier::catalog::Catalog> {
     Ok(c)
 }
 
+/// CPU time of the calling thread (adoption reports it: wall time on a loaded machine says
+/// little).
+fn thread_cpu() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 fn boot_id() -> u64 {
     let mut b = [0u8; 8];
     if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
@@ -243,28 +217,66 @@ impl Coordinator {
             .parent()
             .ok_or_else(|| Error::InvalidArgument("socket path has no directory".into()))?
             .to_path_buf();
-        ensure_private_dir(&sock_dir, dir_mode(&cfg))?;
-        let lock_path = sock_dir.join(format!("{}.lock", cfg.store));
-        let lock = take_lock(&lock_path)?;
+        paths::secure_dir(&sock_dir, dir_mode(&cfg))?;
+        // The lock lives with the segments: one owner per store name on the machine.
+        let lock = paths::StoreLock::take(&cfg.shm_dir, &cfg.store)?;
 
-        let stale = shm::remove_store_files(&cfg.shm_dir, &cfg.store);
-        if !stale.is_empty() {
+        // Everything of the store found now was left by a coordinator that is gone.
+        let found = adopt::survey(&cfg.shm_dir, &cfg.store)?;
+        let control = match (cfg.adopt && found.ctl)
+            .then(|| adopt::open_control(&cfg.shm_dir, &cfg.store, cfg.mode))
+        {
+            Some(Ok(c)) => Some(c),
+            Some(Err(why)) => {
+                tracing::warn!(
+                    "cannot adopt the shared memory of store {:?}: {} {why}; starting empty",
+                    cfg.store,
+                    shm::ctl_name(&cfg.store)
+                );
+                None
+            }
+            None => None,
+        };
+        let mut existing = 0;
+        if control.is_none() && !found.is_empty() {
+            adopt::retire_control(&cfg.shm_dir, &cfg.store);
+            let n = found.remove_all(&cfg.shm_dir, &cfg.store);
             tracing::warn!(
-                "removed {} segment(s) left by a coordinator of store {:?} that did not stop cleanly",
-                stale.len(),
-                cfg.store
+                "removed {n} file(s) left by a coordinator of store {:?} that did not stop cleanly{}",
+                cfg.store,
+                if cfg.adopt { "" } else { " (--no-adopt)" }
             );
+        } else if control.is_some() {
+            existing = found
+                .names(&cfg.store)
+                .iter()
+                .filter_map(|n| std::fs::metadata(cfg.shm_dir.join(n)).ok())
+                .map(|m| m.len())
+                .sum();
         }
 
         let free = shm::free_bytes(&cfg.shm_dir)?;
-        let geometry = Geometry {
+        let wanted = Geometry {
             index_capacity: cfg.index_capacity.max(8).next_power_of_two(),
             seg_len: 1024,
+        };
+        let geometry = match &control {
+            Some(c) => {
+                if c.geometry != wanted {
+                    tracing::warn!(
+                        "the adopted index has {} slots (--index-capacity asks for {}): it keeps its size; restart with --no-adopt to change it",
+                        c.geometry.index_capacity,
+                        wanted.index_capacity
+                    );
+                }
+                c.geometry
+            }
+            None => wanted,
         };
         let ctl_size = geometry.total_size();
         let limit = match cfg.memory_limit {
             Some(l) => l,
-            None => free.saturating_sub(ctl_size) / 4,
+            None => (free + existing).saturating_sub(ctl_size) / 4,
         };
         if limit < 1 << 20 {
             return Err(Error::StoreFull(format!(
@@ -272,31 +284,59 @@ impl Coordinator {
                 human_bytes(limit)
             )));
         }
-        if limit + ctl_size > free && !strict_shm {
+        // What still has to be reserved: an adopted store already holds its control segment
+        // and (up to the limit) its data segments.
+        let need = limit + ctl_size - existing.min(limit + ctl_size);
+        if need > free && !strict_shm {
             tracing::warn!(
                 "System memory request exceeds memory available in {}. The request is for {} bytes, and the amount available is {} bytes.",
                 cfg.shm_dir.display(),
                 limit,
                 free
             );
-        } else if limit + ctl_size > free {
+        } else if need > free {
             return Err(Error::StoreFull(format!(
-                "{} has {} free but the store needs {} ({} of objects + {} of index); free space in it, lower --memory, or pass --shm-dir",
+                "{} has {} free but the store needs {} more ({} of objects + {} of index); free space in it, lower --memory, or pass --shm-dir",
                 cfg.shm_dir.display(),
                 human_bytes(free),
-                human_bytes(limit + ctl_size),
+                human_bytes(need),
                 human_bytes(limit),
                 human_bytes(ctl_size)
             )));
         }
 
+        // Lease pages (one per native client) are shared memory too: they get an eighth of the
+        // limit at most, and the clients that fit in it are all that may connect.
+        let lease = crate::pins::lease_bytes(cfg.pins_per_client, cfg.hit_ring) as u64;
+        let lease_share = (cfg.max_clients.max(1) as u64)
+            .saturating_mul(lease)
+            .min(limit / 8);
+        let max_clients = (lease_share / lease) as usize;
+        if max_clients == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "a client's lease page ({}) does not fit in an eighth of the memory limit ({}); lower --pins-per-client or raise --memory",
+                human_bytes(lease),
+                human_bytes(limit)
+            )));
+        }
         let ctl_name = shm::ctl_name(&cfg.store);
-        let ctl_fd = shm::create_segment(&cfg.shm_dir, &ctl_name, ctl_size, cfg.mode)?;
-        let ctl = Mapping::map(&ctl_fd, ctl_size as usize, Access::ReadWrite, true)?;
+        let adopting = control.is_some();
+        let ctl = match control {
+            Some(c) => c.map,
+            None => {
+                let ctl_fd = shm::create_segment(&cfg.shm_dir, &ctl_name, ctl_size, cfg.mode)?;
+                Mapping::map(&ctl_fd, ctl_size as usize, Access::ReadWrite, true).inspect_err(
+                    |_| {
+                        shm::unlink_segment(&cfg.shm_dir, &ctl_name);
+                    },
+                )?
+            }
+        };
         // SAFETY: the control mapping lives in the Coordinator, which owns the Store that uses
         // these views and drops it first (field order); the layout offsets come from
-        // `geometry`, which sized the mapping, so every view is in bounds and 8-byte aligned
-        // (slots 64-byte aligned: the index offset is page-aligned).
+        // `geometry`, which sized the mapping (an adopted one was checked against its file),
+        // so every view is in bounds and 8-byte aligned (slots 64-byte aligned: the index
+        // offset is page-aligned).
         let (header, segtable, slots, max_probe) = unsafe {
             let base = ctl.as_ptr();
             let words = |off: u64, n: usize| -> &'static [AtomicU64] {
@@ -326,38 +366,100 @@ impl Coordinator {
         header.set(hdr::MEMORY_LIMIT, limit);
         header.set(hdr::STATE, layout::STATE_RUNNING);
 
-        let index = IndexWriter::new(
-            IndexRef::new(slots, max_probe),
-            (geometry.index_capacity - geometry.index_capacity / 8) as usize,
-        );
-        // Lease pages (one per native client) are shared memory too: they get an eighth of the
-        // limit at most, and the clients that fit in it are all that may connect.
-        let lease = crate::pins::lease_bytes(cfg.pins_per_client, cfg.hit_ring) as u64;
-        let lease_share = (cfg.max_clients.max(1) as u64)
-            .saturating_mul(lease)
-            .min(limit / 8);
-        let max_clients = (lease_share / lease) as usize;
-        if max_clients == 0 {
-            shm::remove_store_files(&cfg.shm_dir, &cfg.store);
-            return Err(Error::InvalidArgument(format!(
-                "a client's lease page ({}) does not fit in an eighth of the memory limit ({}); lower --pins-per-client or raise --memory",
-                human_bytes(lease),
-                human_bytes(limit)
-            )));
-        }
         let lease_share = max_clients as u64 * lease;
-        let mut memory = memory::Memory::new(
-            cfg.shm_dir.clone(),
-            cfg.store.clone(),
-            cfg.mode,
-            limit - lease_share,
-            cfg.arena_size,
-            segtable,
-        );
-        if let Err(e) = memory.reserve_first_arena() {
-            shm::remove_store_files(&cfg.shm_dir, &cfg.store);
-            return Err(e);
-        }
+        // What the objects may use.
+        let data_limit = limit - lease_share;
+        let max_live = (geometry.index_capacity - geometry.index_capacity / 8) as usize;
+        let started = std::time::Instant::now();
+        let cpu_started = thread_cpu();
+        let mut walked = std::time::Duration::ZERO;
+        let (index, memory, kept) = if adopting {
+            let (mut memory, segs) = memory::Memory::adopt(
+                cfg.shm_dir.clone(),
+                cfg.store.clone(),
+                cfg.mode,
+                data_limit,
+                cfg.arena_size,
+                segtable,
+            );
+            for d in &segs.dropped {
+                tracing::warn!("adoption: removed {d}");
+            }
+            // Sized for the live entries the header counted (bounded by the index).
+            let hint = (header.get(hdr::LIVE_OBJECTS) as usize).min(max_live);
+            let mut kept = Vec::with_capacity(hint);
+            // Duplicate keys and ids are dropped by the store when it takes the objects.
+            let (mut index, rep) =
+                IndexWriter::adopt(IndexRef::new(slots, max_probe), max_live, |slot, key, e| {
+                    let ok = e.object_id != 0
+                        && e.data_len.checked_add(e.meta_len).is_some()
+                        && memory.has_segment(e.seg);
+                    if ok {
+                        kept.push((slot, key, e));
+                    }
+                    ok
+                });
+            // Where the objects lie, checked and claimed in address order in one pass; the
+            // entries refused (outside their segment, overlapping another) are removed.
+            let claims = kept
+                .iter()
+                .enumerate()
+                .map(|(i, (_, _, e))| (e.seg, e.offset, e.data_len + e.meta_len, i))
+                .collect();
+            let refused = memory.claim_all(claims);
+            let invalid = rep.invalid + refused.len();
+            if !refused.is_empty() {
+                let mut drop = vec![false; kept.len()];
+                for &i in &refused {
+                    drop[i] = true;
+                    index.remove(kept[i].0);
+                }
+                let mut i = 0;
+                kept.retain(|_| {
+                    i += 1;
+                    !drop[i - 1]
+                });
+            }
+            memory.finish_adoption();
+            walked = started.elapsed();
+            // Segments outside the table, and names no coordinator makes, are not ours to keep.
+            let live: std::collections::HashSet<u64> = memory.segment_ids().into_iter().collect();
+            let mut stray = found.other.clone();
+            stray.extend(
+                found
+                    .data
+                    .iter()
+                    .filter(|id| !live.contains(id))
+                    .map(|&id| shm::data_name(&cfg.store, id)),
+            );
+            for n in &stray {
+                shm::unlink_segment(&cfg.shm_dir, n);
+            }
+            if rep.interrupted + invalid + stray.len() > 0 {
+                tracing::warn!(
+                    "adoption: dropped {} index entries whose write a crash interrupted, {} that did not validate, and {} stray file(s)",
+                    rep.interrupted,
+                    invalid,
+                    stray.len()
+                );
+            }
+            (index, memory, kept)
+        } else {
+            let mut memory = memory::Memory::new(
+                cfg.shm_dir.clone(),
+                cfg.store.clone(),
+                cfg.mode,
+                data_limit,
+                cfg.arena_size,
+                segtable,
+            );
+            if let Err(e) = memory.reserve_first_arena() {
+                shm::unlink_segment(&cfg.shm_dir, &ctl_name);
+                return Err(e);
+            }
+            let index = IndexWriter::new(IndexRef::new(slots, max_probe), max_live);
+            (index, memory, Vec::new())
+        };
         let kind: crate::policy::PolicyKind = cfg
             .policy
             .parse()
@@ -379,6 +481,41 @@ impl Coordinator {
             memory,
             policy,
         );
+        if adopting {
+            let (n, bytes) = (
+                kept.len(),
+                kept.iter()
+                    .map(|k| k.2.data_len + k.2.meta_len)
+                    .sum::<u64>(),
+            );
+            let duplicates = store.adopt_objects(kept);
+            if duplicates > 0 {
+                tracing::warn!(
+                    "adoption: dropped {duplicates} index entries whose key or id another entry has"
+                );
+            }
+            let n = n - duplicates;
+            // Only after the run token was cleared and fenced (open_control): pins stored
+            // later are undone by their clients.
+            let (orphans, removed) =
+                adopt::classify_leases(&cfg.shm_dir, &cfg.store, &found.leases);
+            store.set_orphans(orphans, found.leases.last().copied().unwrap_or(0));
+            tracing::info!(
+                "adopted {n} objects ({}) from the shared memory of the previous coordinator in {:.1} ms ({:.1} ms of CPU; segments and index {:.1} ms); removed {removed} lease page(s) of clients that are gone",
+                human_bytes(bytes),
+                started.elapsed().as_secs_f64() * 1e3,
+                (thread_cpu() - cpu_started).as_secs_f64() * 1e3,
+                walked.as_secs_f64() * 1e3
+            );
+        }
+        // A fresh store's files are ours to remove if the start fails; an adopted one is left
+        // for the next attempt.
+        let abandon = |mut store: store::Store| {
+            if !adopting {
+                store.remove_segments();
+                shm::unlink_segment(&cfg.shm_dir, &ctl_name);
+            }
+        };
         store.set_max_clients(max_clients);
         if max_clients < cfg.max_clients {
             tracing::info!(
@@ -393,8 +530,7 @@ impl Coordinator {
                     store.set_catalog(c);
                 }
                 Err(e) => {
-                    drop(store);
-                    shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+                    abandon(store);
                     return Err(e);
                 }
             }
@@ -403,14 +539,15 @@ impl Coordinator {
             match crate::tier::ipfs::Ipfs::new(cfg.ipfs.clone(), limit) {
                 Ok(i) => store.set_ipfs(Arc::new(i)),
                 Err(e) => {
-                    drop(store);
-                    shm::remove_store_files(&cfg.shm_dir, &cfg.store);
+                    abandon(store);
                     return Err(e);
                 }
             }
         }
-        // Published last: a client that sees the magic sees a complete header.
+        // Published last: a client that sees the magic sees a complete header, and the run
+        // token tells clients this boot serves the segment.
         header.set(hdr::MAGIC, layout::MAGIC);
+        header.set(hdr::RUN_TOKEN, boot);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -429,26 +566,37 @@ impl Coordinator {
         };
 
         let metrics = match cfg.metrics_addr {
-            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
-                shm::remove_store_files(&cfg.shm_dir, &cfg.store);
-                Error::io(format!("cannot bind the metrics address {addr}"), e)
-            })?),
+            Some(addr) => match std::net::TcpListener::bind(addr) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    abandon(store);
+                    return Err(Error::io(
+                        format!("cannot bind the metrics address {addr}"),
+                        e,
+                    ));
+                }
+            },
             None => None,
         };
         // We hold the lock, so any socket file at the path is stale.
         let _ = std::fs::remove_file(&cfg.socket);
-        let listener = bind_socket(&cfg.socket, cfg.mode).map_err(|e| {
-            shm::remove_store_files(&cfg.shm_dir, &cfg.store);
-            Error::io(format!("cannot bind {}", cfg.socket.display()), e)
-        })?;
+        let listener = match bind_socket(&cfg.socket, cfg.mode) {
+            Ok(l) => l,
+            Err(e) => {
+                abandon(store);
+                return Err(Error::io(
+                    format!("cannot bind {}", cfg.socket.display()),
+                    e,
+                ));
+            }
+        };
         let budget = FrameBudget::new(cfg.frame_memory.max(cfg.max_frame));
         Ok(Coordinator {
             max_clients,
             budget,
             cfg,
             limit,
-            _lock: lock,
-            lock_path,
+            lock: Some(lock),
             ctl_name,
             store: Arc::new(Mutex::new(store)),
             _ctl: ctl,
@@ -563,6 +711,8 @@ impl Coordinator {
                 tracing::info!("serving Prometheus metrics on http://{}/metrics", m.local_addr().map(|a| a.to_string()).unwrap_or_default());
                 background.spawn(metrics::serve(m, store.clone()));
             }
+            // Adopted Arrow objects are validated again, off the store lock.
+            background.spawn(session::revalidate(store.clone()));
             let maint_store = store.clone();
             background.spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(5));
@@ -675,7 +825,7 @@ impl Coordinator {
         let plasma = match plasma {
             Ok(p) => p,
             Err(e) => {
-                self.cleanup();
+                let _ = self.cleanup();
                 return Err(e);
             }
         };
@@ -684,27 +834,42 @@ impl Coordinator {
             let _ = rustix::io::write(&stop, b"s");
             let _ = thread.join();
         }
-        let lost = self.cleanup();
-        if lost > 0 {
-            tracing::error!("{lost} object(s) could not be persisted to the warm tier");
-            return Err(Error::io(
-                format!("{lost} object(s) could not be persisted to the warm tier"),
-                std::io::Error::other("see the warm tier's errors above"),
-            ));
-        }
-        Ok(())
+        self.cleanup()
     }
 
-    /// Removes the store; returns how many objects that should have been persisted were not.
-    fn cleanup(&self) -> usize {
-        let lost = self
+    /// Shuts the store down and removes its files; an error when objects could not be
+    /// persisted (the daemon then exits non-zero).
+    fn cleanup(&mut self) -> Result<()> {
+        let rep = self
             .store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .shutdown();
-        shm::unlink_segment(&self.cfg.shm_dir, &self.ctl_name);
+            .shutdown(self.cfg.adopt);
+        if !rep.kept_in_shm {
+            shm::unlink_segment(&self.cfg.shm_dir, &self.ctl_name);
+        }
         let _ = std::fs::remove_file(&self.cfg.socket);
-        let _ = std::fs::remove_file(&self.lock_path);
-        lost
+        if let Some(l) = self.lock.take() {
+            l.release();
+        }
+        let lost = rep.refused + rep.unwritten;
+        if lost == 0 {
+            return Ok(());
+        }
+        let why = rep.reason.as_deref().unwrap_or("write failed");
+        let msg = if rep.kept_in_shm {
+            format!(
+                "{lost} object(s) could not be persisted to the warm tier ({why}): {} stay in {} for the next start to adopt, {} are lost",
+                rep.refused,
+                self.cfg.shm_dir.display(),
+                rep.unwritten
+            )
+        } else {
+            format!(
+                "{lost} object(s) could not be persisted to the warm tier ({why}): {lost} are lost"
+            )
+        };
+        tracing::error!("{msg}");
+        Err(Error::io("shutdown", std::io::Error::other(msg)))
     }
 }

@@ -355,6 +355,16 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, stream: UnixStream) {
                     spawn_seal(store, p, id, &out, stop);
                     continue;
                 }
+                Ok(Sealing::Persist(p)) => {
+                    // A durable seal is answered once its warm-tier write is synced.
+                    let done = super::ack::persisted(store, p);
+                    let (out, stop) = (out.clone(), stop.clone());
+                    waits.spawn(async move {
+                        out.send(done.await.encode(id), &stop).await;
+                        0
+                    });
+                    continue;
+                }
                 r => r.map_or_else(|e| Response::error(&e), |_| Response::Done),
             },
             Request::Get { key, timeout_ms } => match try_get(store, &[key], timeout_ms, false) {
@@ -432,6 +442,20 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, stream: UnixStream) {
                     .map(|_| Response::Done)
                     .unwrap_or_else(|e| Response::error(&e))
             }
+            req @ (Request::Put(_) | Request::PutMany(_)) => {
+                // A durable put is answered once its warm-tier write is synced.
+                match super::ack::write(store, cid, req) {
+                    super::ack::Ack::Now(resp) => resp,
+                    super::ack::Ack::Later(done) => {
+                        let (out, stop) = (out.clone(), stop.clone());
+                        waits.spawn(async move {
+                            out.send(done.await.encode(id), &stop).await;
+                            0
+                        });
+                        continue;
+                    }
+                }
+            }
             other => handle(&mut lock(store), cid, other),
         };
         if !out.send(reply.encode(id), stop).await {
@@ -475,12 +499,6 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
                 seg_size,
             }),
         Request::Abort { key } => st.abort(client, key).map(|_| Response::Done),
-        // Arrow items never come this way (see `arrow_put`); the store refuses them.
-        Request::Put(it) => st.put(client, &it, false).map(|_| Response::Done),
-        Request::PutMany(items) => {
-            let checks: Vec<Result<bool>> = items.iter().map(|_| Ok(false)).collect();
-            Ok(Response::Statuses(st.put_many(client, &items, &checks)))
-        }
         Request::Contains { key } => Ok(Response::Bool(st.contains(&key))),
         Request::Delete { key } => st.delete(client, key).map(|_| Response::Done),
         Request::List { cursor, limit } => {
@@ -491,6 +509,9 @@ fn handle(st: &mut Store, client: u64, req: Request<'_>) -> Response {
             // Hits reported since the last periodic harvest count too.
             st.harvest_hits();
             Ok(Response::Stats(st.stats()))
+        }
+        Request::Put(_) | Request::PutMany(_) => {
+            Err(Error::Internal("puts are acknowledged by `ack`".into()))
         }
         Request::Get { .. }
         | Request::GetMany { .. }
@@ -560,7 +581,10 @@ async fn arrow_put(store: &Shared, client: u64, h: Header, body: Vec<u8>) -> Res
     let store = store.clone();
     let r = tokio::task::spawn_blocking(move || match Request::decode(h.msg_type, &body) {
         Ok(Request::Put(it)) => match check_put_item(&it) {
-            Ok(valid) => lock(&store).put(client, &it, valid).map(|_| Response::Done),
+            Ok(valid) => Ok(super::ack::one(
+                &store,
+                lock(&store).put(client, &it, valid),
+            )),
             Err(e) => {
                 lock(&store).counters.arrow_rejected += 1;
                 Err(e)
@@ -568,16 +592,20 @@ async fn arrow_put(store: &Shared, client: u64, h: Header, body: Vec<u8>) -> Res
         },
         Ok(Request::PutMany(items)) => {
             let checks: Vec<Result<bool>> = items.iter().map(check_put_item).collect();
-            Ok(Response::Statuses(
-                lock(&store).put_many(client, &items, &checks),
-            ))
+            let rs = lock(&store).put_many(client, &items, &checks);
+            Ok(super::ack::many(&store, rs))
         }
         Ok(_) => Err(Error::Internal("not a put".into())),
         Err(e) => Err(e),
     })
     .await
     .unwrap_or_else(|e| Err(Error::Internal(format!("put task failed: {e}"))));
-    r.unwrap_or_else(|e| Response::error(&e))
+    match r {
+        Ok(super::ack::Ack::Now(resp)) => resp,
+        // A durable Arrow put: awaited here like its validation (one at a time per connection).
+        Ok(super::ack::Ack::Later(done)) => done.await,
+        Err(e) => Response::error(&e),
+    }
 }
 
 /// Validates an Arrow object being sealed on the blocking pool, then publishes it (or frees it)
@@ -598,9 +626,34 @@ fn spawn_seal(store: &Shared, p: PendingSeal, request_id: u64, out: &Outbox, sto
         // Only a runtime shutting down cancels the task; nothing is left to answer then.
         let Ok((p, valid)) = joined else { return };
         let r = lock(&store).finish_seal(p, valid);
-        let resp = r.map_or_else(|e| Response::error(&e), |_| Response::Done);
+        let resp = match r {
+            Ok(None) => Response::Done,
+            // A durable seal: answered once its warm-tier write is synced.
+            Ok(Some(p)) => super::ack::persisted(&store, p).await,
+            Err(e) => Response::error(&e),
+        };
         out.send(resp.encode(request_id), &stop).await;
     });
+}
+
+/// Validates again, one after the other on the blocking pool, the adopted Arrow objects that
+/// were validated before a crash (see [`Store::next_revalidation`]); ends when none is left.
+pub(crate) async fn revalidate(store: Shared) {
+    loop {
+        let Some(p) = lock(&store).next_revalidation() else {
+            return;
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut p = p;
+            let valid = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.validate()))
+                .unwrap_or_else(|_| Err(Error::Internal("the validation panicked".into())));
+            (p, valid)
+        })
+        .await;
+        // Only a runtime shutting down cancels the task.
+        let Ok((p, valid)) = joined else { return };
+        lock(&store).finish_revalidation(p, valid);
+    }
 }
 
 /// Answers at once when every key is present, or when the caller does not want to wait and no
@@ -769,6 +822,15 @@ async fn wait_get(store: Shared, keys: Vec<Key>, timeout_ms: i64, many: bool) ->
                         promoting = true;
                         super::ipfs::spawn_fetch(&store, *k, ipfs, cid, None);
                     }
+                }
+            }
+            // A key the warm tier holds but could not bring in is an error, not a miss.
+            if !promoting {
+                let failed = keys.iter().zip(&present).find_map(|(k, p)| {
+                    (matches!(p, Ok(false)) && tried.contains(k)).then(|| st.promotion_error(k))?
+                });
+                if let Some(e) = failed {
+                    return Response::error(&e);
                 }
             }
             let expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);

@@ -3,14 +3,17 @@
 //! request (never across an await), which makes the coordinator the index's single writer.
 
 use super::memory::{Alloc, AllocError, FillTarget, Memory, ReadView};
+use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::index::{Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW, FLAG_VALIDATED};
+use crate::index::{
+    Entry, IndexRef, IndexWriter, InsertError, FLAG_ARROW, FLAG_EPHEMERAL, FLAG_VALIDATED,
+};
 use crate::key::Key;
 use crate::layout::{hdr, Header};
 use crate::pins::{self, Lease, LeaseFault};
 use crate::policy::EvictionPolicy;
 use crate::proto::{
-    ListEntry, PutItem, Status, PUT_ARROW, PUT_EPHEMERAL, PUT_IPFS, PUT_VERIFY_CID,
+    ListEntry, PutItem, Status, PUT_ARROW, PUT_DURABLE, PUT_EPHEMERAL, PUT_IPFS, PUT_VERIFY_CID,
 };
 use crate::shm::{self, human_bytes, Mapping};
 use crate::sync::AtomicU64;
@@ -73,6 +76,12 @@ struct Object {
     plasma_held: bool,
     /// Promoted from the warm tier, which still holds the same bytes: evicting it writes nothing.
     from_warm: bool,
+    /// Written to the warm tier by its put (durable or write-through): evicting it writes
+    /// nothing either.
+    written: bool,
+    /// When it was published (or adopted): background eviction spares young objects, so that
+    /// a get that just promoted an object finds it.
+    sealed_at: std::time::Instant,
     /// Fetched from IPFS (read-through): the catalog records its source as "ipfs".
     from_ipfs: bool,
     /// An Arrow object whose bytes the coordinator validated in full, once no client could
@@ -82,6 +91,27 @@ struct Object {
     /// lock (the token of that seal): the creator can no longer abort it, and its disconnection
     /// does not free it.
     sealing: u64,
+}
+
+/// How long background eviction leaves a newly published object alone.
+const YOUNG: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A put whose acknowledgement waits for its synced warm-tier write: await `ticket` outside
+/// the store lock, then call [`Store::finish_persist`].
+pub(crate) struct Persist {
+    pub id: u64,
+    pub key: Key,
+    pub ticket: crate::tier::warm::Ticket,
+}
+
+/// What a demotion did.
+enum Demoted {
+    /// The warm tier holds the object (queued or in a file).
+    Held,
+    /// The object is not demoted (ephemeral, Plasma-owned, no warm tier).
+    NotNeeded,
+    /// The warm tier refused it: it cannot write now (the reason).
+    Refused(String),
 }
 
 /// Owner recorded for objects being created through the Plasma front-end.
@@ -200,6 +230,8 @@ pub(crate) struct Counters {
     pub warm_misses: u64,
     /// Catalog checkpoints written.
     pub catalog_checkpoints: u64,
+    /// Objects taken over from the previous coordinator's shared memory at start.
+    pub adopted: u64,
     /// Sessions the coordinator ended because the client's lease page was invalid.
     pub revoked_sessions: u64,
     /// Objects fetched from IPFS and published (prefetched ones included), and their bytes.
@@ -284,6 +316,9 @@ pub(crate) enum ScanStart {
 pub(crate) enum Sealing {
     /// Published.
     Done,
+    /// A durable put: published once its warm-tier write is synced (await it outside the
+    /// store lock, then [`Store::finish_persist`]).
+    Persist(Persist),
     /// An Arrow object: run [`PendingSeal::validate`] outside the store lock, then
     /// [`Store::finish_seal`].
     Validate(PendingSeal),
@@ -419,7 +454,41 @@ pub(crate) struct Store {
     last_checkpoint: std::time::Instant,
     last_lease_check: std::time::Instant,
     warm_partition: crate::tier::catalog::PartitionStrategy,
+    /// Lease pages of clients of a previous coordinator that still hold them (adoption).
+    orphans: Vec<super::adopt::Orphan>,
+    last_orphan_check: std::time::Instant,
+    durability: Durability,
+    /// Objects of durable puts waiting for their warm-tier write (invisible until then).
+    persisting: HashSet<u64>,
+    /// Why the last promotion of a key failed for want of hot memory (told to the gets that
+    /// waited for it, instead of a silent miss); cleared when it is tried again.
+    promotion_failed: HashMap<Key, (crate::error::Code, String)>,
+    /// Objects chosen for eviction whose copy is on its way to a warm file: they stay live in
+    /// shared memory (served, and adopted after a crash) until it is there, then retire.
+    demoting: HashMap<u64, u64>,
+    demoting_bytes: u64,
+    /// Adopted Arrow objects that were validated before the crash, waiting to be validated
+    /// again (in the background, outside the store lock): until then their index entries
+    /// lack [`FLAG_VALIDATED`], so readers validate them.
+    revalidate: std::collections::VecDeque<u64>,
 }
+
+/// What one eviction step did.
+#[derive(Debug, PartialEq, Eq)]
+enum Evicted {
+    /// An object was retired: its memory is free (or will be once unpinned).
+    Freed,
+    /// An object's demotion was queued: its memory frees when the write is done.
+    Started,
+    /// Nothing could be evicted.
+    Nothing,
+}
+
+/// The longest an allocation waits for demotions in flight to reach the warm tier.
+const DEMOTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often orphaned lease pages are checked for their holders.
+const ORPHAN_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Store {
     #[allow(clippy::too_many_arguments)]
@@ -467,6 +536,199 @@ impl Store {
             last_checkpoint: std::time::Instant::now(),
             last_lease_check: std::time::Instant::now(),
             warm_partition: cfg.warm_partition,
+            orphans: Vec::new(),
+            last_orphan_check: std::time::Instant::now(),
+            durability: cfg.durability,
+            persisting: HashSet::new(),
+            promotion_failed: HashMap::new(),
+            demoting: HashMap::new(),
+            demoting_bytes: 0,
+            revalidate: std::collections::VecDeque::new(),
+        }
+    }
+
+    // ----- adoption ------------------------------------------------------------------------
+
+    /// Records the objects an adopted index kept (`(slot, key, entry)`, their memory already
+    /// claimed) as sealed objects, and tells the policy about them. An entry whose key or
+    /// object id an earlier one has is removed (index slot and memory). Returns how many were.
+    pub(crate) fn adopt_objects(&mut self, kept: Vec<(u32, Key, Entry)>) -> usize {
+        self.keys.reserve(kept.len());
+        self.objects.reserve(kept.len());
+        let mut duplicates = 0;
+        for (slot, key, e) in kept {
+            let len = e.data_len + e.meta_len;
+            if self.keys.contains_key(&key) || self.objects.contains_key(&e.object_id) {
+                self.index.remove(slot);
+                self.memory.free(Alloc {
+                    seg: e.seg,
+                    offset: e.offset,
+                    len,
+                });
+                duplicates += 1;
+                continue;
+            }
+            let mut flags = 0;
+            if e.flags & FLAG_ARROW != 0 {
+                flags |= PUT_ARROW;
+            }
+            if e.flags & FLAG_VALIDATED != 0 {
+                // Validated before the crash, but the data segments outlived the coordinator
+                // and clients may have written them since: not trusted until validated again.
+                // In place (pins of the previous run's clients carry the entry's seq).
+                self.index
+                    .update_flags(slot, e.object_id, 0, FLAG_VALIDATED);
+                if e.flags & FLAG_ARROW != 0 {
+                    self.revalidate.push_back(e.object_id);
+                }
+            }
+            if e.flags & FLAG_EPHEMERAL != 0 {
+                flags |= PUT_EPHEMERAL;
+            }
+            if e.object_id & (1 << 63) != 0 {
+                self.next_object = self.next_object.max((e.object_id & !(1 << 63)) + 1);
+            }
+            self.keys.insert(key, e.object_id);
+            self.objects.insert(
+                e.object_id,
+                Object {
+                    key,
+                    alloc: Alloc {
+                        seg: e.seg,
+                        offset: e.offset,
+                        len,
+                    },
+                    data_len: e.data_len,
+                    meta_len: e.meta_len,
+                    flags,
+                    state: State::Sealed { slot },
+                    plasma_owned: false,
+                    plasma_held: false,
+                    from_warm: false,
+                    written: false,
+                    sealed_at: std::time::Instant::now(),
+                    // Where it came from is in its catalog row, if anywhere.
+                    from_ipfs: false,
+                    // Clients may have written the bytes since they were validated (before
+                    // the crash or after it): validated again before readers may skip it.
+                    validated: false,
+                    sealing: 0,
+                },
+            );
+            self.live_bytes += len;
+            self.policy.on_insert(e.object_id, len);
+            self.counters.adopted += 1;
+        }
+        self.header.set(hdr::LIVE_OBJECTS, self.index.live() as u64);
+        self.header.set(hdr::LIVE_BYTES, self.live_bytes);
+        duplicates
+    }
+
+    /// Takes the lease pages that clients of the previous coordinator still hold: their pins
+    /// are honoured, and the adopted free space stays held back until they are all gone.
+    /// `max_lease_id` is the highest lease id found, so new clients never reuse a name.
+    pub(crate) fn set_orphans(&mut self, orphans: Vec<super::adopt::Orphan>, max_lease_id: u64) {
+        self.next_client = self.next_client.max(max_lease_id + 1);
+        if !orphans.is_empty() {
+            self.memory.taint_free_space();
+            tracing::info!(
+                "{} client(s) of the previous coordinator still hold their lease pages: their pins are honoured and {} of free space is held back until they are gone",
+                orphans.len(),
+                human_bytes(self.memory.tainted_bytes())
+            );
+        }
+        self.orphans = orphans;
+    }
+
+    /// The next adopted Arrow object to validate again, if any: run [`PendingSeal::validate`]
+    /// outside the store lock, then [`Store::finish_revalidation`]. Objects gone or replaced
+    /// meanwhile are skipped.
+    pub(crate) fn next_revalidation(&mut self) -> Option<PendingSeal> {
+        while let Some(id) = self.revalidate.pop_front() {
+            let Some(o) = self.objects.get(&id) else {
+                continue;
+            };
+            if o.validated || o.flags & PUT_ARROW == 0 || !matches!(o.state, State::Sealed { .. }) {
+                continue;
+            }
+            return Some(PendingSeal {
+                key: o.key,
+                id,
+                token: 0,
+                view: self.memory.read_view(o.alloc, o.data_len),
+                micros: 0,
+            });
+        }
+        None
+    }
+
+    /// Ends the validation of an adopted Arrow object: when its bytes are valid its index
+    /// entry gets [`FLAG_VALIDATED`] back (readers skip their own validation again); when they
+    /// are not, it is removed from the hot tier with a log line (a warm copy, if any, serves
+    /// it from then on). Nothing happens if the object went away meanwhile.
+    pub(crate) fn finish_revalidation(&mut self, p: PendingSeal, valid: Result<()>) {
+        self.counters.arrow_validation_us += p.micros;
+        let Some(o) = self.objects.get_mut(&p.id) else {
+            return;
+        };
+        let State::Sealed { slot } = o.state else {
+            return;
+        };
+        if o.key != p.key || o.validated {
+            return;
+        }
+        match valid {
+            Ok(()) => {
+                o.validated = true;
+                self.counters.arrow_validated += 1;
+                self.counters.arrow_validated_bytes += o.data_len;
+                self.index.update_flags(slot, p.id, FLAG_VALIDATED, 0);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "adoption: {} is not a valid Arrow object any more ({e}); removed from the hot tier",
+                    p.key
+                );
+                self.counters.arrow_rejected += 1;
+                let in_warm = self.warm.as_ref().is_some_and(|w| w.contains(&p.key));
+                if let Some(c) = &mut self.catalog {
+                    c.set_tier(
+                        &p.key,
+                        if in_warm {
+                            StorageTier::Warm
+                        } else {
+                            StorageTier::None
+                        },
+                    );
+                }
+                self.retire(p.id);
+                self.policy.on_remove(p.id);
+                self.reclaim();
+            }
+        }
+    }
+
+    /// Drops orphaned lease pages whose client processes have let go of them; when the last
+    /// goes, the held-back space returns to the allocator.
+    fn check_orphans(&mut self) {
+        if self.orphans.is_empty() || self.last_orphan_check.elapsed() < ORPHAN_CHECK_EVERY {
+            return;
+        }
+        self.last_orphan_check = std::time::Instant::now();
+        let dir = self.shm_dir.clone();
+        self.orphans.retain(|o| {
+            let held = o.held();
+            if !held {
+                shm::unlink_segment(&dir, &o.name);
+            }
+            held
+        });
+        if self.orphans.is_empty() {
+            let n = self.memory.release_taint();
+            tracing::info!(
+                "the clients of the previous coordinator are gone: {} of adopted free space is in use again",
+                human_bytes(n)
+            );
         }
     }
 
@@ -557,6 +819,12 @@ impl Store {
                     self.memory.free(o.alloc);
                     self.counters.aborted += 1;
                 }
+                if self.persisting.remove(&id) {
+                    // Never acknowledged: its copy on the way to the warm tier goes too.
+                    if let Some(w) = &self.warm {
+                        w.invalidate(key);
+                    }
+                }
             }
             self.abandon(*key, true);
         }
@@ -590,6 +858,7 @@ impl Store {
 
     /// Allocates, evicting as needed.
     fn allocate(&mut self, len: u64) -> Result<Alloc> {
+        let mut waited = std::time::Duration::ZERO;
         loop {
             match self.memory.alloc(len) {
                 Ok(a) => return Ok(a),
@@ -600,19 +869,32 @@ impl Store {
                     return Err(e);
                 }
                 Err(AllocError::NeedSpace) => {
-                    if self.reclaim() > 0 {
+                    if self.reclaim() > 0 || self.settle_demotions() > 0 {
                         continue;
                     }
                     if self.memory.would_need_reservation(len) && self.memory.release_unused() > 0 {
                         continue;
                     }
-                    if self.evict_one()? {
+                    // Evict only while what is already on its way out cannot make the room; and
+                    // then a batch of objects at once, so that one warm file (and one fsync)
+                    // carries many of them.
+                    if self.demoting_bytes < len
+                        && self.evict_ahead(len + self.headroom(), false)? != Evicted::Nothing
+                    {
                         continue;
                     }
-                    if self.memory.release_unused() > 0 {
+                    if self.memory.release_unused() > 0 || self.wait_for_demotions(&mut waited) {
                         continue;
                     }
                     self.counters.store_full += 1;
+                    if let Some(why) = self.warm.as_ref().and_then(|w| w.failing()) {
+                        return Err(Error::StoreFull(format!(
+                            "no room for {} in the hot tier ({} used of {}), and objects cannot be evicted because {why}; free space for the warm tier or raise --memory",
+                            human_bytes(len),
+                            human_bytes(self.memory.used()),
+                            human_bytes(self.memory.limit())
+                        )));
+                    }
                     return Err(Error::StoreFull(format!(
                         "no room for {} in the hot tier ({} used of {}, everything left is pinned or being written); release objects or raise --memory",
                         human_bytes(len),
@@ -661,6 +943,8 @@ impl Store {
                 plasma_owned: false,
                 plasma_held: false,
                 from_warm: false,
+                written: false,
+                sealed_at: std::time::Instant::now(),
                 from_ipfs: false,
                 validated: false,
                 sealing: 0,
@@ -679,6 +963,8 @@ impl Store {
         flags: u32,
     ) -> Result<(u64, u64, u64)> {
         self.check_writer(client)?;
+        self.check_warm_writable(flags)?;
+        self.persist_wanted(flags)?;
         if flags & PUT_IPFS != 0 && flags & PUT_ARROW != 0 {
             return Err(Error::InvalidArgument(
                 "an Arrow object cannot be added to IPFS; store its bytes as a raw object".into(),
@@ -693,9 +979,10 @@ impl Store {
         Ok((a.seg, a.offset, size))
     }
 
-    /// Seal an object the client created: publish it in the index, or, for an Arrow object,
-    /// hand it to the coordinator for validation outside the store lock (then
-    /// [`Store::finish_seal`]).
+    /// Seal an object the client created: publish it in the index; for an Arrow object, hand
+    /// it to the coordinator for validation outside the store lock (then
+    /// [`Store::finish_seal`]); for a durable put, start its warm write (the acknowledgement
+    /// waits for it).
     pub(crate) fn seal(&mut self, client: u64, key: Key) -> Result<Sealing> {
         let id = *self
             .keys
@@ -723,20 +1010,39 @@ impl Store {
             // On a mismatch the object stays unsealed: the creator may abort or rewrite it.
             crate::cid::verify(key.as_bytes(), data)?;
         }
-        if let Some(c) = self.clients.get_mut(&client) {
-            c.creating.remove(&key);
+        if self.persisting.contains(&id) {
+            return Err(Error::AlreadyExists(format!(
+                "{key} is already sealed and being written to the warm tier"
+            )));
         }
+        let durable = self.persist_wanted(o.flags)?;
         if o.flags & PUT_ARROW != 0 {
             // From here on the object is the coordinator's: the creator gave up writing it by
-            // asking to seal (and its library dropped the only pointer it had).
+            // asking to seal (and its library dropped the only pointer it had). A durable one
+            // starts its warm write once validated.
+            if let Some(c) = self.clients.get_mut(&client) {
+                c.creating.remove(&key);
+            }
             return Ok(Sealing::Validate(self.begin_validation(id)));
+        }
+        if durable {
+            // Stays in `creating` until persisted: a disconnect meanwhile frees it.
+            return self.start_persist(id).map(Sealing::Persist);
+        }
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.creating.remove(&key);
         }
         self.publish(id).map(|_| Sealing::Done)
     }
 
-    /// Ends the seal of an Arrow object with the outcome of its validation: publishes it, or
-    /// frees it and reports why (an invalid Arrow object is never published).
-    pub(crate) fn finish_seal(&mut self, p: PendingSeal, valid: Result<()>) -> Result<()> {
+    /// Ends the seal of an Arrow object with the outcome of its validation: publishes it (or,
+    /// for a durable put, starts its warm write and returns what the acknowledgement waits
+    /// for), or frees it and reports why (an invalid Arrow object is never published).
+    pub(crate) fn finish_seal(
+        &mut self,
+        p: PendingSeal,
+        valid: Result<()>,
+    ) -> Result<Option<Persist>> {
         let PendingSeal {
             key,
             id,
@@ -751,7 +1057,15 @@ impl Store {
                 match valid {
                     Ok(()) => {
                         o.validated = true;
-                        self.publish(id)
+                        let flags = o.flags;
+                        match self.persist_wanted(flags) {
+                            Ok(true) => self.start_persist(id).map(Some),
+                            Ok(false) => self.publish(id).map(|_| None),
+                            Err(e) => {
+                                self.drop_unsealed(id);
+                                Err(e)
+                            }
+                        }
                     }
                     Err(e) => {
                         let o = self.objects.remove(&id).expect("present");
@@ -784,6 +1098,136 @@ impl Store {
         }
     }
 
+    /// Whether a put with `flags` is acknowledged only once in a synced warm file.
+    fn persist_wanted(&self, flags: u32) -> Result<bool> {
+        if flags & PUT_EPHEMERAL != 0 {
+            return Ok(false);
+        }
+        let wanted = flags & PUT_DURABLE != 0 || self.durability == Durability::Sync;
+        if wanted && self.warm.is_none() {
+            return Err(Error::InvalidArgument(
+                "a durable put needs the warm tier, and this store runs without one".into(),
+            ));
+        }
+        Ok(wanted)
+    }
+
+    /// Refuses a put up front when its durability needs the warm tier and the tier cannot
+    /// write now (the last write failed): a clear error instead of an acknowledgement that
+    /// would not hold.
+    fn check_warm_writable(&self, flags: u32) -> Result<()> {
+        let sync = flags & PUT_DURABLE != 0 || self.durability == Durability::Sync;
+        if flags & PUT_EPHEMERAL != 0 || !sync && self.durability == Durability::Memory {
+            return Ok(());
+        }
+        match self.warm.as_ref().and_then(|w| w.failing()) {
+            Some(why) => Err(Error::io(
+                format!(
+                    "the put was refused (durability {})",
+                    if sync { "sync" } else { "demote-async" }
+                ),
+                std::io::Error::other(why),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a sealed-to-be object for a synced warm write; it stays invisible until
+    /// [`Store::finish_persist`]. On refusal the object is freed and the error returned.
+    fn start_persist(&mut self, id: u64) -> Result<Persist> {
+        let o = &self.objects[&id];
+        let key = o.key;
+        let bytes = self.memory.bytes(o.alloc);
+        let (d, m) = (o.data_len as usize, o.meta_len as usize);
+        let w = self
+            .warm
+            .as_ref()
+            .expect("persist_wanted checked the warm tier");
+        let r = w.demote(crate::tier::warm::Demotion {
+            key,
+            data: &bytes[..d],
+            meta: &bytes[d..d + m],
+            flags: o.flags & !PUT_DURABLE,
+            part: self.warm_part(o),
+            catalog: self.catalog_row(o),
+            durable: true,
+        });
+        match r {
+            Ok(Some(ticket)) => {
+                self.persisting.insert(id);
+                Ok(Persist { id, key, ticket })
+            }
+            Ok(None) => unreachable!("a durable demotion returns a ticket"),
+            Err(why) => {
+                self.drop_unsealed(id);
+                Err(Error::io(
+                    format!("{key} was not stored: it cannot be made durable"),
+                    std::io::Error::other(why),
+                ))
+            }
+        }
+    }
+
+    /// Frees an unsealed object (and forgets it in its creator's list).
+    fn drop_unsealed(&mut self, id: u64) {
+        if let Some(o) = self.objects.remove(&id) {
+            self.keys.remove(&o.key);
+            self.memory.free(o.alloc);
+            if let State::Created { owner } = o.state {
+                if let Some(c) = self.clients.get_mut(&owner) {
+                    c.creating.remove(&o.key);
+                }
+            }
+        }
+    }
+
+    /// Ends a durable put: publishes the object once its warm write succeeded (it is visible
+    /// from now on), or frees it and returns the write's error. An object whose client went
+    /// away meanwhile is already gone.
+    pub(crate) fn finish_persist(
+        &mut self,
+        id: u64,
+        key: Key,
+        r: std::result::Result<(), String>,
+    ) -> Result<()> {
+        if !self.persisting.remove(&id) || self.objects.get(&id).is_none_or(|o| o.key != key) {
+            return Err(Error::Disconnected(format!(
+                "{key}: the connection that put it closed before it was durable"
+            )));
+        }
+        match r {
+            Ok(()) => {
+                let o = self.objects.get_mut(&id).expect("checked above");
+                o.written = true;
+                if let State::Created { owner } = o.state {
+                    if let Some(c) = self.clients.get_mut(&owner) {
+                        c.creating.remove(&key);
+                    }
+                }
+                self.publish(id)
+            }
+            Err(why) => {
+                self.drop_unsealed(id);
+                Err(Error::io(
+                    format!("{key} was not stored: it could not be made durable"),
+                    std::io::Error::other(why),
+                ))
+            }
+        }
+    }
+
+    /// The catalog row to keep with an object in its warm file: only when it says more than
+    /// the file itself (user metadata), so that ordinary objects cost nothing.
+    fn catalog_row(&self, o: &Object) -> Option<CatalogEntry> {
+        let e = self.catalog.as_ref()?.get(&o.key)?;
+        let plain = e.mimetype.is_none()
+            && e.filename.is_none()
+            && e.properties.is_empty()
+            && !e.is_pinned
+            && e.source.as_deref().is_none_or(|s| s == "put");
+        (!plain).then(|| e.clone())
+    }
+
     fn publish(&mut self, id: u64) -> Result<()> {
         let plasma_owned = self.objects[&id].plasma_owned;
         let (key, entry, size) = {
@@ -795,7 +1239,7 @@ impl Store {
                     offset: o.alloc.offset,
                     data_len: o.data_len,
                     meta_len: o.meta_len,
-                    flags: match (o.flags & PUT_ARROW != 0, o.validated) {
+                    flags: (match (o.flags & PUT_ARROW != 0, o.validated) {
                         (false, _) => 0,
                         (true, true) => FLAG_ARROW | FLAG_VALIDATED,
                         // Plasma objects that are Arrow IPC files: validated at seal, but their
@@ -808,17 +1252,36 @@ impl Store {
                             tracing::error!("{} reached publish unvalidated: stored raw", o.key);
                             0
                         }
+                    }) | if o.flags & PUT_EPHEMERAL != 0 {
+                        FLAG_EPHEMERAL
+                    } else {
+                        0
                     },
                     object_id: id,
                 },
                 o.alloc.len,
             )
         };
+        let mut waited = std::time::Duration::ZERO;
         let slot = loop {
             match self.index.insert(&key, entry) {
                 Ok(slot) => break slot,
                 Err(InsertError::Full) => {
-                    if !self.evict_one()? {
+                    if self.settle_demotions() > 0 {
+                        continue;
+                    }
+                    let step = if self.demoting.is_empty() {
+                        self.evict_one()?
+                    } else {
+                        Evicted::Nothing
+                    };
+                    if step == Evicted::Freed
+                        || step == Evicted::Started
+                        || self.wait_for_demotions(&mut waited)
+                    {
+                        continue;
+                    }
+                    {
                         if plasma_owned {
                             // The Plasma front-end still owns the memory and frees it itself.
                             return Err(Error::IndexFull(format!(
@@ -840,6 +1303,7 @@ impl Store {
         };
         if let Some(o) = self.objects.get_mut(&id) {
             o.state = State::Sealed { slot };
+            o.sealed_at = std::time::Instant::now();
             if o.validated {
                 self.counters.arrow_validated += 1;
                 self.counters.arrow_validated_bytes += o.data_len;
@@ -879,10 +1343,14 @@ impl Store {
         }
         if !plasma_owned {
             if let Some(w) = &self.warm {
-                if !self.objects[&id].from_warm {
+                let o = &self.objects[&id];
+                if !o.from_warm && !o.written {
                     // A new object under a key the warm tier holds replaces it there too.
                     w.invalidate(&key);
                 }
+            }
+            if self.durability == Durability::DemoteAsync {
+                self.write_through(id);
             }
             self.policy.on_insert(id, size);
             if key.as_bytes().len() == crate::plasma::codec::OBJECT_ID_LEN {
@@ -906,6 +1374,11 @@ impl Store {
             .keys
             .get(&key)
             .ok_or_else(|| Error::NotFound(format!("{key} is not being created")))?;
+        if self.persisting.contains(&id) {
+            return Err(Error::AlreadyExists(format!(
+                "{key} is sealed and being written to the warm tier"
+            )));
+        }
         match self.objects[&id].state {
             State::Created { owner } if owner == client && self.objects[&id].sealing != 0 => {
                 return Err(Error::NotSealed(format!(
@@ -937,8 +1410,14 @@ impl Store {
 
     /// Inline put: create, copy, seal. `arrow_valid` says that the caller validated the data of
     /// an Arrow item in full (outside the store lock, on its private copy of the bytes, see
-    /// [`check_put_item`]); an Arrow item without it is refused.
-    pub(crate) fn put(&mut self, client: u64, it: &PutItem<'_>, arrow_valid: bool) -> Result<()> {
+    /// [`check_put_item`]); an Arrow item without it is refused. A durable put returns what its
+    /// acknowledgement waits for.
+    pub(crate) fn put(
+        &mut self,
+        client: u64,
+        it: &PutItem<'_>,
+        arrow_valid: bool,
+    ) -> Result<Option<Persist>> {
         self.check_writer(client)?;
         if it.flags & PUT_IPFS != 0 {
             // The session hands a single put with this flag to `coordinator::ipfs::put`.
@@ -956,6 +1435,8 @@ impl Store {
                 it.key
             )));
         }
+        self.check_warm_writable(it.flags)?;
+        let durable = self.persist_wanted(it.flags)?;
         let id = self.new_object(
             it.key,
             it.data.len() as u64,
@@ -969,29 +1450,41 @@ impl Store {
         let dst = self.memory.bytes_mut(a);
         dst[..it.data.len()].copy_from_slice(it.data);
         dst[it.data.len()..].copy_from_slice(it.meta);
-        self.publish(id)
+        if durable {
+            if let Some(c) = self.clients.get_mut(&client) {
+                c.creating.insert(it.key);
+            }
+            return self.start_persist(id).map(Some);
+        }
+        self.publish(id).map(|_| None)
     }
 
     /// Batch put: one status per item; failures do not stop the batch. `checks` holds, per
-    /// item, the outcome of [`check_put_item`].
+    /// item, the outcome of [`check_put_item`]. A durable put's result carries what its
+    /// acknowledgement waits for.
     pub(crate) fn put_many(
         &mut self,
         client: u64,
         items: &[PutItem<'_>],
         checks: &[Result<bool>],
-    ) -> Vec<Status> {
+    ) -> Vec<Result<Option<Persist>>> {
         items
             .iter()
             .zip(checks)
             .map(|(it, check)| match check {
-                Ok(valid) => self
-                    .put(client, it, *valid)
-                    .map_err(|e| (e.code(), e.message())),
+                Ok(valid) => self.put(client, it, *valid),
                 Err(e) => {
                     self.counters.arrow_rejected += 1;
-                    Err((e.code(), e.message()))
+                    Err(Error::from_code(e.code(), e.message()))
                 }
             })
+            .collect()
+    }
+
+    /// Turns put results into wire statuses.
+    pub(crate) fn statuses(r: Vec<Result<()>>) -> Vec<Status> {
+        r.into_iter()
+            .map(|r| r.map_err(|e| (e.code(), e.message())))
             .collect()
     }
 
@@ -1059,6 +1552,7 @@ impl Store {
         }
         if let Some(src) = self.warm.as_ref().and_then(|w| w.source(key)) {
             self.promoting.insert(*key);
+            self.promotion_failed.remove(key);
             return Promotion::Start(src);
         }
         match (&self.ipfs, crate::tier::ipfs::fetchable(key)) {
@@ -1069,6 +1563,28 @@ impl Store {
             }
             _ => Promotion::No,
         }
+    }
+
+    /// Why the last promotion of `key` failed, if it did (a get that waited for it reports
+    /// this rather than a miss: the object exists, it could not be brought in).
+    pub(crate) fn promotion_error(&self, key: &Key) -> Option<Error> {
+        self.promotion_failed
+            .get(key)
+            .map(|(c, m)| Error::from_code(*c, m.clone()))
+    }
+
+    fn promotion_failed(&mut self, key: Key, e: &Error) {
+        tracing::warn!("cannot promote {key} from the warm tier: {e}");
+        // Only a full hot tier (back-pressure from a warm tier that cannot write) is told to
+        // the gets here; what a damaged file answers is the warm tier's business.
+        if !matches!(e, Error::StoreFull(_)) {
+            return;
+        }
+        // Bounded: only recent failures matter to waiting gets.
+        if self.promotion_failed.len() >= 4096 {
+            self.promotion_failed.clear();
+        }
+        self.promotion_failed.insert(key, (e.code(), e.message()));
     }
 
     /// Publishes a promoted object (unless the key was stored meanwhile) and wakes the key's
@@ -1095,7 +1611,7 @@ impl Store {
             },
         );
         if let Err(e) = r {
-            tracing::warn!("cannot promote {key} from the warm tier: {e}");
+            self.promotion_failed(key, &e);
         }
         if let Some(ws) = self.waiters.remove(&key) {
             for w in ws {
@@ -1202,7 +1718,7 @@ impl Store {
             self.publish(id)
         });
         if let Err(e) = r {
-            tracing::warn!("cannot promote {key} from the warm tier: {e}");
+            self.promotion_failed(key, &e);
             self.abort_fill(key, id);
         }
         if let Some(ws) = self.waiters.remove(&key) {
@@ -1452,6 +1968,9 @@ impl Store {
 
     /// Removes a sealed object from the index and queues its memory for reuse.
     fn retire(&mut self, id: u64) {
+        if let Some(len) = self.demoting.remove(&id) {
+            self.demoting_bytes -= len;
+        }
         let o = self.objects.remove(&id).expect("object exists");
         if self.prefetched.unused.remove(&id) {
             self.counters.prefetch_wasted += 1;
@@ -1490,6 +2009,26 @@ impl Store {
         for (id, f) in bad {
             self.revoke(id, &f);
         }
+        // Pages of the previous coordinator's clients are checked the same way; a bad one is
+        // dropped (its pins count for nothing) and its name removed.
+        let dir = self.shm_dir.clone();
+        let mut dropped = 0;
+        self.orphans.retain(|o| match o.collect_pins(slots, &mut v) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(
+                    "lease page {} of a client of the previous coordinator is invalid ({why}); its pins are no longer honoured",
+                    o.name
+                );
+                shm::unlink_segment(&dir, &o.name);
+                dropped += 1;
+                false
+            }
+        });
+        self.counters.revoked_sessions += dropped;
+        if dropped > 0 && self.orphans.is_empty() {
+            self.memory.release_taint();
+        }
         v.into_iter().collect()
     }
 
@@ -1515,79 +2054,224 @@ impl Store {
         freed
     }
 
-    /// Evicts one unpinned sealed object chosen by the policy. Returns false when nothing is
-    /// evictable.
-    fn evict_one(&mut self) -> Result<bool> {
+    /// Evicts one unpinned sealed object chosen by the policy. An object the warm tier must
+    /// take first is not retired yet: its demotion is queued and it stays live in shared
+    /// memory until its file is written ([`Store::settle_demotions`]), so a coordinator crash
+    /// meanwhile never loses it (the next one adopts it).
+    fn evict_one(&mut self) -> Result<Evicted> {
+        self.evict(1, false)
+    }
+
+    /// Evicts objects worth `need` bytes at once (see [`Store::evict_one`]); `background`
+    /// spares objects published in the last [`YOUNG`].
+    fn evict(&mut self, need: u64, background: bool) -> Result<Evicted> {
+        let now = std::time::Instant::now();
         self.harvest_hits();
         pins::retire_fence();
         let pinned = self.pinned_words();
         let objects = &self.objects;
+        let demoting = &self.demoting;
         let index = self.index.reader();
+        // While the warm tier cannot write, only objects that need no demotion may go:
+        // the others stay (back-pressure) rather than being dropped.
+        let warm_failing = self.warm.as_ref().is_some_and(|w| w.failing().is_some());
         let mut victims = Vec::new();
         self.policy.evict_into(
-            1,
+            need,
             &mut |id| match objects.get(&id) {
-                Some(Object {
-                    state: State::Sealed { slot },
-                    plasma_owned: false,
-                    plasma_held: false,
-                    ..
-                }) => !pinned.contains(&pins::pin_word(*slot, index.seq(*slot))),
+                Some(
+                    o @ Object {
+                        state: State::Sealed { slot },
+                        plasma_owned: false,
+                        plasma_held: false,
+                        ..
+                    },
+                ) => {
+                    !demoting.contains_key(&id)
+                        && (!background || now.duration_since(o.sealed_at) >= YOUNG)
+                        && (!warm_failing
+                            || o.flags & PUT_EPHEMERAL != 0
+                            || o.from_warm
+                            || o.written)
+                        && !pinned.contains(&pins::pin_word(*slot, index.seq(*slot)))
+                }
                 _ => false,
             },
             &mut victims,
         );
-        if victims.is_empty() {
-            return Ok(false);
-        }
+        let mut step = Evicted::Nothing;
         for id in victims {
             let Some(o) = self.objects.get(&id) else {
                 continue;
             };
-            let len = o.alloc.len;
-            let key = o.key;
-            let demoted = self.demote(id);
-            if let Some(c) = &mut self.catalog {
-                c.set_tier(
-                    &key,
-                    if demoted {
-                        StorageTier::Warm
-                    } else {
-                        StorageTier::None
-                    },
-                );
+            let (len, key) = (o.alloc.len, o.key);
+            match self.demote(id) {
+                Demoted::NotNeeded => {
+                    if let Some(c) = &mut self.catalog {
+                        c.set_tier(&key, StorageTier::None);
+                    }
+                    self.retire_evicted(id);
+                    step = Evicted::Freed;
+                }
+                Demoted::Held => {
+                    if let Some(o) = self.objects.get_mut(&id) {
+                        o.written = true;
+                    }
+                    self.demoting.insert(id, len);
+                    self.demoting_bytes += len;
+                    if step == Evicted::Nothing {
+                        step = Evicted::Started;
+                    }
+                }
+                Demoted::Refused(why) => {
+                    // The tier failed since the check above: keep the object.
+                    tracing::debug!("not evicting {key}: {why}");
+                    self.policy.on_insert(id, len);
+                }
             }
-            self.retire(id);
-            self.counters.evictions += 1;
-            self.counters.evicted_bytes += len;
         }
+        if step == Evicted::Started && self.settle_demotions() > 0 {
+            step = Evicted::Freed;
+        }
+        Ok(step)
+    }
+
+    /// Bytes the hot tier keeps free ahead of demand when it has a warm tier (1/8 of the limit,
+    /// at most 64 MiB): evictions then wait for the warm writer in batches, or not at all.
+    fn headroom(&self) -> u64 {
+        (self.memory.limit() / 8).min(64 << 20)
+    }
+
+    /// Evicts until `target` bytes are on their way out (or freed).
+    fn evict_ahead(&mut self, target: u64, background: bool) -> Result<Evicted> {
+        if self.demoting_bytes >= target {
+            return Ok(Evicted::Nothing);
+        }
+        self.evict(target - self.demoting_bytes, background)
+    }
+
+    /// Starts demotions in the background when free memory runs below the headroom, so that
+    /// puts find room without waiting for the warm writer.
+    fn keep_headroom(&mut self) {
+        let healthy = self.warm.as_ref().is_some_and(|w| w.failing().is_none());
+        if !healthy {
+            return;
+        }
+        let free = self.memory.limit().saturating_sub(self.memory.used());
+        let room = self.headroom();
+        if free + self.demoting_bytes < room {
+            let _ = self.evict_ahead(room - free, true);
+        }
+    }
+
+    /// Retires an evicted object and counts it.
+    fn retire_evicted(&mut self, id: u64) {
+        let len = self.objects[&id].alloc.len;
+        self.retire(id);
+        self.counters.evictions += 1;
+        self.counters.evicted_bytes += len;
         self.reclaim();
-        Ok(true)
+    }
+
+    /// Retires the evicted objects whose warm-tier copy is now in a file. Returns how many.
+    pub(crate) fn settle_demotions(&mut self) -> usize {
+        let Some(w) = &self.warm else {
+            return 0;
+        };
+        if self.demoting.is_empty() {
+            return 0;
+        }
+        use crate::tier::warm::Held;
+        let mut done = Vec::new();
+        let mut again = Vec::new();
+        for &id in self.demoting.keys() {
+            match self.objects.get(&id).map(|o| w.state_of(&o.key)) {
+                None | Some(Held::Written) => done.push(id),
+                Some(Held::Queued) => {}
+                // Its copy is gone (a file dropped for the warm capacity): write it again.
+                Some(Held::Absent) => again.push(id),
+            }
+        }
+        for id in again {
+            if let Some(o) = self.objects.get_mut(&id) {
+                o.written = false;
+                o.from_warm = false;
+            }
+            if let Demoted::Held = self.demote(id) {
+                if let Some(o) = self.objects.get_mut(&id) {
+                    o.written = true;
+                }
+            }
+        }
+        for id in &done {
+            let len = self.demoting.remove(id).unwrap_or(0);
+            self.demoting_bytes -= len;
+            let Some(o) = self.objects.get(id) else {
+                continue;
+            };
+            let key = o.key;
+            if let Some(c) = &mut self.catalog {
+                c.set_tier(&key, StorageTier::Warm);
+            }
+            self.retire_evicted(*id);
+        }
+        done.len()
+    }
+
+    /// Waits a little for demotions in flight to reach the warm tier (under the store lock:
+    /// the writer needs none). False when there is nothing to wait for, the tier cannot
+    /// write, or the allocation has waited long enough.
+    fn wait_for_demotions(&mut self, waited: &mut std::time::Duration) -> bool {
+        let Some(w) = &self.warm else {
+            return false;
+        };
+        if self.demoting.is_empty() || w.failing().is_some() || *waited >= DEMOTION_WAIT {
+            return false;
+        }
+        let step = std::time::Duration::from_millis(20);
+        w.wait_progress(step);
+        *waited += step;
+        true
     }
 
     /// Hands a sealed object's bytes to the warm tier (unless it is ephemeral or the warm tier
     /// already holds the same bytes).
-    /// Returns whether the warm tier holds the object afterwards.
-    fn demote(&self, id: u64) -> bool {
+    fn demote(&self, id: u64) -> Demoted {
         let (Some(w), Some(o)) = (&self.warm, self.objects.get(&id)) else {
-            return false;
+            return Demoted::NotNeeded;
         };
         if o.flags & PUT_EPHEMERAL != 0 || o.plasma_owned {
-            return false;
+            return Demoted::NotNeeded;
         }
-        if o.from_warm {
-            return true;
+        if o.from_warm || o.written {
+            return Demoted::Held;
         }
         let bytes = self.memory.bytes(o.alloc);
         let (d, m) = (o.data_len as usize, o.meta_len as usize);
-        w.demote(
-            o.key,
-            &bytes[..d],
-            &bytes[d..d + m],
-            o.flags,
-            self.warm_part(o),
-        );
-        true
+        let r = w.demote(crate::tier::warm::Demotion {
+            key: o.key,
+            data: &bytes[..d],
+            meta: &bytes[d..d + m],
+            flags: o.flags & !PUT_DURABLE,
+            part: self.warm_part(o),
+            catalog: self.catalog_row(o),
+            durable: false,
+        });
+        match r {
+            Ok(_) => Demoted::Held,
+            Err(why) => Demoted::Refused(why),
+        }
+    }
+
+    /// `--durability demote-async`: queues a just-published object for the warm tier at once.
+    /// Refused (the tier cannot write), it stays an ordinary hot object that eviction demotes
+    /// later, when the tier writes again.
+    fn write_through(&mut self, id: u64) {
+        if let Demoted::Held = self.demote(id) {
+            if let Some(o) = self.objects.get_mut(&id) {
+                o.written = true;
+            }
+        }
     }
 
     /// The warm-tier partition directory of an object (by the store's strategy, from what the
@@ -1643,8 +2327,11 @@ impl Store {
         }
     }
 
-    /// Attaches the catalog and makes it agree with the tiers as they are now: after a restart
-    /// the hot tier is empty, and the warm tier's files are the truth.
+    /// Attaches the catalog and makes it agree with the tiers as they are now: every row's
+    /// tier is set to where the object is (the files and the adopted hot tier are the truth),
+    /// and every object without a row (a crash before the catalog's checkpoint, a damaged
+    /// catalog file) gets one back, rebuilt from the row its warm file carries, or else from
+    /// what the tier knows of it (size, Arrow type, when its file was written).
     pub(crate) fn set_catalog(&mut self, mut cat: Catalog) {
         let stale: Vec<(Key, StorageTier)> = cat
             .iter()
@@ -1661,6 +2348,57 @@ impl Store {
             .collect();
         for (k, t) in stale {
             cat.set_tier(&k, t);
+        }
+        let arrow_type = |flags: u32| {
+            (flags & PUT_ARROW != 0).then(|| "application/vnd.apache.arrow.file".to_string())
+        };
+        let mut rebuilt = (0, 0);
+        if let Some(w) = &self.warm {
+            let missing: Vec<(Key, u64, u32, i64)> = w
+                .records()
+                .into_iter()
+                .filter(|r| !cat.contains(&r.0) && !self.keys.contains_key(&r.0))
+                .collect();
+            if !missing.is_empty() {
+                let want: HashSet<Key> = missing.iter().map(|r| r.0).collect();
+                let mut kept: HashMap<Key, CatalogEntry> = w
+                    .catalog_rows(&want)
+                    .into_iter()
+                    .map(|e| (e.key, e))
+                    .collect();
+                for (key, size, flags, written) in missing {
+                    let mut e = kept.remove(&key).unwrap_or_else(|| {
+                        let mut e = CatalogEntry::new(key, size, written);
+                        e.mimetype = arrow_type(flags);
+                        e.source = Some("put".into());
+                        e
+                    });
+                    e.storage_tier = StorageTier::Warm;
+                    cat.upsert(e);
+                    rebuilt.0 += 1;
+                }
+            }
+        }
+        let now = now_us();
+        for o in self.objects.values() {
+            if matches!(o.state, State::Sealed { .. })
+                && !o.key.as_bytes().starts_with(b"cidcache.scan:")
+                && !cat.contains(&o.key)
+            {
+                let mut e = CatalogEntry::new(o.key, o.data_len + o.meta_len, now);
+                e.mimetype = arrow_type(o.flags);
+                e.source = Some("put".into());
+                e.storage_tier = StorageTier::Hot;
+                cat.upsert(e);
+                rebuilt.1 += 1;
+            }
+        }
+        if rebuilt != (0, 0) {
+            tracing::warn!(
+                "catalog: rebuilt {} row(s) from the warm tier's files and {} from the hot tier (lost in a crash or with a damaged catalog file)",
+                rebuilt.0,
+                rebuilt.1
+            );
         }
         self.catalog = Some(cat);
     }
@@ -1688,6 +2426,7 @@ impl Store {
     pub(crate) fn catalog_upsert(&mut self, entries: Vec<CatalogEntry>) -> Result<usize> {
         let keys = &self.keys;
         let warm = self.warm.as_ref();
+        let sync = self.durability == Durability::Sync;
         let cat = self.catalog.as_mut().ok_or_else(no_catalog)?;
         let merged: Vec<CatalogEntry> = entries
             .into_iter()
@@ -1705,7 +2444,14 @@ impl Store {
                 }
             })
             .collect();
-        Ok(cat.upsert_batch(merged))
+        let n = cat.upsert_batch(merged);
+        if sync {
+            // Acknowledged means on disk in this mode, for the catalog too.
+            cat.checkpoint()?;
+            self.last_checkpoint = std::time::Instant::now();
+            self.counters.catalog_checkpoints += 1;
+        }
+        Ok(n)
     }
 
     /// The catalog, for queries.
@@ -1717,6 +2463,9 @@ impl Store {
     /// [`LEASE_CHECK_EVERY`]) a check of every lease page's pins even when nothing is reclaimed.
     pub(crate) fn maintain(&mut self) {
         self.harvest_hits();
+        self.check_orphans();
+        self.settle_demotions();
+        self.keep_headroom();
         self.reclaim();
         if self.last_lease_check.elapsed() >= LEASE_CHECK_EVERY {
             self.last_lease_check = std::time::Instant::now();
@@ -1778,6 +2527,8 @@ impl Store {
                 plasma_owned: true,
                 plasma_held: false,
                 from_warm: false,
+                written: false,
+                sealed_at: std::time::Instant::now(),
                 from_ipfs: false,
                 validated: false,
                 sealing: 0,
@@ -1994,6 +2745,11 @@ impl Store {
             ("arrow.rejected", c.arrow_rejected),
             ("arrow.validation_us", c.arrow_validation_us),
             ("hot.deferred_frees_pending", self.retired.len() as u64),
+            ("hot.adopted_objects", c.adopted),
+            ("arrow.revalidation_pending", self.revalidate.len() as u64),
+            ("hot.demoting_objects", self.demoting.len() as u64),
+            ("hot.orphan_clients", self.orphans.len() as u64),
+            ("hot.held_back_bytes", self.memory.tainted_bytes()),
             ("index.capacity", cap),
             ("index.max_live", self.index.max_live() as u64),
             ("index.tombstones", self.index.tombstones() as u64),
@@ -2066,11 +2822,21 @@ impl Store {
         self.policy.kind().as_str()
     }
 
-    /// Shutdown: tell clients through the header, persist what should be, and remove every
-    /// segment. Returns how many objects that should have been persisted were not.
-    pub(crate) fn shutdown(&mut self) -> usize {
+    /// Removes the data segments (a start that failed after creating them).
+    pub(crate) fn remove_segments(&mut self) {
+        self.memory.remove_all();
+    }
+
+    /// Shutdown: tell clients through the header (they answer `Disconnected` from now on),
+    /// demote the hot tier unless `--no-persist-on-exit`, write what is queued, and remove the
+    /// segments. When objects could not be written to the warm tier and adoption is allowed,
+    /// the hot tier is left in shared memory for the next coordinator instead (those still in
+    /// it are then not lost). Returns what could not be persisted.
+    pub(crate) fn shutdown(&mut self, keep_for_adoption: bool) -> ShutdownReport {
+        self.header.set(hdr::RUN_TOKEN, 0);
         self.header.set(hdr::STATE, crate::layout::STATE_STOPPED);
-        let mut persisting = Vec::new();
+        let mut rep = ShutdownReport::default();
+        let mut refused: u64 = 0;
         if self.persist_on_exit && self.warm.is_some() {
             let sealed: Vec<u64> = self
                 .objects
@@ -2079,19 +2845,45 @@ impl Store {
                 .map(|(&id, _)| id)
                 .collect();
             for id in sealed {
-                if self.demote(id) {
-                    persisting.push(self.objects[&id].key);
+                if let Demoted::Refused(why) = self.demote(id) {
+                    refused += 1;
+                    rep.reason.get_or_insert(why);
                 }
             }
         }
+        // Writes what is queued and stops the writer; what it could not write is counted.
+        let mut unwritten = Vec::new();
+        if let Some(w) = &mut self.warm {
+            tracing::info!("warm tier: writing queued objects to {}", w.dir().display());
+            unwritten = w.finish();
+            if !unwritten.is_empty() {
+                rep.reason
+                    .get_or_insert_with(|| w.failing().unwrap_or_default());
+            }
+        }
+        rep.kept_in_shm = keep_for_adoption && refused + unwritten.len() as u64 > 0;
+        // Hot objects whose copy did not reach a file stay in the kept shared memory; the
+        // objects already evicted whose writes failed are lost.
+        let in_hot = |k: &Key| self.keys.contains_key(k);
+        rep.unwritten = unwritten
+            .iter()
+            .filter(|k| !rep.kept_in_shm || !in_hot(k))
+            .count() as u64;
+        rep.refused = refused
+            + unwritten
+                .iter()
+                .filter(|k| rep.kept_in_shm && in_hot(k))
+                .count() as u64;
         if let Some(c) = &mut self.catalog {
             for (k, _) in self.keys.iter() {
-                // The hot tier goes away; what was demoted above is warm.
+                // The hot tier goes away (unless it is kept); what was demoted above is warm.
                 let warm = self.warm.as_ref().is_some_and(|w| w.contains(k));
                 c.set_tier(
                     k,
                     if warm {
                         StorageTier::Warm
+                    } else if rep.kept_in_shm {
+                        StorageTier::Hot
                     } else {
                         StorageTier::None
                     },
@@ -2099,18 +2891,32 @@ impl Store {
             }
         }
         self.checkpoint_catalog(true);
-        // Writes what is queued and stops the writer.
-        let mut lost = 0;
-        if let Some(mut w) = self.warm.take() {
-            tracing::info!("warm tier: writing queued objects to {}", w.dir().display());
-            w.finish();
-            lost = persisting.iter().filter(|k| !w.contains(k)).count();
-        }
+        self.warm = None;
         for c in self.clients.values() {
             shm::unlink_segment(&self.shm_dir, &c.lease_name);
         }
         self.clients.clear();
-        self.memory.remove_all();
-        lost
+        for o in self.orphans.drain(..) {
+            shm::unlink_segment(&self.shm_dir, &o.name);
+        }
+        if !rep.kept_in_shm {
+            self.memory.remove_all();
+        }
+        rep
     }
+}
+
+/// What a shutdown could not persist.
+#[derive(Debug, Default)]
+pub(crate) struct ShutdownReport {
+    /// Hot objects that did not reach the warm tier (refused, or their writes failed); they
+    /// are kept when `kept_in_shm`, lost otherwise.
+    pub refused: u64,
+    /// Objects that exist nowhere any more: evicted, their writes failed to the end (and,
+    /// unless the hot tier is kept, the hot objects that were not written either).
+    pub unwritten: u64,
+    /// Why.
+    pub reason: Option<String>,
+    /// The hot tier was left in shared memory for the next coordinator to adopt.
+    pub kept_in_shm: bool,
 }

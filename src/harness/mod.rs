@@ -278,9 +278,9 @@ fn spawn_daemon(memory: u64, index_capacity: u64) -> Result<Spawned> {
     })
 }
 
-/// The coordinator's pid of a live store: the pid its lock file (beside the socket) names.
-fn daemon_pid(socket: &Path, store: &str) -> Option<u32> {
-    let lock = socket.parent()?.join(format!("{store}.lock"));
+/// The coordinator's pid of a live store: the pid its lock file (beside its segments) names.
+fn daemon_pid(c: &Client) -> Option<u32> {
+    let lock = c.shm_dir().join(crate::shm::lock_name(c.store_name()));
     std::fs::read_to_string(lock).ok()?.trim().parse().ok()
 }
 
@@ -470,7 +470,7 @@ pub fn run(o: &BenchOptions) -> Result<Report> {
     let c = Client::connect_socket(&socket)?;
     let pid = match &spawned {
         Some(s) => Some(s.child.id()),
-        None => daemon_pid(&socket, c.store_name()),
+        None => daemon_pid(&c),
     };
     let hot = stat(&c, "hot.memory_limit").unwrap_or(memory);
     // Sizes that do not fit half the hot tier cannot be run meaningfully.

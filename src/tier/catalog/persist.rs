@@ -86,8 +86,17 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("fsync directory {}", dir.display()), e))
 }
 
+/// Creates `dir` (and its parents) with mode 0700, like the rest of the store's files, and
+/// restricts an existing one to it.
 pub(crate) fn create_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))
 }
 
 pub(crate) fn pq_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
@@ -105,8 +114,14 @@ pub(crate) fn write_atomic(
     let tmp = dir.join(format!(".tmp-{name}"));
     let dst = dir.join(name);
     let res = (|| -> Result<u64> {
-        let f =
-            File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         let props = writer_properties(preset, batch.num_rows());
         let mut w = ArrowWriter::try_new(f, batch.schema(), Some(props))
             .map_err(|e| pq_err("start writing", &tmp, e))?;

@@ -46,7 +46,19 @@ fn key(id: &ObjectId) -> Key {
 impl ExternalStore for ParquetExternalStore {
     fn put(&mut self, id: &ObjectId, data: Vec<u8>) {
         // Plasma's `data ‖ metadata` is opaque here; it comes back whole.
-        self.warm.demote(key(id), &data, &[], 0, String::new());
+        let d = super::Demotion {
+            key: key(id),
+            data: &data,
+            meta: &[],
+            flags: 0,
+            part: String::new(),
+            catalog: None,
+            durable: false,
+        };
+        // The Plasma protocol has no way to refuse a spill: say so in the log.
+        if let Err(why) = self.warm.demote(d) {
+            tracing::error!("Plasma external store: cannot spill {}: {why}", key(id));
+        }
     }
 
     fn take(&mut self, id: &ObjectId) -> Option<Vec<u8>> {

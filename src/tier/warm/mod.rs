@@ -15,6 +15,15 @@
 //!   answers `Corrupt`); a file unreadable as a whole is moved to `quarantine/`.
 //! - **Bounded.** Capacity is enforced on file bytes; the oldest files go first (their objects
 //!   are dropped), and queued demotions are bounded in memory (the evicting call waits).
+//! - **Failures are told, never silent.** A write that fails is counted per object
+//!   (`warm.write_errors`); its objects stay queued (still served from memory) and are retried,
+//!   and until a write succeeds again new demotions are refused with the reason, so the caller
+//!   keeps the object or reports the error. A durable demotion (a put acknowledged only once it
+//!   is in a synced file) gets the outcome of its own write: many of them share one file and
+//!   one `fsync` (group commit).
+//! - **The catalog row travels with the data.** What the catalog knows of an object beyond the
+//!   tier's own records (MIME type, file name, properties, source) is written in the same file,
+//!   so the catalog can rebuild its rows from the files after a crash or a damaged catalog.
 //!
 //! Thread safety: [`Warm`] is `Send + Sync`; one background thread writes files, promotions read
 //! them from any thread. Layouts: [`raw`] for byte objects, [`table`] for Arrow objects.
@@ -27,6 +36,7 @@ pub(crate) mod table;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::proto::PUT_ARROW;
+use crate::tier::catalog::CatalogEntry;
 use files::{Dirs, Staged};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -106,7 +116,56 @@ pub(crate) struct Pending {
     bytes: Vec<u8>,
     data_len: usize,
     flags: u32,
+    /// The catalog row written with the object (only when it says more than the file does).
+    catalog: Option<CatalogEntry>,
+    /// Told the outcome of the write (a durable put waiting for its acknowledgement). Such an
+    /// object is not retried after a failure: its put is answered with the error.
+    done: Mutex<Option<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>>,
+    /// A write of it failed once (it is counted once in `warm.write_errors`).
+    failed: std::sync::atomic::AtomicBool,
 }
+
+impl Pending {
+    fn durable(&self) -> bool {
+        self.done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn tell(&self, r: std::result::Result<(), String>) {
+        if let Some(tx) = self.done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+/// See [`Warm::state_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    Written,
+    Queued,
+    Absent,
+}
+
+/// An object to demote: see [`Warm::demote`].
+pub(crate) struct Demotion<'a> {
+    pub key: Key,
+    pub data: &'a [u8],
+    pub meta: &'a [u8],
+    /// Put flags.
+    pub flags: u32,
+    /// Partition directory (`""`: the root).
+    pub part: String,
+    /// The object's catalog row, kept in its file when it carries user metadata.
+    pub catalog: Option<CatalogEntry>,
+    /// The caller waits for the synced write: [`Warm::demote`] returns a [`Ticket`].
+    pub durable: bool,
+}
+
+/// The outcome of a durable demotion: `Ok` once the object is in a synced file, the reason
+/// otherwise.
+pub(crate) type Ticket = tokio::sync::oneshot::Receiver<std::result::Result<(), String>>;
 
 struct FileInfo {
     path: PathBuf,
@@ -145,6 +204,12 @@ struct State {
     next_seq: u64,
     tombstones: std::fs::File,
     counters: Counters,
+    /// Why the last write failed, until one succeeds: new demotions are refused meanwhile.
+    failing: Option<String>,
+    /// Objects of failed writes, still queued (served from memory), retried periodically.
+    retry: Vec<Arc<Pending>>,
+    /// Objects that never reached a file by the time the tier closed.
+    lost: Vec<Key>,
     /// Objects found damaged (quarantined alone, their file keeps serving the others): the file
     /// still holding the damaged copy (none once the file was quarantined) and why. A get of
     /// one answers `Corrupt`. Forgotten when the key is deleted (a tombstone keeps it dead in
@@ -376,6 +441,9 @@ impl Warm {
                     quarantined: rec.quarantined.len() as u64,
                     ..Counters::default()
                 },
+                failing: None,
+                retry: Vec::new(),
+                lost: Vec::new(),
                 damaged: HashMap::new(),
             }),
             written: Condvar::new(),
@@ -419,14 +487,22 @@ impl Warm {
             .map(|(_, why)| why.clone())
     }
 
-    /// Queues `data` / `meta` of an object the hot tier evicts; it replaces what the tier held
-    /// under `key`. Waits while the queue is over its bound (the writer needs no store lock,
-    /// so this cannot deadlock).
-    /// `part` names the partition directory the object's file goes in (`""`: the root).
-    pub(crate) fn demote(&self, key: Key, data: &[u8], meta: &[u8], flags: u32, part: String) {
+    /// Queues an object (evicted from the hot tier, or written through by a put); it replaces
+    /// what the tier held under its key. Waits while the queue is over its bound (the writer
+    /// needs no store lock, so this cannot deadlock). Refused with the reason while the tier
+    /// cannot write (the last write failed and no retry has succeeded yet): the caller keeps
+    /// the object or reports the error, so nothing is dropped silently. A durable demotion
+    /// returns the [`Ticket`] its caller waits on.
+    pub(crate) fn demote(&self, d: Demotion<'_>) -> std::result::Result<Option<Ticket>, String> {
         let mut st = lock(&self.inner.state);
-        let len = (data.len() + meta.len()) as u64;
-        while st.pending_bytes > 0 && st.pending_bytes + len > self.inner.cfg.queue_bytes {
+        let len = (d.data.len() + d.meta.len()) as u64;
+        loop {
+            if let Some(why) = &st.failing {
+                return Err(why.clone());
+            }
+            if st.pending_bytes == 0 || st.pending_bytes + len <= self.inner.cfg.queue_bytes {
+                break;
+            }
             st = self
                 .inner
                 .written
@@ -434,16 +510,25 @@ impl Warm {
                 .unwrap_or_else(|p| p.into_inner());
         }
         let mut bytes = Vec::with_capacity(len as usize);
-        bytes.extend_from_slice(data);
-        bytes.extend_from_slice(meta);
+        bytes.extend_from_slice(d.data);
+        bytes.extend_from_slice(d.meta);
+        let (tx, ticket) = if d.durable {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let p = Arc::new(Pending {
-            key,
-            part,
+            key: d.key,
+            part: d.part,
             bytes,
-            data_len: data.len(),
-            flags,
+            data_len: d.data.len(),
+            flags: d.flags,
+            catalog: d.catalog,
+            done: Mutex::new(tx),
+            failed: std::sync::atomic::AtomicBool::new(false),
         });
-        if let Some(old) = st.pending.insert(key, p.clone()) {
+        if let Some(old) = st.pending.insert(d.key, p.clone()) {
             st.pending_bytes -= old.bytes.len() as u64;
         }
         st.pending_bytes += len;
@@ -453,6 +538,102 @@ impl Warm {
         if let Some(tx) = &self.tx {
             let _ = tx.send(p);
         }
+        Ok(ticket)
+    }
+
+    /// Where the tier is with `key`: in a written file with nothing newer queued (an object
+    /// demoted under it is durable), queued, or absent (never demoted, or its file was dropped
+    /// for the capacity since).
+    pub(crate) fn state_of(&self, key: &Key) -> Held {
+        let st = lock(&self.inner.state);
+        if st.pending.contains_key(key) {
+            Held::Queued
+        } else if st.objects.contains_key(key) {
+            Held::Written
+        } else {
+            Held::Absent
+        }
+    }
+
+    /// Waits up to `t` for the writer to finish a file (or fail one).
+    pub(crate) fn wait_progress(&self, t: Duration) {
+        let st = lock(&self.inner.state);
+        if st.pending.is_empty() {
+            return;
+        }
+        let _ = self.inner.written.wait_timeout(st, t);
+    }
+
+    /// Why the tier cannot write now (its last write failed), if it cannot.
+    pub(crate) fn failing(&self) -> Option<String> {
+        lock(&self.inner.state).failing.clone()
+    }
+
+    /// Writes what is queued, stops the writer, and returns the objects that never reached a
+    /// file (their writes kept failing). Reads keep working afterwards; demotions are lost.
+    pub(crate) fn finish(&mut self) -> Vec<Key> {
+        self.stop();
+        let st = lock(&self.inner.state);
+        st.lost.iter().chain(st.pending.keys()).copied().collect()
+    }
+
+    fn stop(&mut self) {
+        // Closing the channel lets the writer drain the queue and stop.
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+
+    /// The catalog rows kept in the files with the objects `keys` (those that have one), for
+    /// rebuilding a catalog that lost them. Reads only the footers of the files holding them.
+    pub(crate) fn catalog_rows(&self, keys: &std::collections::HashSet<Key>) -> Vec<CatalogEntry> {
+        let files: BTreeMap<u64, PathBuf> = {
+            let st = lock(&self.inner.state);
+            keys.iter()
+                .filter_map(|k| st.objects.get(k))
+                .filter_map(|l| Some((l.file, st.files.get(&l.file)?.path.clone())))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (seq, path) in files {
+            let rows = match file_catalog(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(
+                        "warm tier: cannot read the catalog rows of {}: {e}",
+                        path.display()
+                    );
+                    continue;
+                }
+            };
+            let st = lock(&self.inner.state);
+            out.extend(rows.into_iter().filter(|e| {
+                keys.contains(&e.key) && st.objects.get(&e.key).is_some_and(|l| l.file == seq)
+            }));
+        }
+        out
+    }
+
+    /// Every object the tier holds in a file: key, size (data + metadata), flags, and the
+    /// time its file was written (µs since the epoch), for rebuilding catalog rows.
+    pub(crate) fn records(&self) -> Vec<(Key, u64, u32, i64)> {
+        let st = lock(&self.inner.state);
+        let mut mtimes: HashMap<u64, i64> = HashMap::new();
+        st.objects
+            .iter()
+            .map(|(k, l)| {
+                let t = *mtimes.entry(l.file).or_insert_with(|| {
+                    st.files
+                        .get(&l.file)
+                        .and_then(|f| std::fs::metadata(&f.path).ok())
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_micros() as i64)
+                });
+                (*k, l.data_len + l.meta_len, l.flags, t)
+            })
+            .collect()
     }
 
     /// Where to load `key` from, if the tier holds it.
@@ -540,6 +721,8 @@ impl Warm {
             ("warm.quarantined_files", c.quarantined),
             ("warm.damaged_objects", c.damaged_objects),
             ("warm.write_errors", c.write_errors),
+            ("warm.failing", st.failing.is_some() as u64),
+            ("warm.retry_queued", st.retry.len() as u64),
             ("warm.read_errors", c.read_errors),
             ("warm.compactions", c.compactions),
             ("warm.compacted_files", c.compacted_files),
@@ -558,21 +741,53 @@ impl Warm {
     }
 }
 
-impl Warm {
-    /// Writes everything queued and stops the writer; afterwards [`Warm::contains`] says what
-    /// was persisted (a failed write drops its objects from the tier).
-    pub(crate) fn finish(&mut self) {
-        // Closing the channel lets the writer drain the queue and stop.
-        drop(self.tx.take());
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+impl Drop for Warm {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
-impl Drop for Warm {
-    fn drop(&mut self) {
-        self.finish();
+/// Key-value metadata entry of a warm file holding catalog rows (hex of an Arrow IPC file of
+/// catalog entries).
+const K_CATALOG: &str = "cidcache.catalog";
+
+/// The catalog rows kept in a warm file (none when it has no such metadata).
+fn file_catalog(path: &Path) -> Result<Vec<CatalogEntry>> {
+    files::no_panic(&path.display().to_string(), || {
+        use parquet::file::reader::FileReader;
+        let f = std::fs::File::open(path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        // The footer is checked before the decoder parses it: the file is untrusted.
+        crate::tier::parquet_guard::footer(&f, path)?;
+        let r = parquet::file::reader::SerializedFileReader::new(f)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+        let Some(hex) = r
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|e| e.key == K_CATALOG))
+            .and_then(|e| e.value.clone())
+        else {
+            return Ok(Vec::new());
+        };
+        let ipc = table::unhex(&hex)
+            .ok_or_else(|| Error::Corrupt(format!("{}: bad catalog metadata", path.display())))?;
+        crate::tier::catalog::entries_from_ipc(&ipc)
+    })
+}
+
+/// The key-value entry holding `rows` for a warm file, if there are any.
+fn catalog_kv<'a>(rows: impl IntoIterator<Item = &'a CatalogEntry>) -> Option<(String, String)> {
+    let rows: Vec<CatalogEntry> = rows.into_iter().cloned().collect();
+    if rows.is_empty() {
+        return None;
+    }
+    match crate::tier::catalog::entries_to_ipc(&rows) {
+        Ok(ipc) => Some((K_CATALOG.to_string(), table::hex(&ipc))),
+        Err(e) => {
+            tracing::warn!("warm tier: cannot encode catalog rows: {e}");
+            None
+        }
     }
 }
 
@@ -889,6 +1104,9 @@ impl Inner {
                     },
                 ));
             }
+            if let Some((k, v)) = catalog_kv(raws.iter().filter_map(|p| p.catalog.as_ref())) {
+                w.add_metadata(k, v);
+            }
             let f = w.finish()?;
             let dest = self.part_dir(part)?.join(&name);
             staged.commit(&f, &dest)?;
@@ -915,6 +1133,7 @@ impl Inner {
             meta,
             p.flags,
             data.len() as u64,
+            catalog_kv(p.catalog.as_ref()),
         )?;
         let dest = self.part_dir(&p.part)?.join(&name);
         staged.commit(&f, &dest)?;
@@ -966,17 +1185,40 @@ impl Inner {
                     },
                 );
                 self.enforce_capacity(&mut st);
+                if st.failing.take().is_some() {
+                    tracing::info!("warm tier: writing again");
+                }
+                for p in items {
+                    p.tell(Ok(()));
+                }
             }
             Err(e) => {
-                st.counters.write_errors += 1;
-                tracing::error!(
-                    "warm tier: cannot write {} object(s), they are dropped: {e}",
-                    items.len()
-                );
+                // Counted per object (once, however often it is retried). Objects of durable
+                // puts fail with their put; the others (already acknowledged) stay queued and
+                // are retried.
+                st.counters.write_errors += items
+                    .iter()
+                    .filter(|p| !p.failed.swap(true, std::sync::atomic::Ordering::Relaxed))
+                    .count() as u64;
+                let why = format!("the warm tier cannot write ({e})");
+                if st.failing.is_none() {
+                    tracing::error!(
+                        "warm tier: cannot write {} object(s): {e}; they stay queued (served from memory) and are retried every {} s, and new demotions are refused until a write succeeds",
+                        items.len(),
+                        RETRY_EVERY.as_secs()
+                    );
+                }
+                st.failing = Some(why.clone());
                 for p in items {
-                    if st.pending.get(&p.key).is_some_and(|q| Arc::ptr_eq(q, p)) {
-                        st.pending.remove(&p.key);
-                        st.pending_bytes -= p.bytes.len() as u64;
+                    let current = st.pending.get(&p.key).is_some_and(|q| Arc::ptr_eq(q, p));
+                    if p.durable() {
+                        if current {
+                            st.pending.remove(&p.key);
+                            st.pending_bytes -= p.bytes.len() as u64;
+                        }
+                        p.tell(Err(why.clone()));
+                    } else if current {
+                        st.retry.push(Arc::clone(p));
                     }
                 }
             }
@@ -992,17 +1234,51 @@ const BATCH_ITEMS: usize = 4096;
 /// How long the writer waits for more objects before writing a partial batch.
 const LINGER: Duration = Duration::from_millis(5);
 
+/// How often objects whose write failed are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
 fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Arc<Pending>>) {
-    while let Ok(first) = rx.recv() {
-        let mut bytes = first.bytes.len() as u64;
-        let mut batch = vec![first];
-        while bytes < BATCH_BYTES && batch.len() < BATCH_ITEMS {
-            match rx.recv_timeout(LINGER) {
-                Ok(p) => {
-                    bytes += p.bytes.len() as u64;
-                    batch.push(p);
+    let mut open = true;
+    while open {
+        let retrying = !lock(&inner.state).retry.is_empty();
+        let first = if retrying {
+            match rx.recv_timeout(RETRY_EVERY) {
+                Ok(p) => Some(p),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
                 }
-                Err(_) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    open = false;
+                    None
+                }
+            }
+        };
+        let mut batch = std::mem::take(&mut lock(&inner.state).retry);
+        let mut bytes: u64 = batch.iter().map(|p| p.bytes.len() as u64).sum();
+        if let Some(first) = first {
+            bytes += first.bytes.len() as u64;
+            batch.push(first);
+            while bytes < BATCH_BYTES && batch.len() < BATCH_ITEMS {
+                // Group commit: a durable put waiting in the batch takes only what is already
+                // queued (no lingering); its file then carries every put queued meanwhile.
+                let wait = if batch.iter().any(|p| p.durable()) {
+                    Duration::ZERO
+                } else {
+                    LINGER
+                };
+                match rx.recv_timeout(wait) {
+                    Ok(p) => {
+                        bytes += p.bytes.len() as u64;
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
             }
         }
         // Objects deleted or replaced while queued are skipped.
@@ -1010,13 +1286,38 @@ fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Arc<Pending>>) {
             let st = lock(&inner.state);
             batch
                 .into_iter()
-                .filter(|p| st.pending.get(&p.key).is_some_and(|q| Arc::ptr_eq(q, p)))
+                .filter(|p| {
+                    let current = st.pending.get(&p.key).is_some_and(|q| Arc::ptr_eq(q, p));
+                    if !current {
+                        p.tell(Err(
+                            "it was deleted or replaced before it was written".into()
+                        ));
+                    }
+                    current
+                })
                 .collect()
         };
         if !batch.is_empty() {
             inner.write_batch(batch);
         }
         inner.compact();
+    }
+    // The queue is closed and drained: what still waits for a retry could not be written.
+    let mut st = lock(&inner.state);
+    let failed = std::mem::take(&mut st.retry);
+    for p in &failed {
+        if st.pending.get(&p.key).is_some_and(|q| Arc::ptr_eq(q, p)) {
+            st.pending.remove(&p.key);
+            st.pending_bytes -= p.bytes.len() as u64;
+            st.lost.push(p.key);
+        }
+    }
+    if !st.lost.is_empty() {
+        tracing::error!(
+            "warm tier: {} object(s) could not be written before the tier closed ({})",
+            st.lost.len(),
+            st.failing.as_deref().unwrap_or("write failed")
+        );
     }
 }
 
@@ -1127,6 +1428,16 @@ impl Inner {
                     };
                     moved.push((*old, o.key, *l, new));
                 }
+            }
+            // The catalog rows kept with the objects move with them.
+            let moved_keys: std::collections::HashSet<Key> = moved.iter().map(|m| m.1).collect();
+            let rows: Vec<CatalogEntry> = olds
+                .iter()
+                .flat_map(|(_, path)| file_catalog(path).unwrap_or_default())
+                .filter(|e| moved_keys.contains(&e.key))
+                .collect();
+            if let Some((k, v)) = catalog_kv(&rows) {
+                w.add_metadata(k, v);
             }
             let f = w.finish()?;
             Ok((staged, f, moved))
@@ -1391,7 +1702,16 @@ pub mod bench {
         .expect("open warm tier");
         for i in 0..objects {
             let k = Key::new(format!("present-{i}").as_bytes()).expect("key");
-            w.demote(k, &[i as u8; 64], &[], 0, String::new());
+            w.demote(Demotion {
+                key: k,
+                data: &[i as u8; 64],
+                meta: &[],
+                flags: 0,
+                part: String::new(),
+                catalog: None,
+                durable: false,
+            })
+            .expect("the tier writes");
         }
         while lock(&w.inner.state).pending_bytes > 0 {
             std::thread::sleep(Duration::from_millis(5));

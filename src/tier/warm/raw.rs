@@ -147,6 +147,12 @@ impl RawWriter {
         Ok(loc)
     }
 
+    /// Adds a key-value entry to the file's footer metadata.
+    pub(crate) fn add_metadata(&mut self, key: String, value: String) {
+        self.w
+            .append_key_value_metadata(parquet::file::metadata::KeyValue::new(key, value));
+    }
+
     /// Writes the footer; the file still needs to be committed.
     pub(crate) fn finish(self) -> Result<File> {
         self.w.close().map_err(write_err)?;

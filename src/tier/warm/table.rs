@@ -72,6 +72,7 @@ pub(crate) fn write(
     meta: &[u8],
     flags: u32,
     ipc_len: u64,
+    extra: Option<(String, String)>,
 ) -> Result<File> {
     let err = |e: parquet::errors::ParquetError| {
         Error::io(
@@ -97,6 +98,9 @@ pub(crate) fn write(
         (K_ROWS, rows.join(",")),
     ] {
         w.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+    }
+    if let Some((k, v)) = extra {
+        w.append_key_value_metadata(KeyValue::new(k, v));
     }
     w.close().map_err(err)?;
     Ok(handle)
