@@ -52,6 +52,9 @@ fi
 step "Python package: pip install ./python (PyO3, dev profile) into target/py-venv, pytest against real daemons, mypy --strict on the tests"
 tests/run-python-tests.sh
 
+step "shared-dataset examples, smoke: Python and C loaders, N worker processes (examples/run-examples.sh)"
+examples/run-examples.sh --smoke
+
 step "benchmark harness smoke run (debug build, short)"
 cargo bench -p cidcache --profile dev --bench spine -- --quick
 
