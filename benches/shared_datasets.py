@@ -99,9 +99,8 @@ def worker_main(mode: str, spec: Dict[str, Any]) -> None:
             if obj is None:
                 raise RuntimeError("dataset not found")
             del obj
-            t = client.get_arrow(spec["key"])
-            keep.append(t)
-            yield from t.to_batches()
+            # Batch by batch from the Arrow C stream (each zero-copy), not a whole table first.
+            yield from pa.RecordBatchReader.from_stream(client.get_arrow_stream(spec["key"]))
 
     elif mode == "plasma":
         import warnings
