@@ -60,6 +60,13 @@ fi
 step "Python package: pip install ./python (PyO3, dev profile) into target/py-venv, pytest against real daemons, mypy --strict on the tests"
 tests/run-python-tests.sh
 
+step "shared-dataset examples, smoke: Python and C loaders, N worker processes (examples/run-examples.sh)"
+examples/run-examples.sh --smoke
+
+step "shared-dataset benchmark, smoke (small dataset, N=1,2; debug build; Plasma where target/plasma-venv exists)"
+CIDCACHED=target/debug/cidcached target/py-venv/bin/python benches/shared_datasets.py \
+  --size 8M --workers 1,2 --json target/shared-datasets-smoke.json
+
 step "benchmark harness smoke run (debug build, short)"
 cargo bench -p cidcache --profile dev --bench spine -- --quick
 

@@ -6,7 +6,7 @@
 # The extension is built in the dev profile (MATURIN_PEP517_ARGS) in the workspace's target
 # directory, so the Rust dependencies the other steps compiled are reused.
 # Needs: Rust (cargo), Python 3.9+ with venv; network access to PyPI on the first run (maturin,
-# pyarrow, numpy, polars, pytest, mypy: current releases).
+# pyarrow, numpy, polars, pytest, mypy, fsspec, pandas, duckdb: current releases).
 # Environment: CARGO_TARGET_DIR (default <repo>/target); CIDCACHE_PYTHON (default python3.11 if
 # present, else python3).
 set -euo pipefail
@@ -18,11 +18,14 @@ venv="$target/py-venv"
 py="${CIDCACHE_PYTHON:-$(command -v python3.11 || command -v python3)}"
 
 if [ ! -x "$venv/bin/python" ] ||
-    ! "$venv/bin/python" -c 'import maturin, pyarrow, numpy, polars, pytest, mypy' 2>/dev/null; then
+    ! "$venv/bin/python" -c 'import maturin, pyarrow, numpy, polars, pytest, mypy, fsspec, pandas' 2>/dev/null; then
     echo "creating $venv with $py"
     "$py" -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check --upgrade \
-        maturin pyarrow numpy polars pytest mypy
+        maturin pyarrow numpy polars pytest mypy fsspec pandas
+    # DuckDB reads cidcache:// paths in test_fsspec.py; that test is skipped without it.
+    "$venv/bin/pip" install -q --disable-pip-version-check --upgrade duckdb ||
+        echo "duckdb could not be installed: its fsspec test will be skipped"
 fi
 "$venv/bin/python" -c 'import pyarrow, numpy, polars, pytest, mypy, sys
 print("python", sys.version.split()[0], "pyarrow", pyarrow.__version__, "numpy", numpy.__version__,
