@@ -110,6 +110,8 @@ pub struct Config {
     /// `Busy` error. Native clients are also bounded by the lease pages the memory limit
     /// allows (see `docs/operations.md`).
     pub max_clients: usize,
+    /// The cold tier on object storage below the warm tier (`--cold URL`), if any.
+    pub cold: Option<crate::tier::cold::ColdConfig>,
     /// Largest frame body accepted (native frames are further bounded by
     /// [`crate::proto::MAX_BODY`]); larger frames close their connection.
     pub max_frame: u64,
@@ -143,6 +145,7 @@ impl Config {
             catalog_preset: crate::tier::catalog::Preset::Balanced,
             metrics_addr: None,
             max_clients: 1024,
+            cold: None,
             max_frame: crate::proto::MAX_BODY as u64,
             frame_memory: 256 << 20,
         }

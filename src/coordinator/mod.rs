@@ -170,7 +170,7 @@ fn open_warm(cfg: &Config, max_object: u64) -> Result<crate::tier::warm::Warm> {
         }
     };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (w, rec) = crate::tier::warm::Warm::open(crate::tier::warm::WarmConfig {
+    let (mut w, rec) = crate::tier::warm::Warm::open(crate::tier::warm::WarmConfig {
         dir: dir.clone(),
         capacity,
         compression: cfg.warm_compression,
@@ -190,6 +190,15 @@ fn open_warm(cfg: &Config, max_object: u64) -> Result<crate::tier::warm::Warm> {
             format!("; {} unreadable file(s) quarantined", rec.quarantined.len())
         }
     );
+    if let Some(c) = &cfg.cold {
+        let cold = crate::tier::cold::Cold::open(c.clone())?;
+        tracing::info!(
+            "cold tier {}: {} objects",
+            c.url,
+            cold.stats().first().map_or(0, |s| s.1)
+        );
+        w.attach_cold(cold)?;
+    }
     Ok(w)
 }
 

@@ -1425,8 +1425,8 @@ impl Store {
             .filter_map(|e| {
                 let actual = if self.keys.contains_key(&e.key) {
                     StorageTier::Hot
-                } else if self.warm.as_ref().is_some_and(|w| w.contains(&e.key)) {
-                    StorageTier::Warm
+                } else if let Some(w) = &self.warm {
+                    w.tier_of(&e.key)
                 } else {
                     StorageTier::None
                 };
@@ -1442,6 +1442,14 @@ impl Store {
     /// Writes the catalog's changes (every few seconds, and at shutdown).
     fn checkpoint_catalog(&mut self, force: bool) {
         let Some(cat) = &mut self.catalog else { return };
+        // Objects the warm tier moved to the cold tier meanwhile.
+        if let Some(w) = &self.warm {
+            for k in w.take_cold_moves() {
+                if !self.keys.contains_key(&k) && w.tier_of(&k) == StorageTier::Cold {
+                    cat.set_tier(&k, StorageTier::Cold);
+                }
+            }
+        }
         if cat.pending_changes() == 0
             || (!force && self.last_checkpoint.elapsed() < CATALOG_CHECKPOINT_EVERY)
         {
@@ -1468,8 +1476,8 @@ impl Store {
             .map(|mut e| {
                 e.storage_tier = if keys.contains_key(&e.key) {
                     StorageTier::Hot
-                } else if warm.is_some_and(|w| w.contains(&e.key)) {
-                    StorageTier::Warm
+                } else if let Some(w) = warm {
+                    w.tier_of(&e.key)
                 } else {
                     StorageTier::None
                 };

@@ -2,5 +2,6 @@
 //! public: the coordinator drives it) and the CID metadata catalog.
 
 pub mod catalog;
+pub mod cold;
 pub(crate) mod parquet_guard;
 pub(crate) mod warm;
