@@ -7,8 +7,10 @@
 # Missing Debian packages (python3.11-venv, gcc, g++, valgrind) are installed with apt-get when
 # the script runs as root on a Debian-like system; otherwise it stops and names them.
 # Everything else the tests need is installed into the build tree only: Python venvs and
-# cbindgen under target/, Go modules in the Go module cache. Network: crates.io, PyPI, the Go
-# module proxy (first run only).
+# cbindgen under target/, Go modules in the Go module cache, the MinIO binary of the cold-tier
+# tests in ${XDG_CACHE_HOME:-~/.cache}/cidcache (scripts/minio.sh: about 12 minutes on a loaded
+# 2-core machine the first time, nothing after). Network: crates.io, PyPI, the Go module proxy
+# (first run only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -28,6 +30,12 @@ if [ -x tests/python/plasma/run.sh ]; then
   step "Plasma compatibility: unmodified pyarrow 11 against cidcached plasma (creates the venv that the Rust tests compare against too)"
   tests/python/plasma/run.sh
 fi
+
+step "MinIO for the cold-tier tests (built once from the Go module proxy, then cached outside the repository)"
+minio_start=$(date +%s)
+CIDCACHE_MINIO=$(scripts/minio.sh)
+export CIDCACHE_MINIO
+echo "MinIO ready in $(( $(date +%s) - minio_start ))s: $CIDCACHE_MINIO"
 
 step "Rust unit, integration and multi-process tests"
 cargo test --workspace

@@ -266,3 +266,210 @@ fn a_bucket_that_is_down_keeps_the_warm_copy() {
         "nothing moved once the bucket was back"
     );
 }
+
+/// A MinIO server on loopback (`CIDCACHE_MINIO` names the binary, see `scripts/minio.sh`),
+/// data in a temporary directory, stopped by pid when dropped.
+struct Minio {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+const BUCKET: &str = "cidcache-test";
+const USER: &str = "cidcache";
+const SECRET: &str = "cidcache-secret-key";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Minio {
+    fn start() -> Option<Minio> {
+        let Some(bin) = std::env::var_os("CIDCACHE_MINIO") else {
+            eprintln!("skipped: CIDCACHE_MINIO is not set (scripts/minio.sh builds MinIO)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // A top-level directory of a fresh single-drive MinIO is a bucket.
+        std::fs::create_dir_all(dir.path().join("data").join(BUCKET)).unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let console = format!("127.0.0.1:{}", free_port());
+        let child = std::process::Command::new(bin)
+            .args(["server", "--quiet", "--address", &addr.to_string()])
+            .args(["--console-address", &console])
+            .arg(dir.path().join("data"))
+            .env("MINIO_UPDATE", "off")
+            .env("MINIO_BROWSER", "off")
+            .env("MINIO_CALLHOME_ENABLE", "off")
+            .env("MINIO_ROOT_USER", USER)
+            .env("MINIO_ROOT_PASSWORD", SECRET)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start MinIO");
+        let m = Minio {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let live = || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect(m.addr) else {
+                return false;
+            };
+            let _ = s.write_all(
+                b"GET /minio/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            );
+            let mut r = String::new();
+            let _ = s.read_to_string(&mut r);
+            r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")
+        };
+        assert!(eventually(LONG, live), "MinIO never became live");
+        Some(m)
+    }
+
+    fn args(&self, endpoint: std::net::SocketAddr, retries: u32) -> Vec<String> {
+        let mut a = cold_args(&format!("s3://{BUCKET}/cache"));
+        for o in [
+            format!("endpoint=http://{endpoint}"),
+            "allow_http=true".into(),
+            "region=us-east-1".into(),
+            format!("access_key_id={USER}"),
+            format!("secret_access_key={SECRET}"),
+        ] {
+            a.extend(["--cold-option".to_string(), o]);
+        }
+        a.extend(["--cold-retries".to_string(), retries.to_string()]);
+        a
+    }
+}
+
+impl Drop for Minio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy to `to` that cuts connections in the middle of a large response while
+/// `cuts` (shared) is positive, counting each cut down.
+fn dropping_proxy(
+    to: std::net::SocketAddr,
+    cuts: Arc<std::sync::atomic::AtomicI64>,
+) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut down) = c else { return };
+            let Ok(mut up) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d2, &mut u2);
+                let _ = u2.shutdown(std::net::Shutdown::Write);
+            });
+            let cuts = cuts.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 16 << 10];
+                let mut sent = 0usize;
+                loop {
+                    let n = match up.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if sent + n > 64 << 10
+                        && cuts
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                                (c > 0).then_some(c - 1)
+                            })
+                            .is_ok()
+                    {
+                        // Mid-transfer: the client has the headers and part of the body.
+                        let _ = down.write_all(&buf[..n / 2]);
+                        let _ = down.shutdown(std::net::Shutdown::Both);
+                        let _ = up.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                    sent += n;
+                    if down.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn minio_two_daemons_share_a_bucket_and_dropped_connections_are_retried() {
+    let Some(minio) = Minio::start() else { return };
+    let a = start(&minio.args(minio.addr, 4));
+    let ca = a.client();
+    let (schema, batches) = table();
+    ca.put_arrow(b"s3-table", &schema, &batches).unwrap();
+    fill(&ca, 40, 300 << 10);
+    assert!(
+        eventually(LONG, || stat(&ca, "warm.files") == 0
+            && stat(&ca, "warm.cold_moved_files") > 0),
+        "daemon A never moved its files to MinIO"
+    );
+    assert_eq!(stat(&ca, "cold.upload_errors"), 0);
+    let moved = stat(&ca, "cold.objects");
+    assert!(moved > 20, "{moved} objects in the bucket");
+
+    // B reads through a proxy that cuts its first three large responses mid-body.
+    let cuts = Arc::new(std::sync::atomic::AtomicI64::new(3));
+    let proxy = dropping_proxy(minio.addr, cuts.clone());
+    let b = start(&minio.args(proxy, 4));
+    let cb = b.client();
+    assert_eq!(stat(&cb, "cold.objects"), moved, "B lists what A moved");
+    let t = cb
+        .get_arrow(b"s3-table")
+        .unwrap()
+        .expect("B reads A's table");
+    assert_eq!(t.batches, batches);
+    let mut read = Vec::new();
+    for i in 0..40 {
+        let k = key(i);
+        if let Some(o) = cb.get(&k).unwrap() {
+            assert!(
+                o.data() == content(&k, (300 << 10) + i % 7),
+                "object {i} differs"
+            );
+            read.push(i);
+        }
+    }
+    assert!(read.len() > 20, "B read {} objects", read.len());
+    assert!(
+        cuts.load(std::sync::atomic::Ordering::Acquire) <= 0,
+        "no connection was cut"
+    );
+    drop(cb);
+    drop(b);
+
+    // A proxy that cuts every transfer: retried, then a clear error; the daemon serves on.
+    cuts.store(i64::MAX, std::sync::atomic::Ordering::Release);
+    let c = start(&minio.args(proxy, 1));
+    let cc = c.client();
+    assert_eq!(
+        stat(&cc, "cold.objects"),
+        moved,
+        "C lists through the proxy"
+    );
+    let e = cc
+        .get(&key(read[0]))
+        .expect_err("a transfer that always breaks is an error");
+    assert_eq!(e.code(), Code::Io, "{e}");
+    assert!(e.to_string().contains("attempt"), "{e}");
+    assert!(stat(&cc, "cold.fetch_errors") > 0);
+    cc.put(b"still", b"serving").unwrap();
+    assert_eq!(cc.get(b"still").unwrap().unwrap().data(), b"serving");
+}

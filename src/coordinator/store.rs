@@ -968,6 +968,12 @@ impl Store {
         self.warm.as_ref()?.damage(key)
     }
 
+    /// Why the last promotion of `key` from the cold tier failed, once (see
+    /// `Warm::take_cold_failure`).
+    pub(crate) fn take_cold_failure(&self, key: &Key) -> Option<String> {
+        self.warm.as_ref()?.take_cold_failure(key)
+    }
+
     /// Whether the warm tier holds `key` or is promoting it.
     pub(crate) fn in_warm(&self, key: &Key) -> bool {
         self.promoting.contains(key) || self.warm.as_ref().is_some_and(|w| w.contains(key))

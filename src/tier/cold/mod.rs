@@ -100,6 +100,9 @@ struct State {
     index: HashMap<Key, Entry>,
     /// Keys whose bucket object was found damaged, and why.
     damaged: HashMap<Key, String>,
+    /// Keys whose last fetch failed (the store was down or refused), and why; told once to
+    /// the get that asked, then forgotten (the next get tries again).
+    failed: HashMap<Key, String>,
     last_list: Option<Instant>,
     counters: Counters,
 }
@@ -215,6 +218,7 @@ impl Cold {
             state: Mutex::new(State {
                 index: HashMap::new(),
                 damaged: HashMap::new(),
+                failed: HashMap::new(),
                 last_list: None,
                 counters: Counters::default(),
             }),
@@ -255,6 +259,11 @@ impl Cold {
         } else {
             self.rt.block_on(f)
         }
+    }
+
+    /// Why the last fetch of `key` failed, once.
+    pub(crate) fn take_failure(&self, key: &Key) -> Option<String> {
+        lock(&self.state).failed.remove(key)
     }
 
     /// Why `key`'s bucket object was quarantined, if it was.
@@ -422,6 +431,7 @@ impl Cold {
         let mut st = lock(&self.state);
         match r {
             Ok(Ok(b)) => {
+                st.failed.remove(key);
                 st.counters.fetches += 1;
                 st.counters.fetched_bytes += b.len() as u64;
                 Ok((e, b.to_vec()))
@@ -437,6 +447,8 @@ impl Cold {
                 if matches!(err, Error::NotFound(_)) {
                     // Deleted by another daemon since the listing.
                     st.index.remove(key);
+                } else if st.failed.len() < 1 << 16 {
+                    st.failed.insert(*key, err.to_string());
                 }
                 Err(err)
             }

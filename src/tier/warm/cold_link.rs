@@ -279,6 +279,12 @@ impl Warm {
         Ok(())
     }
 
+    /// Why the last promotion of `key` from the cold tier failed (the store was down or
+    /// refused), once: the get that missed answers this error instead of "missing".
+    pub(crate) fn take_cold_failure(&self, key: &Key) -> Option<String> {
+        self.inner.cold()?.take_failure(key)
+    }
+
     /// Keys moved to the cold tier since the last call (for the catalog).
     pub(crate) fn take_cold_moves(&self) -> Vec<Key> {
         std::mem::take(&mut lock(&self.inner.state).moved_cold)
