@@ -102,6 +102,15 @@ fn bucket_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The Python with pyarrow that the Plasma suite installs (`tests/python/plasma/run.sh`).
+fn pyarrow_python() -> Option<PathBuf> {
+    let p = match std::env::var_os("CIDCACHE_PYARROW_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plasma-venv/bin/python"),
+    };
+    p.exists().then_some(p)
+}
+
 fn cold_args(url: &str) -> Vec<String> {
     let mut a: Vec<String> = SMALL.iter().map(|s| s.to_string()).collect();
     // Every warm file moves as soon as it is written.
@@ -140,6 +149,27 @@ fn objects_move_to_the_bucket_and_promote_back() {
         "the table has its own file: {files:?}"
     );
     assert!(files.len() > 20, "one file per object: {}", files.len());
+
+    // pyarrow reads the bucket's table file directly (pyarrow from the Plasma suite's venv).
+    if let Some(py) = pyarrow_python() {
+        let out = std::process::Command::new(py)
+            .args(["-c", "import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(t.num_rows, sum(t.column('id').to_pylist()), ','.join(t.column_names))"])
+            .arg(&arrow)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: i64 = batches.iter().map(|b| b.num_rows() as i64).sum();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            format!("{rows} {} id,name,x", rows * (rows - 1) / 2)
+        );
+    } else {
+        eprintln!("skipping the pyarrow check: no target/plasma-venv");
+    }
 
     let before = stat(&c, "cold.fetches");
     check_all(&c, 40, 300 << 10);
