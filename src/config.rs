@@ -112,6 +112,8 @@ pub struct Config {
     pub max_clients: usize,
     /// The cold tier on object storage below the warm tier (`--cold URL`), if any.
     pub cold: Option<crate::tier::cold::ColdConfig>,
+    /// The Arrow Flight service (`--flight-addr`), if any.
+    pub flight: Option<crate::flight::FlightConfig>,
     /// Largest frame body accepted (native frames are further bounded by
     /// [`crate::proto::MAX_BODY`]); larger frames close their connection.
     pub max_frame: u64,
@@ -146,6 +148,7 @@ impl Config {
             metrics_addr: None,
             max_clients: 1024,
             cold: None,
+            flight: None,
             max_frame: crate::proto::MAX_BODY as u64,
             frame_memory: 256 << 20,
         }

@@ -117,6 +117,19 @@ struct Args {
     /// How often (seconds) the bucket is listed again, to learn what other daemons moved there.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     cold_relist: u64,
+    /// Serve Arrow Flight on HOST:PORT (gRPC). Beyond loopback it needs --flight-tls-cert,
+    /// --flight-tls-key and --flight-token-file. See docs/operations.md.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_addr)]
+    flight_addr: Option<std::net::SocketAddr>,
+    /// A file holding the bearer token every Flight call must carry.
+    #[arg(long, value_name = "PATH")]
+    flight_token_file: Option<PathBuf>,
+    /// PEM certificate chain for Flight over TLS.
+    #[arg(long, value_name = "PATH", requires = "flight_tls_key")]
+    flight_tls_cert: Option<PathBuf>,
+    /// PEM private key for Flight over TLS.
+    #[arg(long, value_name = "PATH", requires = "flight_tls_cert")]
+    flight_tls_key: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -214,6 +227,26 @@ fn config(a: &Args, store: &str) -> Config {
     cfg.max_clients = a.max_clients.max(1);
     cfg.max_frame = a.max_frame.max(1);
     cfg.frame_memory = a.frame_memory;
+    cfg.flight = a.flight_addr.map(|addr| cidcache::flight::FlightConfig {
+        addr,
+        token: a.flight_token_file.as_ref().map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_else(|e| {
+                    eprintln!("cidcached: cannot read {}: {e}", p.display());
+                    std::process::exit(2)
+                })
+                .trim()
+                .to_string()
+        }),
+        tls: a.flight_tls_cert.clone().zip(a.flight_tls_key.clone()),
+        max_put: cfg.memory_limit.unwrap_or(1 << 30),
+    });
+    if let Some(f) = &cfg.flight {
+        if let Err(e) = f.check() {
+            eprintln!("cidcached: {e}");
+            std::process::exit(2);
+        }
+    }
     cfg.cold = a.cold.as_ref().map(|url| {
         let mut c = cidcache::tier::cold::ColdConfig::new(url);
         c.options = a.cold_option.clone();

@@ -561,6 +561,14 @@ impl Coordinator {
                 tracing::info!("serving Prometheus metrics on http://{}/metrics", m.local_addr().map(|a| a.to_string()).unwrap_or_default());
                 background.spawn(metrics::serve(m, store.clone()));
             }
+            if let Some(f) = cfg.flight.clone() {
+                let socket = cfg.socket.clone();
+                background.spawn(async move {
+                    if let Err(e) = crate::flight::serve(f, socket).await {
+                        tracing::error!("Arrow Flight is not served: {e}");
+                    }
+                });
+            }
             let maint_store = store.clone();
             background.spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(5));
