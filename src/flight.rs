@@ -258,7 +258,10 @@ impl FlightService for Service {
             )));
         };
         let batches = futures::stream::iter(o.batches.into_iter().map(Ok));
+        // Whole batches per message up to 16 MiB (the encoder's 2 MiB default costs
+        // throughput; pyarrow's own server sends whole batches).
         let s = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(16 << 20)
             .with_schema(o.schema)
             .build(batches)
             .map_err(|e| Status::internal(e.to_string()))
