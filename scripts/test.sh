@@ -8,9 +8,9 @@
 # the script runs as root on a Debian-like system; otherwise it stops and names them.
 # Everything else the tests need is installed into the build tree only: Python venvs and
 # cbindgen under target/, Go modules in the Go module cache, the kubo binary of the IPFS tests
-# in ${XDG_CACHE_HOME:-~/.cache}/cidcache (scripts/kubo.sh: about 13 minutes on a loaded 2-core
-# machine the first time, nothing after). Network: crates.io, PyPI, the Go module proxy (first
-# run only).
+# and the MinIO binary of the cold-tier tests in ${XDG_CACHE_HOME:-~/.cache}/cidcache
+# (scripts/kubo.sh and scripts/minio.sh: about 13 and 12 minutes on a loaded 2-core machine the
+# first time, nothing after). Network: crates.io, PyPI, the Go module proxy (first run only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -36,6 +36,12 @@ kubo_start=$(date +%s)
 CIDCACHE_KUBO=$(scripts/kubo.sh)
 export CIDCACHE_KUBO
 echo "kubo ready in $(( $(date +%s) - kubo_start ))s: $CIDCACHE_KUBO"
+
+step "MinIO for the cold-tier tests (built once from the Go module proxy, then cached outside the repository)"
+minio_start=$(date +%s)
+CIDCACHE_MINIO=$(scripts/minio.sh)
+export CIDCACHE_MINIO
+echo "MinIO ready in $(( $(date +%s) - minio_start ))s: $CIDCACHE_MINIO"
 
 step "Rust unit, integration and multi-process tests"
 cargo test --workspace

@@ -157,6 +157,10 @@ pub struct Config {
     /// `Busy` error. Native clients are also bounded by the lease pages the memory limit
     /// allows (see `docs/operations.md`).
     pub max_clients: usize,
+    /// The cold tier on object storage below the warm tier (`--cold URL`), if any.
+    pub cold: Option<crate::tier::cold::ColdConfig>,
+    /// The Arrow Flight service (`--flight-addr`), if any.
+    pub flight: Option<crate::flight::FlightConfig>,
     /// Largest frame body accepted (native frames are further bounded by
     /// [`crate::proto::MAX_BODY`]); larger frames close their connection.
     pub max_frame: u64,
@@ -193,6 +197,8 @@ impl Config {
             durability: Durability::Memory,
             ipfs: IpfsConfig::default(),
             max_clients: 1024,
+            cold: None,
+            flight: None,
             max_frame: crate::proto::MAX_BODY as u64,
             frame_memory: 256 << 20,
         }

@@ -17,6 +17,7 @@ mod client;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
 #[doc(hidden)]

@@ -101,6 +101,46 @@ struct Args {
     no_adopt: bool,
     #[command(flatten)]
     ipfs: IpfsArgs,
+    /// Cold tier on object storage: s3://BUCKET/PREFIX (credentials, region and endpoint from
+    /// the AWS_* environment and --cold-option), gs://, az:// or file:///DIR. See docs/cold.md.
+    #[arg(long, value_name = "URL")]
+    cold: Option<String>,
+    /// A cold-tier store option KEY=VALUE (repeatable), e.g. endpoint=http://127.0.0.1:9000,
+    /// allow_http=true, region=us-east-1, access_key_id=..., virtual_hosted_style_request=false.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    cold_option: Vec<(String, String)>,
+    /// Warm files older than this many seconds move to the cold tier (0: age never moves one).
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    cold_after: u64,
+    /// Warm files at least this large move to the cold tier as soon as they are written.
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    cold_min_size: Option<u64>,
+    /// When warm files fill more than this percentage of --warm-capacity, the oldest move to
+    /// the cold tier until they fit under it.
+    #[arg(long, default_value_t = 80, value_name = "PERCENT")]
+    cold_high_water: u8,
+    /// Cold-tier transfers in flight at once.
+    #[arg(long, default_value_t = 8)]
+    cold_concurrency: usize,
+    /// Retries (with exponential backoff) of a failed cold-tier transfer before it fails.
+    #[arg(long, default_value_t = 4)]
+    cold_retries: u32,
+    /// How often (seconds) the bucket is listed again, to learn what other daemons moved there.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    cold_relist: u64,
+    /// Serve Arrow Flight on HOST:PORT (gRPC). Beyond loopback it needs --flight-tls-cert,
+    /// --flight-tls-key and --flight-token-file. See docs/operations.md.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_addr)]
+    flight_addr: Option<std::net::SocketAddr>,
+    /// A file holding the bearer token every Flight call must carry.
+    #[arg(long, value_name = "PATH")]
+    flight_token_file: Option<PathBuf>,
+    /// PEM certificate chain for Flight over TLS.
+    #[arg(long, value_name = "PATH", requires = "flight_tls_key")]
+    flight_tls_cert: Option<PathBuf>,
+    /// PEM private key for Flight over TLS.
+    #[arg(long, value_name = "PATH", requires = "flight_tls_cert")]
+    flight_tls_key: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -246,6 +286,37 @@ fn config(a: &Args, store: &str) -> Config {
     cfg.max_clients = a.max_clients.max(1);
     cfg.max_frame = a.max_frame.max(1);
     cfg.frame_memory = a.frame_memory;
+    cfg.flight = a.flight_addr.map(|addr| cidcache::flight::FlightConfig {
+        addr,
+        token: a.flight_token_file.as_ref().map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_else(|e| {
+                    eprintln!("cidcached: cannot read {}: {e}", p.display());
+                    std::process::exit(2)
+                })
+                .trim()
+                .to_string()
+        }),
+        tls: a.flight_tls_cert.clone().zip(a.flight_tls_key.clone()),
+        max_put: cfg.memory_limit.unwrap_or(1 << 30),
+    });
+    if let Some(f) = &cfg.flight {
+        if let Err(e) = f.check() {
+            eprintln!("cidcached: {e}");
+            std::process::exit(2);
+        }
+    }
+    cfg.cold = a.cold.as_ref().map(|url| {
+        let mut c = cidcache::tier::cold::ColdConfig::new(url);
+        c.options = a.cold_option.clone();
+        c.policy.after = (a.cold_after > 0).then(|| std::time::Duration::from_secs(a.cold_after));
+        c.policy.min_size = a.cold_min_size;
+        c.policy.high_water_pct = a.cold_high_water.min(100);
+        c.concurrency = a.cold_concurrency.max(1);
+        c.retries = a.cold_retries;
+        c.relist = std::time::Duration::from_secs(a.cold_relist.max(1));
+        c
+    });
     cfg
 }
 
@@ -267,6 +338,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
             "{s:?} is not a duration above zero (e.g. 500ms, 30s, 10m)"
         )),
     }
+}
+
+/// `KEY=VALUE`.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s}: expected KEY=VALUE"))
 }
 
 /// A hot-tier size: bytes with an optional unit, at least 1 MiB.

@@ -138,7 +138,7 @@ fn open_warm(cfg: &Config, max_object: u64) -> Result<crate::tier::warm::Warm> {
         }
     };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (w, rec) = crate::tier::warm::Warm::open(crate::tier::warm::WarmConfig {
+    let (mut w, rec) = crate::tier::warm::Warm::open(crate::tier::warm::WarmConfig {
         dir: dir.clone(),
         capacity,
         compression: cfg.warm_compression,
@@ -158,6 +158,15 @@ fn open_warm(cfg: &Config, max_object: u64) -> Result<crate::tier::warm::Warm> {
             format!("; {} unreadable file(s) quarantined", rec.quarantined.len())
         }
     );
+    if let Some(c) = &cfg.cold {
+        let cold = crate::tier::cold::Cold::open(c.clone())?;
+        tracing::info!(
+            "cold tier {}: {} objects",
+            c.url,
+            cold.stats().first().map_or(0, |s| s.1)
+        );
+        w.attach_cold(cold)?;
+    }
     Ok(w)
 }
 
@@ -713,6 +722,14 @@ impl Coordinator {
             }
             // Adopted Arrow objects are validated again, off the store lock.
             background.spawn(session::revalidate(store.clone()));
+            if let Some(f) = cfg.flight.clone() {
+                let socket = cfg.socket.clone();
+                background.spawn(async move {
+                    if let Err(e) = crate::flight::serve(f, socket).await {
+                        tracing::error!("Arrow Flight is not served: {e}");
+                    }
+                });
+            }
             let maint_store = store.clone();
             background.spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(5));

@@ -534,7 +534,14 @@ fn statuses(st: &mut Store, keys: &[Key]) -> (Vec<Result<bool>>, usize) {
             Lookup::Present => Ok(true),
             Lookup::Missing => match st.warm_damage(k) {
                 Some(why) => Err(Error::Corrupt(why)),
-                None => Ok(false),
+                // The cold tier holds it but could not deliver it: an error, not a miss.
+                None => match st.take_cold_failure(k) {
+                    Some(why) => Err(Error::io(
+                        format!("cannot promote {k} from the cold tier"),
+                        std::io::Error::other(why),
+                    )),
+                    None => Ok(false),
+                },
             },
         })
         .collect();

@@ -1526,6 +1526,12 @@ impl Store {
         self.warm.as_ref()?.damage(key)
     }
 
+    /// Why the last promotion of `key` from the cold tier failed, once (see
+    /// `Warm::take_cold_failure`).
+    pub(crate) fn take_cold_failure(&self, key: &Key) -> Option<String> {
+        self.warm.as_ref()?.take_cold_failure(key)
+    }
+
     /// Whether the warm tier holds `key` or is promoting it.
     pub(crate) fn in_warm(&self, key: &Key) -> bool {
         self.promoting.contains(key) || self.warm.as_ref().is_some_and(|w| w.contains(key))
@@ -2338,8 +2344,8 @@ impl Store {
             .filter_map(|e| {
                 let actual = if self.keys.contains_key(&e.key) {
                     StorageTier::Hot
-                } else if self.warm.as_ref().is_some_and(|w| w.contains(&e.key)) {
-                    StorageTier::Warm
+                } else if let Some(w) = &self.warm {
+                    w.tier_of(&e.key)
                 } else {
                     StorageTier::None
                 };
@@ -2406,6 +2412,14 @@ impl Store {
     /// Writes the catalog's changes (every few seconds, and at shutdown).
     fn checkpoint_catalog(&mut self, force: bool) {
         let Some(cat) = &mut self.catalog else { return };
+        // Objects the warm tier moved to the cold tier meanwhile.
+        if let Some(w) = &self.warm {
+            for k in w.take_cold_moves() {
+                if !self.keys.contains_key(&k) && w.tier_of(&k) == StorageTier::Cold {
+                    cat.set_tier(&k, StorageTier::Cold);
+                }
+            }
+        }
         if cat.pending_changes() == 0
             || (!force && self.last_checkpoint.elapsed() < CATALOG_CHECKPOINT_EVERY)
         {
@@ -2433,8 +2447,8 @@ impl Store {
             .map(|mut e| {
                 e.storage_tier = if keys.contains_key(&e.key) {
                     StorageTier::Hot
-                } else if warm.is_some_and(|w| w.contains(&e.key)) {
-                    StorageTier::Warm
+                } else if let Some(w) = warm {
+                    w.tier_of(&e.key)
                 } else {
                     StorageTier::None
                 };

@@ -3,6 +3,7 @@
 //! both (read-through and write-back through a kubo node or a trustless gateway).
 
 pub mod catalog;
+pub mod cold;
 pub(crate) mod ipfs;
 pub(crate) mod parquet_guard;
 pub(crate) mod warm;

@@ -28,6 +28,7 @@
 //! Thread safety: [`Warm`] is `Send + Sync`; one background thread writes files, promotions read
 //! them from any thread. Layouts: [`raw`] for byte objects, [`table`] for Arrow objects.
 
+mod cold_link;
 pub(crate) mod external;
 pub(crate) mod files;
 pub(crate) mod raw;
@@ -193,6 +194,9 @@ struct Counters {
     scan_row_groups_skipped: u64,
     scan_rows_skipped_by_pages: u64,
     damaged_objects: u64,
+    cold_moved: u64,
+    cold_moved_files: u64,
+    cold_promotions: u64,
 }
 
 struct State {
@@ -215,6 +219,8 @@ struct State {
     /// one answers `Corrupt`. Forgotten when the key is deleted (a tombstone keeps it dead in
     /// that file) or stored again.
     damaged: HashMap<Key, (Option<u64>, String)>,
+    /// Keys moved to the cold tier, not yet told to the catalog (bounded by `DAMAGED_MAX`).
+    moved_cold: Vec<Key>,
 }
 
 /// Damaged objects remembered (beyond, a get of one answers "missing" instead of `Corrupt`).
@@ -253,6 +259,14 @@ struct Inner {
     footers: Mutex<HashMap<u64, parquet::arrow::arrow_reader::ArrowReaderMetadata>>,
     /// Signalled when queued bytes drop or a flush completes.
     written: Condvar,
+    /// The cold tier, once attached.
+    cold: std::sync::OnceLock<Arc<crate::tier::cold::Cold>>,
+    /// Files whose move to the cold tier failed: when to try again, and how many failures.
+    cold_backoff: Mutex<HashMap<u64, (std::time::Instant, u32)>>,
+    /// One promotion from the cold tier per key: callers of one key queue on its lock.
+    cold_fetching: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
+    /// Tells the cold-tier mover to stop.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The warm tier of one store. Dropping it writes what is queued, then stops the writer.
@@ -260,6 +274,7 @@ pub(crate) struct Warm {
     inner: Arc<Inner>,
     tx: Option<mpsc::Sender<Arc<Pending>>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    mover: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Where to load a warm object from; obtained under the store lock, loaded outside it.
@@ -272,6 +287,8 @@ pub(crate) struct Source {
 enum Origin {
     Memory(Arc<Pending>),
     File(u64, PathBuf, Located),
+    /// Only in the cold tier: fetched into a warm file first.
+    Cold,
 }
 
 /// A warm object read back, ready to publish in shared memory.
@@ -445,9 +462,14 @@ impl Warm {
                 retry: Vec::new(),
                 lost: Vec::new(),
                 damaged: HashMap::new(),
+                moved_cold: Vec::new(),
             }),
             written: Condvar::new(),
             footers: Mutex::new(HashMap::new()),
+            cold: std::sync::OnceLock::new(),
+            cold_backoff: Mutex::new(HashMap::new()),
+            cold_fetching: Mutex::new(HashMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         {
             let mut st = lock(&inner.state);
@@ -468,6 +490,7 @@ impl Warm {
                 inner,
                 tx: Some(tx),
                 writer: Some(writer),
+                mover: None,
             },
             rec,
         ))
@@ -476,7 +499,9 @@ impl Warm {
     /// Whether the tier holds `key` (in a file or queued). Memory only: never touches the disk.
     pub(crate) fn contains(&self, key: &Key) -> bool {
         let st = lock(&self.inner.state);
-        st.objects.contains_key(key) || st.pending.contains_key(key)
+        st.objects.contains_key(key)
+            || st.pending.contains_key(key)
+            || self.inner.cold.get().is_some_and(|c| c.contains(key))
     }
 
     /// Why `key` is known damaged (a get of it answers `Corrupt`), if it is.
@@ -485,6 +510,7 @@ impl Warm {
             .damaged
             .get(key)
             .map(|(_, why)| why.clone())
+            .or_else(|| self.inner.cold.get()?.damage(key))
     }
 
     /// Queues an object (evicted from the hot tier, or written through by a put); it replaces
@@ -583,6 +609,13 @@ impl Warm {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        // Then the cold tier's mover, which moves only files already written.
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(m) = self.mover.take() {
+            let _ = m.join();
+        }
     }
 
     /// The catalog rows kept in the files with the objects `keys` (those that have one), for
@@ -641,9 +674,12 @@ impl Warm {
         let st = lock(&self.inner.state);
         let from = if let Some(p) = st.pending.get(key) {
             Origin::Memory(p.clone())
-        } else {
-            let l = *st.objects.get(key)?;
+        } else if let Some(l) = st.objects.get(key).copied() {
             Origin::File(l.file, st.files.get(&l.file)?.path.clone(), l)
+        } else if self.inner.cold.get().is_some_and(|c| c.contains(key)) {
+            Origin::Cold
+        } else {
+            return None;
         };
         Some(Source {
             inner: self.inner.clone(),
@@ -667,6 +703,17 @@ impl Warm {
     }
 
     fn remove(&self, key: &Key, sync: bool) -> Result<bool> {
+        let mut in_cold = false;
+        if let Some(c) = self.inner.cold.get() {
+            in_cold = c.contains(key);
+            if sync {
+                // A deleted key must not come back from the bucket.
+                c.delete(key)?;
+            } else {
+                // Replaced: the next move overwrites the bucket's copy.
+                c.forget(key);
+            }
+        }
         let mut st = lock(&self.inner.state);
         let damaged = st.damaged.remove(key);
         let queued = st.pending.remove(key);
@@ -678,7 +725,7 @@ impl Warm {
             // A damaged copy still in its file: the tombstone keeps it from coming back
             // (as Corrupt) after a restart.
             (None, Some((Some(f), _))) => *f,
-            (None, _) => return Ok(queued.is_some() || damaged.is_some()),
+            (None, _) => return Ok(queued.is_some() || damaged.is_some() || in_cold),
         };
         let line = format!("{} {file}\n", table::hex(key.as_bytes()));
         st.tombstones
@@ -732,7 +779,13 @@ impl Warm {
                 "warm.scan_rows_skipped_by_pages",
                 c.scan_rows_skipped_by_pages,
             ),
+            ("warm.cold_moved", c.cold_moved),
+            ("warm.cold_moved_files", c.cold_moved_files),
+            ("warm.cold_promotions", c.cold_promotions),
         ]
+        .into_iter()
+        .chain(self.inner.cold.get().map(|c| c.stats()).unwrap_or_default())
+        .collect()
     }
 
     /// The tier's directory.
@@ -811,11 +864,15 @@ impl Source {
     /// back decoded, for the caller to encode where it will live. Runs outside the store lock:
     /// it may decode a large file. A file that fails to decode is quarantined and its objects
     /// forgotten.
-    pub(crate) fn prepare(self) -> Result<Prepared> {
+    pub(crate) fn prepare(mut self) -> Result<Prepared> {
+        if let Origin::Cold = self.from {
+            self.from = self.inner.promote_from_cold(&self.key)?;
+        }
         let max_object = self.inner.cfg.max_object;
         // Whether a failure is the object's alone (its file's footer was fine).
         let mut object_only = false;
         let r = match &self.from {
+            Origin::Cold => Err(Error::Internal("not fetched from the cold tier".into())),
             Origin::Memory(p) => Ok(Prepared::Bytes(Loaded {
                 bytes: p.bytes.clone(),
                 data_len: p.data_len,
@@ -931,7 +988,10 @@ impl Source {
 impl Source {
     /// Projects and filters the Arrow object this source names, reading only what the scan
     /// needs from its file; returns the result encoded as an Arrow IPC file.
-    pub(crate) fn scan(self, scan: &crate::scan::Scan) -> Result<Loaded> {
+    pub(crate) fn scan(mut self, scan: &crate::scan::Scan) -> Result<Loaded> {
+        if let Origin::Cold = self.from {
+            self.from = self.inner.promote_from_cold(&self.key)?;
+        }
         let not_arrow = || {
             Error::NotArrow(format!(
                 "{} was not stored as an Arrow object; use get()",
@@ -966,6 +1026,7 @@ impl Source {
                 let flags = match &self.from {
                     Origin::Memory(p) => p.flags,
                     Origin::File(_, _, l) => l.flags,
+                    Origin::Cold => return Err(Error::Internal("not fetched".into())),
                 };
                 if flags & PUT_ARROW == 0 {
                     return Err(not_arrow());
@@ -1033,10 +1094,18 @@ impl Inner {
 
     /// Deletes the oldest files until the tier fits its capacity.
     fn enforce_capacity(&self, st: &mut State) {
+        let cold = self.cold.get().is_some();
+        let mut skip = 0;
         while st.file_bytes > self.cfg.capacity {
-            let Some(&seq) = st.files.keys().next() else {
+            // With a cold tier, a file goes only once the bucket holds all of it (the capacity
+            // is exceeded meanwhile: the mover sends the oldest files first).
+            let Some(&seq) = st.files.keys().nth(skip) else {
                 break;
             };
+            if cold && !self.safe_in_cold(st, seq) {
+                skip += 1;
+                continue;
+            }
             let before = st.objects.len();
             if let Some(f) = self.forget_file(st, seq) {
                 let _ = std::fs::remove_file(&f.path);
@@ -1409,6 +1478,10 @@ impl Inner {
                     }
                     Err(e) => {
                         let mut st = lock(&self.state);
+                        if !st.files.contains_key(old) {
+                            // Moved to the cold tier meanwhile: nothing to carry over.
+                            continue;
+                        }
                         files::quarantine(&self.dirs, path, &e.to_string());
                         self.forget_file(&mut st, *old);
                         st.counters.quarantined += 1;
