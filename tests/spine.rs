@@ -288,13 +288,17 @@ fn connecting_with_no_daemon_is_not_running() {
     // A process another test forks at that moment holds the listener until its exec closes it
     // (close-on-exec): a connection may be accepted into its backlog and then dropped. Once that
     // child has exec'd, nobody listens; try again while the only answer is a dropped connection.
-    let mut e = Client::connect_socket(&stale).err().expect("nobody listens");
+    let mut e = Client::connect_socket(&stale)
+        .err()
+        .expect("nobody listens");
     for _ in 0..100 {
         if !matches!(e, Error::Disconnected(_)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
-        e = Client::connect_socket(&stale).err().expect("nobody listens");
+        e = Client::connect_socket(&stale)
+            .err()
+            .expect("nobody listens");
     }
     assert!(matches!(e, Error::NotRunning(_)), "{e}");
 }
